@@ -1,0 +1,47 @@
+//! Default values of every optional key, each with the reason it was chosen.
+
+use std::time::Duration;
+
+/// Long enough for a slow mobile client to send its head, short enough to shed
+/// slowloris connections (nginx's `client_header_timeout` is 60 s; HAProxy's
+/// `timeout http-request` is commonly set to 10 s).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keep-alive idle time of client connections; nginx's `keepalive_timeout` is 75 s,
+/// most clients and load balancers in front close theirs after 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Largest request head accepted before answering 431 (HAProxy's `tune.bufsize`
+/// is 16 KiB, nginx allows 4 × 8 KiB; cookies of big sites need more).
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The smallest head limit the HTTP/1 parser can work with: it reads in 8 KiB steps.
+pub const MIN_MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Upper bound on the head limit, so one client cannot make weir hold megabytes.
+pub const MAX_MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+/// Time to establish a TCP connection to a backend. A backend on the same network
+/// answers a SYN within milliseconds; seconds mean it is gone.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time to the first byte of the response head, per try (nginx's `proxy_read_timeout`).
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a pooled backend connection may sit unused. Kept below the keep-alive
+/// timeout of common application servers so weir, not the backend, closes first.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle connections kept per backend; beyond it a finished connection is closed.
+pub const DEFAULT_MAX_IDLE_PER_BACKEND: usize = 256;
+
+/// Grace period for in-flight requests on SIGTERM (Kubernetes' default
+/// `terminationGracePeriodSeconds` is 30 s).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Backend weight when none is written.
+pub const DEFAULT_WEIGHT: u32 = 1;
+
+/// Largest weight: smooth weighted round robin precomputes one cycle of
+/// sum(weights) slots, so weights are kept small (HAProxy caps them at 256).
+pub const MAX_WEIGHT: u32 = 1000;

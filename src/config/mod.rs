@@ -1,0 +1,631 @@
+//! The configuration pipeline: TOML text → [`file::FileConfig`] (syntax, unknown keys)
+//! → [`Config`] (validated, typed). A `Config` can only be obtained through
+//! [`load`] or [`parse`], so the rest of weir never sees an unchecked value.
+
+pub mod defaults;
+pub mod file;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use defaults::*;
+use file::{FileConfig, FileListener, FileRoute, FileUpstream};
+
+/// A validated configuration: everything the daemon needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// In name order; routes refer to them by index.
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub host: Option<HostPattern>,
+    /// Without a trailing slash (except for "/" itself).
+    pub path_prefix: Option<String>,
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+}
+
+/// A route's `host`: exact name or `*.suffix`, stored lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// `*.example.com` is stored as `.example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub strategy: StrategyKind,
+    pub backends: Vec<BackendConfig>,
+    pub timeouts: UpstreamTimeouts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyKind {
+    RoundRobin,
+}
+
+/// Strategies of the contract that are not built yet: refused by name.
+const STRATEGIES_NOT_YET: &[&str] = &[
+    "least_connections",
+    "ip_hash",
+    "hash",
+    "random",
+    "p2c",
+    "ewma",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    pub weight: NonZeroU32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    pub connect: Duration,
+    /// Time to the first byte of the response head, per try.
+    pub response: Duration,
+    /// How long a pooled connection may stay idle.
+    pub idle: Duration,
+}
+
+// === errors ===
+
+/// Everything wrong with one config file: all validation problems are collected so
+/// that `--check` shows them in one go.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", display_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+/// One problem at one place of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The key the problem is about, when it can be named.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+impl ConfigError {
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid(problems) => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+}
+
+// === loading ===
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates config text; `file` is the name used in error messages.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let mut problems = Problems {
+        text,
+        file,
+        list: Vec::new(),
+    };
+    if text.trim().is_empty() {
+        problems.at(
+            0..0,
+            None,
+            "the config file is empty: it needs at least one [[listeners]], one [[routes]] and one [upstreams.NAME]",
+        );
+        return Err(ConfigError::Invalid(problems.list));
+    }
+    let raw: FileConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(err) => {
+            let span = err.span().unwrap_or(0..0);
+            let key = key_at(text, &span);
+            problems.at(span, key, err.message().trim_end());
+            return Err(ConfigError::Invalid(problems.list));
+        }
+    };
+    let config = validate(raw, &mut problems);
+    if problems.list.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems.list))
+    }
+}
+
+/// Collects problems with their position in the text.
+struct Problems<'a> {
+    text: &'a str,
+    file: &'a str,
+    list: Vec<Problem>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: Range<usize>, key: Option<String>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.list.push(Problem {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key,
+            message: message.into(),
+        });
+    }
+
+    fn spanned<T>(&mut self, item: &Spanned<T>, key: &str, message: impl Into<String>) {
+        self.at(item.span(), Some(key.to_owned()), message);
+    }
+
+    fn not_supported<T>(&mut self, item: &Option<Spanned<T>>, key: &str) {
+        if let Some(item) = item {
+            self.spanned(
+                item,
+                key,
+                "not supported yet by this version of weir; remove it (see docs/configuration.md)",
+            );
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The key an error span refers to: the span itself when it covers a key, or the key
+/// before `=` when it covers a value. Best effort: `None` when it cannot tell.
+fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let covered = text.get(span.clone())?.trim();
+    if !covered.is_empty() && covered.chars().all(is_key_char) {
+        let after = text.get(span.end..)?.trim_start();
+        if after.starts_with('=') {
+            return Some(covered.to_owned());
+        }
+    }
+    let before = text.get(..span.start)?.trim_end();
+    let before = before.strip_suffix('=')?.trim_end();
+    let start = before.rfind(|c: char| !is_key_char(c)).map_or(0, |i| i + 1);
+    let key = &before[start..];
+    (!key.is_empty()).then(|| key.to_owned())
+}
+
+// === validation ===
+
+fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
+    problems.not_supported(&raw.admin, "admin");
+    problems.not_supported(&raw.logging, "logging");
+
+    let runtime = RuntimeConfig {
+        workers: raw.runtime.as_ref().and_then(|r| r.workers).unwrap_or(0),
+        shutdown_timeout: raw
+            .runtime
+            .as_ref()
+            .and_then(|r| r.shutdown_timeout)
+            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |d| d.0),
+    };
+
+    let upstream_names: Vec<&str> = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect();
+    let upstreams = raw
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| validate_upstream(name, upstream, problems))
+        .collect();
+
+    if raw.listeners.is_empty() {
+        problems.at(
+            0..0,
+            Some("listeners".into()),
+            "no [[listeners]]: add one, e.g. listen = \"0.0.0.0:8080\"",
+        );
+    }
+    let mut addresses = HashSet::new();
+    let mut names = HashSet::new();
+    let listeners = raw
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            let config = validate_listener(index, listener.get_ref(), problems);
+            if !addresses.insert(config.listen) {
+                problems.spanned(
+                    &listener.get_ref().listen,
+                    "listen",
+                    format!("{} is already used by another listener; each listener needs its own address", config.listen),
+                );
+            }
+            if !names.insert(config.name.clone()) {
+                let span = listener.get_ref().name.as_ref().map_or(listener.span(), |n| n.span());
+                problems.at(
+                    span,
+                    Some("name".into()),
+                    format!("duplicate listener name {:?}; listener names must be unique", config.name),
+                );
+            }
+            config
+        })
+        .collect();
+
+    if raw.routes.is_empty() {
+        problems.at(
+            0..0,
+            Some("routes".into()),
+            "no [[routes]]: add one, e.g. upstream = \"NAME\"",
+        );
+    }
+    let mut route_names = HashSet::new();
+    let routes = raw
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(index, route)| {
+            let config = validate_route(index, route.get_ref(), &upstream_names, problems);
+            if !route_names.insert(config.name.clone()) {
+                let span = route
+                    .get_ref()
+                    .name
+                    .as_ref()
+                    .map_or(route.span(), |n| n.span());
+                problems.at(
+                    span,
+                    Some("name".into()),
+                    format!(
+                        "duplicate route name {:?}; route names must be unique",
+                        config.name
+                    ),
+                );
+            }
+            config
+        })
+        .collect();
+
+    Config {
+        runtime,
+        listeners,
+        routes,
+        upstreams,
+    }
+}
+
+fn validate_listener(
+    index: usize,
+    raw: &FileListener,
+    problems: &mut Problems<'_>,
+) -> ListenerConfig {
+    problems.not_supported(&raw.tls, "tls");
+    problems.not_supported(&raw.trusted_proxies, "trusted_proxies");
+    problems.not_supported(&raw.proxy_protocol, "proxy_protocol");
+    problems.not_supported(&raw.max_connections, "max_connections");
+    problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
+
+    let name = match &raw.name {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            problems.spanned(name, "name", "must not be empty");
+            String::new()
+        }
+        Some(name) => name.get_ref().clone(),
+        None => format!("listener-{index}"),
+    };
+    let header_timeout = positive_duration(
+        &raw.header_timeout,
+        "header_timeout",
+        DEFAULT_HEADER_TIMEOUT,
+        problems,
+    );
+    let idle_timeout = positive_duration(
+        &raw.idle_timeout,
+        "idle_timeout",
+        DEFAULT_IDLE_TIMEOUT,
+        problems,
+    );
+    let max_header_bytes = match &raw.max_header_bytes {
+        None => DEFAULT_MAX_HEADER_BYTES,
+        Some(value) => {
+            match usize::try_from(*value.get_ref()) {
+                Ok(n) if (MIN_MAX_HEADER_BYTES..=MAX_MAX_HEADER_BYTES).contains(&n) => n,
+                _ => {
+                    problems.spanned(
+                    value,
+                    "max_header_bytes",
+                    format!("must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES} bytes"),
+                );
+                    DEFAULT_MAX_HEADER_BYTES
+                }
+            }
+        }
+    };
+    ListenerConfig {
+        name,
+        listen: raw.listen.get_ref().0,
+        header_timeout,
+        idle_timeout,
+        max_header_bytes,
+    }
+}
+
+fn positive_duration(
+    value: &Option<Spanned<file::DurationValue>>,
+    key: &str,
+    default: Duration,
+    problems: &mut Problems<'_>,
+) -> Duration {
+    match value {
+        None => default,
+        Some(d) if d.get_ref().0.is_zero() => {
+            problems.spanned(d, key, "must be greater than zero");
+            default
+        }
+        Some(d) => d.get_ref().0,
+    }
+}
+
+fn validate_route(
+    index: usize,
+    raw: &FileRoute,
+    upstream_names: &[&str],
+    problems: &mut Problems<'_>,
+) -> RouteConfig {
+    let name = raw
+        .name
+        .as_ref()
+        .map_or_else(|| format!("route-{index}"), |n| n.get_ref().clone());
+    let host = raw.host.as_ref().and_then(|host| {
+        let text = host.get_ref().trim().to_ascii_lowercase();
+        let pattern = match text.strip_prefix("*.") {
+            Some(suffix) => HostPattern::Suffix(format!(".{suffix}")),
+            None => HostPattern::Exact(text.clone()),
+        };
+        let bare = text.strip_prefix("*.").unwrap_or(&text);
+        let valid = !bare.is_empty()
+            && bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+            && !bare.starts_with('.')
+            && !bare.ends_with('.');
+        if valid {
+            Some(pattern)
+        } else {
+            problems.spanned(
+                host,
+                "host",
+                format!(
+                    "invalid host {:?}: expected a host name without port, e.g. \"api.example.com\" or \"*.example.com\"",
+                    host.get_ref()
+                ),
+            );
+            None
+        }
+    });
+    let path_prefix = raw.path_prefix.as_ref().and_then(|prefix| {
+        let text = prefix.get_ref();
+        if !text.starts_with('/') || text.contains(['?', '#']) || text.contains(char::is_whitespace)
+        {
+            problems.spanned(
+                prefix,
+                "path_prefix",
+                format!(
+                    "invalid path prefix {text:?}: expected a path starting with '/', e.g. \"/api\""
+                ),
+            );
+            return None;
+        }
+        let trimmed = text.trim_end_matches('/');
+        Some(if trimmed.is_empty() {
+            "/".to_owned()
+        } else {
+            trimmed.to_owned()
+        })
+    });
+    let target = raw.upstream.get_ref();
+    let upstream = match upstream_names.iter().position(|n| n == target) {
+        Some(i) => i,
+        None => {
+            let known = if upstream_names.is_empty() {
+                "no upstream is defined; add [upstreams.NAME]".to_owned()
+            } else {
+                format!("defined upstreams: {}", upstream_names.join(", "))
+            };
+            problems.spanned(
+                &raw.upstream,
+                "upstream",
+                format!("unknown upstream {target:?}; {known}"),
+            );
+            0
+        }
+    };
+    RouteConfig {
+        name,
+        host,
+        path_prefix,
+        upstream,
+    }
+}
+
+fn validate_upstream(
+    name: &Spanned<String>,
+    raw: &Spanned<FileUpstream>,
+    problems: &mut Problems<'_>,
+) -> UpstreamConfig {
+    let raw_span = raw.span();
+    let raw = raw.get_ref();
+    problems.not_supported(&raw.hash_key, "hash_key");
+    problems.not_supported(&raw.health_check, "health_check");
+    problems.not_supported(&raw.retries, "retries");
+    problems.not_supported(&raw.outlier_detection, "outlier_detection");
+    problems.not_supported(&raw.hash_balance_factor, "hash_balance_factor");
+    problems.not_supported(&raw.sticky, "sticky");
+    problems.not_supported(&raw.slow_start, "slow_start");
+    problems.not_supported(&raw.panic_threshold, "panic_threshold");
+    problems.not_supported(&raw.tls, "tls");
+    problems.not_supported(&raw.protocol, "protocol");
+    problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
+    problems.not_supported(&raw.queue_timeout, "queue_timeout");
+    if let Some(timeouts) = &raw.timeouts {
+        problems.not_supported(&timeouts.request, "request");
+    }
+    if let Some(limit) = &raw.max_connections_per_backend {
+        match *limit.get_ref() {
+            0 => {}
+            n if n < 0 => problems.spanned(
+                limit,
+                "max_connections_per_backend",
+                "must be 0 (unlimited) or more",
+            ),
+            _ => problems.spanned(
+                limit,
+                "max_connections_per_backend",
+                "limits other than 0 (unlimited) are not supported yet by this version of weir",
+            ),
+        }
+    }
+
+    let strategy = match &raw.strategy {
+        None => StrategyKind::RoundRobin,
+        Some(s) => match s.get_ref().as_str() {
+            "round_robin" => StrategyKind::RoundRobin,
+            other if STRATEGIES_NOT_YET.contains(&other) => {
+                problems.spanned(s, "strategy", format!("strategy {other:?} is not supported yet by this version of weir; use \"round_robin\""));
+                StrategyKind::RoundRobin
+            }
+            other => {
+                problems.spanned(
+                    s,
+                    "strategy",
+                    format!(
+                        "unknown strategy {other:?}; expected one of: round_robin, {}",
+                        STRATEGIES_NOT_YET.join(", ")
+                    ),
+                );
+                StrategyKind::RoundRobin
+            }
+        },
+    };
+
+    if raw.backends.is_empty() {
+        problems.at(
+            raw_span.clone(),
+            Some(format!("upstreams.{}.backends", name.get_ref())),
+            "an upstream needs at least one backend, e.g. backends = [{ address = \"127.0.0.1:9001\" }]",
+        );
+    }
+    let mut seen = HashSet::new();
+    let backends = raw
+        .backends
+        .iter()
+        .map(|backend| {
+            let backend = backend.get_ref();
+            let address = backend.address.get_ref().0;
+            if !seen.insert(address) {
+                problems.spanned(&backend.address, "address", format!("backend {address} is listed twice in this upstream; raise its weight instead"));
+            }
+            let weight = match &backend.weight {
+                None => DEFAULT_WEIGHT,
+                Some(w) => match u32::try_from(*w.get_ref()) {
+                    Ok(n) if (1..=MAX_WEIGHT).contains(&n) => n,
+                    _ => {
+                        problems.spanned(w, "weight", format!("must be between 1 and {MAX_WEIGHT}"));
+                        DEFAULT_WEIGHT
+                    }
+                },
+            };
+            BackendConfig {
+                address,
+                weight: NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN),
+            }
+        })
+        .collect();
+
+    let timeouts = raw.timeouts.as_ref();
+    let pick =
+        |value: Option<file::DurationValue>, default: Duration| value.map_or(default, |d| d.0);
+    let timeouts = UpstreamTimeouts {
+        connect: pick(timeouts.and_then(|t| t.connect), DEFAULT_CONNECT_TIMEOUT),
+        response: pick(timeouts.and_then(|t| t.response), DEFAULT_RESPONSE_TIMEOUT),
+        idle: pick(timeouts.and_then(|t| t.idle), DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+    };
+    for (value, key) in [
+        (timeouts.connect, "connect"),
+        (timeouts.response, "response"),
+    ] {
+        if value.is_zero() {
+            problems.at(
+                raw_span.clone(),
+                Some(format!("timeouts.{key}")),
+                "must be greater than zero",
+            );
+        }
+    }
+
+    UpstreamConfig {
+        name: name.get_ref().clone(),
+        strategy,
+        backends,
+        timeouts,
+    }
+}
+

@@ -1,0 +1,140 @@
+//! The `weir` command: parses the CLI, sets up logging, the runtime and signals,
+//! and hands over to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use weir::config;
+use weir::shutdown::{self, ShutdownTrigger};
+
+/// weir: a reverse-proxy load balancer for HTTP.
+#[derive(Debug, Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The config file (TOML).
+    #[arg(long, short, value_name = "FILE", required = true)]
+    config: Option<PathBuf>,
+    /// Only parse and validate the config: print the problems, exit 0 if valid, 1 if not.
+    #[arg(long, requires = "config")]
+    check: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start three demo backends on loopback and weir in front of them.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let result = match (&cli.command, &cli.config) {
+        (Some(Command::Demo { listen }), _) => run_demo(*listen),
+        (None, Some(path)) if cli.check => return check(path),
+        (None, Some(path)) => run_daemon(path),
+        (None, None) => unreachable!("clap requires --config without a subcommand"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("weir: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check`: like `nginx -t`.
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(_) => {
+            println!("weir: {} is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_daemon(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::load(path).map_err(|err| anyhow::anyhow!("invalid config:\n{err}"))?;
+    runtime(config.runtime.workers)?.block_on(async move {
+        let (trigger, shutdown) = shutdown::channel();
+        let running = weir::start(config, shutdown).await?;
+        tokio::spawn(watch_signals(trigger));
+        running.wait().await;
+        info!("drained; exiting");
+        Ok(())
+    })
+}
+
+fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
+    runtime(0)?.block_on(async move {
+        let mut backends = Vec::new();
+        for i in 1..=3 {
+            backends.push(weir::demo::start_backend(format!("backend-{i}")).await?);
+        }
+        let config = weir::demo::config(listen, &backends)?;
+        let (trigger, shutdown) = shutdown::channel();
+        let running = weir::start(config, shutdown)
+            .await
+            .context("try another address with `weir demo --listen 127.0.0.1:PORT`")?;
+        info!(
+            "demo ready: weir on http://{listen} in front of {} backends (weights 3, 1, 1). Try:\n\n    \
+             for i in 1 2 3 4 5; do curl -s http://{listen}/hello; done\n\n\
+             Ctrl-C to stop.",
+            backends.len()
+        );
+        tokio::spawn(watch_signals(trigger));
+        running.wait().await;
+        Ok(())
+    })
+}
+
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build()
+}
+
+/// SIGTERM / SIGINT start the drain; SIGHUP (reload) is acknowledged.
+async fn watch_signals(trigger: ShutdownTrigger) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!("cannot install signal handlers; stop weir with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => warn!("SIGHUP: config reload is not supported yet by this version; nothing changed"),
+        }
+    }
+    info!("shutdown signal received; draining");
+    trigger.trigger();
+}

@@ -1,0 +1,73 @@
+//! The response body weir sends to clients: a backend's streamed body or a short
+//! local answer, carrying the connection's request guard until it is done.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::upstream::ResponseBody;
+
+use super::RequestGuard;
+
+#[derive(Debug)]
+pub struct ProxyBody {
+    kind: Kind,
+    /// Keeps the request counted as in flight on its client connection until the
+    /// response has been written (or abandoned), so idle timeouts leave it alone.
+    _request: Option<RequestGuard>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream(ResponseBody),
+    Local(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub(super) fn upstream(body: ResponseBody, request: RequestGuard) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            _request: Some(request),
+        }
+    }
+
+    pub fn local(text: &'static str) -> Self {
+        ProxyBody {
+            kind: Kind::Local(Some(Bytes::from_static(text.as_bytes()))),
+            _request: None,
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Local(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(body) => body.size_hint(),
+            Kind::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}

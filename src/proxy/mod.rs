@@ -1,0 +1,148 @@
+//! The request path: validate → route → pick a backend → forward → stream back.
+//! Every failure becomes a response in exactly one place ([`error::ProxyError`]).
+
+mod body;
+mod error;
+mod forward;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use tracing::warn;
+
+pub use body::ProxyBody;
+pub use error::ProxyError;
+pub use forward::ClientFacts;
+
+use crate::balance::RequestKey;
+use crate::snapshot::Snapshot;
+use crate::upstream::RequestBody;
+
+/// What every request of one client connection shares.
+#[derive(Debug)]
+pub struct Connection {
+    /// The config in force; read once per request.
+    pub snapshots: Arc<ArcSwap<Snapshot>>,
+    pub listener: Arc<str>,
+    pub peer: SocketAddr,
+    pub facts: ClientFacts,
+    /// Requests of this connection whose response is not finished; read by the
+    /// connection's idle and header timeouts. Per connection, so never contended.
+    pub active: AtomicUsize,
+}
+
+impl Connection {
+    pub fn new(
+        listener: Arc<str>,
+        peer: SocketAddr,
+        tls: bool,
+        snapshots: Arc<ArcSwap<Snapshot>>,
+    ) -> Self {
+        let ip = peer.ip().to_string();
+        Connection {
+            snapshots,
+            listener,
+            peer,
+            facts: ClientFacts {
+                address: HeaderValue::from_str(&ip)
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            },
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn active_requests(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one request as active on its connection until dropped.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Connection>);
+
+impl RequestGuard {
+    fn new(connection: Arc<Connection>) -> Self {
+        connection.active.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(connection)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one request of `connection` against the current snapshot.
+pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> Response<ProxyBody> {
+    // One snapshot for the whole request, even if a reload happens meanwhile.
+    let snapshot = connection.snapshots.load_full();
+    let guard = RequestGuard::new(connection);
+    match proxy(&snapshot, &guard.0, request).await {
+        Ok(response) => response.map(|body| ProxyBody::upstream(body, guard)),
+        Err(err) => error_response(&err),
+    }
+}
+
+async fn proxy(
+    snapshot: &Snapshot,
+    connection: &Connection,
+    request: Request<Incoming>,
+) -> Result<Response<crate::upstream::ResponseBody>, ProxyError> {
+    let host = validate::check(&request)?;
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+    let route = snapshot
+        .router
+        .route(host_str, request.uri().path())
+        .ok_or(ProxyError::NoRoute)?;
+    let upstream = &snapshot.upstreams[snapshot.router.get(route).upstream];
+    let key = RequestKey {
+        client: connection.peer.ip(),
+        path: request.uri().path(),
+        headers: request.headers(),
+    };
+    let backend = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
+
+    let (mut parts, incoming) = request.into_parts();
+    forward::rewrite_request(
+        &mut parts.uri,
+        &mut parts.version,
+        &mut parts.headers,
+        host,
+        &connection.facts,
+    );
+    let body = if incoming.is_end_stream() {
+        RequestBody::Empty
+    } else {
+        RequestBody::Streaming(incoming)
+    };
+    let mut response = upstream
+        .send(backend, Request::from_parts(parts, body))
+        .await
+        .inspect_err(|err| {
+            warn!(upstream = %upstream.name, backend = %backend.address, error = %err, "backend request failed");
+        })?;
+    forward::rewrite_response(response.headers_mut());
+    Ok(response)
+}
+
+fn error_response(err: &ProxyError) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::local(err.body()));
+    *response.status_mut() = err.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if err.closes_connection() {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}

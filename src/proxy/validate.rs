@@ -1,0 +1,208 @@
+//! Refuses requests that are malformed or ambiguous beyond what hyper's parser
+//! already rejects, so that weir and the backend can never disagree on where a
+//! request starts and ends, or on which host it is for.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Version};
+
+use super::error::ProxyError;
+
+/// Checks the request head and returns the authority it is addressed to: the
+/// absolute URI's authority if any, else the `Host` header.
+pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed(
+            "CONNECT: weir is not a forward proxy",
+        ));
+    }
+    let headers = request.headers();
+
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host_header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    let host = match request.uri().authority() {
+        // An absolute target names the host; a `Host` header that disagrees with it
+        // would let weir route on one host and the backend serve another.
+        Some(authority) => {
+            if let Some(header) = host_header
+                && !header
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes())
+                && request.version() != Version::HTTP_2
+            {
+                return Err(ProxyError::BadRequest(
+                    "Host header differs from the request target",
+                ));
+            }
+            Some(
+                HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| ProxyError::BadRequest("invalid authority"))?,
+            )
+        }
+        None => match host_header {
+            Some(value) => Some(value.clone()),
+            None if request.version() == Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest(
+                    "HTTP/1.1 request without Host header",
+                ));
+            }
+            None => None,
+        },
+    };
+    if let Some(host) = &host
+        && !is_valid_authority(host.as_bytes())
+    {
+        return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+
+    let content_lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if content_lengths > 1 {
+        return Err(ProxyError::BadRequest(
+            "more than one Content-Length header",
+        ));
+    }
+    if content_lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
+    if request.uri().path().is_empty()
+        || request.uri().path() == "*" && request.method() != Method::OPTIONS
+    {
+        return Err(ProxyError::BadRequest("invalid request target"));
+    }
+    Ok(host)
+}
+
+/// `host[:port]` or `[v6]:port` made of the characters RFC 3986 allows there.
+fn is_valid_authority(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b':'
+                        | b'['
+                        | b']'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().version(version).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    fn status(r: Result<Option<HeaderValue>, ProxyError>) -> u16 {
+        r.map_or_else(|e| e.status().as_u16(), |_| 200)
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        assert_eq!(status(check(&request(Version::HTTP_11, "/", &[]))), 400);
+        assert_eq!(
+            status(check(&request(
+                Version::HTTP_11,
+                "/",
+                &[("host", "a"), ("host", "b")]
+            ))),
+            400
+        );
+        assert_eq!(
+            status(check(&request(Version::HTTP_11, "/", &[("host", "a")]))),
+            200
+        );
+    }
+
+    #[test]
+    fn http10_may_omit_host() {
+        assert_eq!(check(&request(Version::HTTP_10, "/", &[])).unwrap(), None);
+    }
+
+    #[test]
+    fn content_length_with_transfer_encoding_is_refused() {
+        let r = request(
+            Version::HTTP_11,
+            "/",
+            &[
+                ("host", "a"),
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        assert_eq!(status(check(&r)), 400);
+    }
+
+    #[test]
+    fn duplicate_content_length_is_refused() {
+        let r = request(
+            Version::HTTP_11,
+            "/",
+            &[
+                ("host", "a"),
+                ("content-length", "5"),
+                ("content-length", "5"),
+            ],
+        );
+        assert_eq!(status(check(&r)), 400);
+    }
+
+    #[test]
+    fn absolute_target_wins_and_must_agree_with_host() {
+        let r = request(
+            Version::HTTP_11,
+            "http://a.example/x",
+            &[("host", "a.example")],
+        );
+        assert_eq!(check(&r).unwrap().unwrap(), "a.example");
+        let r = request(
+            Version::HTTP_11,
+            "http://a.example/x",
+            &[("host", "b.example")],
+        );
+        assert_eq!(status(check(&r)), 400);
+    }
+
+    #[test]
+    fn host_with_path_or_userinfo_is_refused() {
+        for bad in ["a/b", "user@a", "a b", ""] {
+            let r = request(Version::HTTP_11, "/", &[("host", bad)]);
+            assert_eq!(status(check(&r)), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn connect_is_not_allowed() {
+        let r = Request::builder()
+            .method(Method::CONNECT)
+            .uri("a.example:443")
+            .header("host", "a.example:443")
+            .body(())
+            .unwrap();
+        assert_eq!(status(check(&r)), 405);
+    }
+}

@@ -1,0 +1,129 @@
+//! Body types of the upstream exchange: what is sent to a backend, and the response
+//! body that hands its connection back to the pool once read to the end.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use super::backend::BackendState;
+use super::pool::Connection;
+
+/// The body sent to a backend. An enum, not a boxed trait object: no allocation
+/// per request, and room for a replay buffer when retries need one.
+#[derive(Debug)]
+pub enum RequestBody {
+    Empty,
+    /// The client's body, streamed as it arrives.
+    Streaming(Incoming),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Streaming(incoming) => incoming.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Streaming(incoming) => incoming.size_hint(),
+        }
+    }
+}
+
+/// A backend's response body. While it lives, the request counts as in flight on its
+/// backend; once it has been read to the end its connection goes back to the pool.
+/// Dropped early (client gone, body broken), the connection is closed instead, as
+/// the rest of the response would still be on the wire.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Incoming,
+    backend: Arc<BackendState>,
+    connection: Option<Connection>,
+    idle_timeout: Duration,
+}
+
+impl ResponseBody {
+    /// `backend`'s in-flight count must have been raised for this request; it is
+    /// lowered when the body is dropped.
+    pub(super) fn new(
+        inner: Incoming,
+        backend: Arc<BackendState>,
+        connection: Option<Connection>,
+        idle_timeout: Duration,
+    ) -> Self {
+        ResponseBody {
+            inner,
+            backend,
+            connection,
+            idle_timeout,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            self.backend.pool().put(connection, self.idle_timeout);
+        }
+    }
+
+    /// Reads the whole body into memory (tests and small internal uses only).
+    pub async fn collect_bytes(self) -> Result<Bytes, hyper::Error> {
+        Ok(self.collect().await?.to_bytes())
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.release();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body that was never polled because it is empty (HEAD, 204, 304) is
+        // complete all the same.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+        self.backend.finish_request();
+    }
+}

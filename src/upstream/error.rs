@@ -1,0 +1,49 @@
+//! What can go wrong talking to a backend, with where it went wrong: the proxy maps
+//! it to a status, and the retry policy reads whether the request was sent.
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TCP connect failed (refused, unreachable, reset). Nothing was sent.
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    /// The TCP connect took longer than `timeouts.connect`. Nothing was sent.
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The connection opened but could not be set up for HTTP. Nothing was sent.
+    #[error("connection setup failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// A new connection closed before the request could be written.
+    #[error("backend closed the connection before the request was sent")]
+    ClosedBeforeSend,
+    /// The exchange failed after the request was handed to the connection: reset,
+    /// closed early, or an unparsable (or too large) response head.
+    #[error("request failed: {0}")]
+    Exchange(#[source] hyper::Error),
+    /// No response head within `timeouts.response`.
+    #[error("no response within {0:?}")]
+    ResponseTimeout(Duration),
+}
+
+impl UpstreamError {
+    /// True when a timeout, not a refusal or a broken exchange, ended the try.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout(_)
+        )
+    }
+
+    /// True when the request never reached the backend, so sending it elsewhere is
+    /// safe whatever its method.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_)
+                | UpstreamError::ConnectTimeout(_)
+                | UpstreamError::Handshake(_)
+                | UpstreamError::ClosedBeforeSend
+        )
+    }
+}
