@@ -110,11 +110,18 @@ fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
+/// One worker runs on a current-thread runtime: with nothing to steal work from, the
+/// multi-thread scheduler would only add synchronisation to every wake-up.
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
+    let mut builder = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
     builder.enable_all().build()
 }
 

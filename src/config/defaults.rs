@@ -45,3 +45,7 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 /// Largest weight: smooth weighted round robin precomputes one cycle of
 /// sum(weights) slots, so weights are kept small (HAProxy caps them at 256).
 pub const MAX_WEIGHT: u32 = 1000;
+
+/// Upper bound on `runtime.workers`: far beyond any core count, low enough to catch
+/// a typo before it spawns threads by the thousand.
+pub const MAX_WORKERS: usize = 1024;

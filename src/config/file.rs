@@ -31,7 +31,7 @@ pub struct FileConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileRuntime {
-    pub workers: Option<usize>,
+    pub workers: Option<Spanned<usize>>,
     pub shutdown_timeout: Option<DurationValue>,
 }
 
@@ -93,9 +93,9 @@ pub struct FileBackend {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTimeouts {
-    pub connect: Option<DurationValue>,
-    pub response: Option<DurationValue>,
-    pub idle: Option<DurationValue>,
+    pub connect: Option<Spanned<DurationValue>>,
+    pub response: Option<Spanned<DurationValue>>,
+    pub idle: Option<Spanned<DurationValue>>,
     pub request: Option<Spanned<toml::Value>>,
 }
 
@@ -132,6 +132,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (digits, unit) = text.split_at(split);
     let value: u64 = digits.parse().map_err(|_| bad())?;
+    let too_large = || format!("duration {text:?} is too large");
     let per_unit = match unit {
         "ms" => Duration::from_millis(1),
         "s" => Duration::from_secs(1),
@@ -140,8 +141,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     per_unit
-        .checked_mul(u32::try_from(value).map_err(|_| bad())?)
-        .ok_or_else(bad)
+        .checked_mul(u32::try_from(value).map_err(|_| too_large())?)
+        .ok_or_else(too_large)
 }
 
 // === impl AddressValue ===

@@ -181,12 +181,20 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Ok(raw) => raw,
         Err(err) => {
             let span = err.span().unwrap_or(0..0);
-            let key = key_at(text, &span);
-            problems.at(span, key, err.message().trim_end());
+            let message = err.message().trim_end();
+            match missing_field(message) {
+                Some(field) => problems.at(
+                    span,
+                    Some(field.to_owned()),
+                    format!("missing field `{field}`: this key is required in this table"),
+                ),
+                None => problems.at(span.clone(), key_at(text, &span), message),
+            }
             return Err(ConfigError::Invalid(problems.list));
         }
     };
     let config = validate(raw, &mut problems);
+    problems.list.sort_by_key(|p| (p.line, p.column));
     if problems.list.is_empty() {
         Ok(config)
     } else {
@@ -228,6 +236,11 @@ impl Problems<'_> {
     }
 }
 
+/// The field named by serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
@@ -261,8 +274,18 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
     problems.not_supported(&raw.admin, "admin");
     problems.not_supported(&raw.logging, "logging");
 
+    let workers = raw.runtime.as_ref().and_then(|r| r.workers.as_ref());
+    if let Some(w) = workers
+        && *w.get_ref() > MAX_WORKERS
+    {
+        problems.spanned(
+            w,
+            "workers",
+            format!("must be between 0 (one per core) and {MAX_WORKERS}"),
+        );
+    }
     let runtime = RuntimeConfig {
-        workers: raw.runtime.as_ref().and_then(|r| r.workers).unwrap_or(0),
+        workers: workers.map_or(0, |w| *w.get_ref()),
         shutdown_timeout: raw
             .runtime
             .as_ref()
@@ -292,7 +315,8 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         .enumerate()
         .map(|(index, listener)| {
             let config = validate_listener(index, listener.get_ref(), problems);
-            if !addresses.insert(config.listen) {
+            // Port 0 asks the kernel for a fresh port each time: never a clash.
+            if config.listen.port() != 0 && !addresses.insert(config.listen) {
                 problems.spanned(
                     &listener.get_ref().listen,
                     "listen",
@@ -430,10 +454,14 @@ fn validate_route(
     upstream_names: &[&str],
     problems: &mut Problems<'_>,
 ) -> RouteConfig {
-    let name = raw
-        .name
-        .as_ref()
-        .map_or_else(|| format!("route-{index}"), |n| n.get_ref().clone());
+    let name = match &raw.name {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            problems.spanned(name, "name", "must not be empty");
+            String::new()
+        }
+        Some(name) => name.get_ref().clone(),
+        None => format!("route-{index}"),
+    };
     let host = raw.host.as_ref().and_then(|host| {
         let text = host.get_ref().trim().to_ascii_lowercase();
         let pattern = match text.strip_prefix("*.") {
@@ -445,8 +473,7 @@ fn validate_route(
             && bare
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-            && !bare.starts_with('.')
-            && !bare.ends_with('.');
+            && bare.split('.').all(|label| !label.is_empty());
         if valid {
             Some(pattern)
         } else {
@@ -526,7 +553,7 @@ fn validate_upstream(
     problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
     problems.not_supported(&raw.queue_timeout, "queue_timeout");
     if let Some(timeouts) = &raw.timeouts {
-        problems.not_supported(&timeouts.request, "request");
+        problems.not_supported(&timeouts.request, "timeouts.request");
     }
     if let Some(limit) = &raw.max_connections_per_backend {
         match *limit.get_ref() {
@@ -601,25 +628,24 @@ fn validate_upstream(
         .collect();
 
     let timeouts = raw.timeouts.as_ref();
-    let pick =
-        |value: Option<file::DurationValue>, default: Duration| value.map_or(default, |d| d.0);
     let timeouts = UpstreamTimeouts {
-        connect: pick(timeouts.and_then(|t| t.connect), DEFAULT_CONNECT_TIMEOUT),
-        response: pick(timeouts.and_then(|t| t.response), DEFAULT_RESPONSE_TIMEOUT),
-        idle: pick(timeouts.and_then(|t| t.idle), DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+        connect: positive_duration(
+            &timeouts.and_then(|t| t.connect.clone()),
+            "timeouts.connect",
+            DEFAULT_CONNECT_TIMEOUT,
+            problems,
+        ),
+        response: positive_duration(
+            &timeouts.and_then(|t| t.response.clone()),
+            "timeouts.response",
+            DEFAULT_RESPONSE_TIMEOUT,
+            problems,
+        ),
+        // 0 is allowed: no connection is kept idle (no reuse).
+        idle: timeouts
+            .and_then(|t| t.idle.as_ref())
+            .map_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT, |d| d.get_ref().0),
     };
-    for (value, key) in [
-        (timeouts.connect, "connect"),
-        (timeouts.response, "response"),
-    ] {
-        if value.is_zero() {
-            problems.at(
-                raw_span.clone(),
-                Some(format!("timeouts.{key}")),
-                "must be greater than zero",
-            );
-        }
-    }
 
     UpstreamConfig {
         name: name.get_ref().clone(),
@@ -629,3 +655,5 @@ fn validate_upstream(
     }
 }
 
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1405 @@
+//! Tests of the config pipeline: text → `Config`, and every refusal with its
+//! position. Positions are 1-based; columns count characters. Each expected
+//! line:column was counted by hand from the test text (the comment next to a text
+//! gives the line numbers where it helps).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "test.toml";
+
+/// One listener, one route, one upstream; everything else defaulted.
+///
+/// ```text
+/// 1 [[listeners]]
+/// 2 listen = "127.0.0.1:8080"
+/// 3
+/// 4 [[routes]]
+/// 5 upstream = "api"
+/// 6
+/// 7 [upstreams.api]
+/// 8 backends = [{ address = "127.0.0.1:9001" }]
+/// ```
+const MINIMAL: &str = r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#;
+
+/// A route and an upstream, to complete texts that only write listeners.
+const ROUTE_AND_UPSTREAM: &str = r#"
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#;
+
+#[track_caller]
+fn accept(text: &str) -> Config {
+    parse(text, FILE).unwrap_or_else(|err| panic!("refused:\n{err}\n--- text ---\n{text}"))
+}
+
+/// The problems of a refused text, in file order.
+#[track_caller]
+fn refuse(text: &str) -> Vec<Problem> {
+    match parse(text, FILE) {
+        Ok(config) => panic!("accepted: {config:#?}\n--- text ---\n{text}"),
+        Err(err) => {
+            let mut problems = err.problems().to_vec();
+            problems.sort_by_key(|p| (p.line, p.column));
+            problems
+        }
+    }
+}
+
+#[track_caller]
+fn single_problem(text: &str) -> Problem {
+    let problems = refuse(text);
+    assert_eq!(problems.len(), 1, "expected one problem, got {problems:#?}");
+    problems.into_iter().next().unwrap()
+}
+
+#[track_caller]
+fn assert_problem(
+    problem: &Problem,
+    line: usize,
+    column: usize,
+    key: Option<&str>,
+    message_part: &str,
+) {
+    assert_eq!(
+        (problem.line, problem.column, problem.key.as_deref()),
+        (line, column, key),
+        "wrong place or key: {problem:#?}"
+    );
+    assert!(
+        problem.message.contains(message_part),
+        "message {:?} does not contain {message_part:?}",
+        problem.message
+    );
+    assert_eq!(problem.file, FILE);
+}
+
+fn addr(text: &str) -> SocketAddr {
+    text.parse().unwrap()
+}
+
+// === valid configs and defaults ===
+
+#[test]
+fn minimal_config_is_valid() {
+    let config = accept(MINIMAL);
+    assert_eq!(config.listeners.len(), 1);
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.listeners[0].listen, addr("127.0.0.1:8080"));
+    assert_eq!(config.upstreams[0].name, "api");
+    assert_eq!(
+        config.upstreams[0].backends[0].address,
+        addr("127.0.0.1:9001")
+    );
+}
+
+#[test]
+fn runtime_defaults_apply_without_a_runtime_table() {
+    let config = accept(MINIMAL);
+    assert_eq!(
+        config.runtime,
+        RuntimeConfig {
+            workers: 0,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    );
+}
+
+#[test]
+fn listener_defaults_apply() {
+    let listener = &accept(MINIMAL).listeners[0];
+    assert_eq!(listener.header_timeout, DEFAULT_HEADER_TIMEOUT);
+    assert_eq!(listener.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(listener.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
+}
+
+#[test]
+fn route_without_host_or_path_matches_everything() {
+    let route = &accept(MINIMAL).routes[0];
+    assert_eq!(route.host, None);
+    assert_eq!(route.path_prefix, None);
+    assert_eq!(route.upstream, 0);
+}
+
+#[test]
+fn upstream_defaults_apply() {
+    let upstream = &accept(MINIMAL).upstreams[0];
+    assert_eq!(upstream.strategy, StrategyKind::RoundRobin);
+    assert_eq!(upstream.backends[0].weight.get(), DEFAULT_WEIGHT);
+    assert_eq!(
+        upstream.timeouts,
+        UpstreamTimeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response: DEFAULT_RESPONSE_TIMEOUT,
+            idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+        }
+    );
+}
+
+#[test]
+fn explicit_values_replace_the_defaults() {
+    let config = accept(
+        r#"[runtime]
+workers = 4
+shutdown_timeout = "5m"
+
+[[listeners]]
+listen = "127.0.0.1:8080"
+header_timeout = "250ms"
+idle_timeout = "2m"
+max_header_bytes = 16384
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+strategy = "round_robin"
+backends = [{ address = "127.0.0.1:9001" }]
+max_connections_per_backend = 0
+timeouts = { connect = "1s", response = "1h", idle = "90s" }
+"#,
+    );
+    assert_eq!(config.runtime.workers, 4);
+    assert_eq!(config.runtime.shutdown_timeout, Duration::from_secs(300));
+    let listener = &config.listeners[0];
+    assert_eq!(listener.header_timeout, Duration::from_millis(250));
+    assert_eq!(listener.idle_timeout, Duration::from_secs(120));
+    assert_eq!(listener.max_header_bytes, 16384);
+    assert_eq!(
+        config.upstreams[0].timeouts,
+        UpstreamTimeouts {
+            connect: Duration::from_secs(1),
+            response: Duration::from_secs(3600),
+            idle: Duration::from_secs(90),
+        }
+    );
+}
+
+#[test]
+fn listeners_without_a_name_are_named_by_index() {
+    let config = accept(
+        &[
+            r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:8081"
+
+[[listeners]]
+listen = "127.0.0.1:8082"
+"#,
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
+    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["listener-0", "web", "listener-2"]);
+}
+
+#[test]
+fn routes_without_a_name_are_named_by_index() {
+    let config = accept(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+path_prefix = "/a"
+upstream = "api"
+
+[[routes]]
+name = "api"
+path_prefix = "/b"
+upstream = "api"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["route-0", "api", "route-2"]);
+}
+
+#[test]
+fn routes_keep_file_order_and_point_to_upstreams_in_name_order() {
+    let config = accept(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+path_prefix = "/z"
+upstream = "zeta"
+
+[[routes]]
+upstream = "alpha"
+
+[upstreams.zeta]
+backends = [{ address = "127.0.0.1:9002" }]
+
+[upstreams.alpha]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    let upstreams: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(upstreams, ["alpha", "zeta"]);
+    assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/z"));
+    assert_eq!(config.upstreams[config.routes[0].upstream].name, "zeta");
+    assert_eq!(config.upstreams[config.routes[1].upstream].name, "alpha");
+}
+
+#[test]
+fn ipv6_addresses_are_accepted() {
+    let config = accept(
+        r#"[[listeners]]
+listen = "[::1]:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "[::1]:9001" }]
+"#,
+    );
+    assert_eq!(config.listeners[0].listen, addr("[::1]:8080"));
+    assert_eq!(config.upstreams[0].backends[0].address, addr("[::1]:9001"));
+}
+
+#[test]
+fn backends_can_be_written_as_an_array_of_tables() {
+    let config = accept(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[[upstreams.api.backends]]
+address = "127.0.0.1:9001"
+weight = 3
+
+[[upstreams.api.backends]]
+address = "127.0.0.1:9002"
+"#,
+    );
+    let weights: Vec<u32> = config.upstreams[0]
+        .backends
+        .iter()
+        .map(|b| b.weight.get())
+        .collect();
+    assert_eq!(weights, [3, 1]);
+}
+
+// === hosts and path prefixes ===
+
+/// A config whose only route has `host = "<host>"` on line 5.
+fn with_route_host(host: &str) -> String {
+    format!(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+host = "{host}"
+upstream = "api"
+
+[upstreams.api]
+backends = [{{ address = "127.0.0.1:9001" }}]
+"#
+    )
+}
+
+/// A config whose only route has `path_prefix = "<prefix>"` on line 5.
+fn with_route_path_prefix(prefix: &str) -> String {
+    format!(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+path_prefix = "{prefix}"
+upstream = "api"
+
+[upstreams.api]
+backends = [{{ address = "127.0.0.1:9001" }}]
+"#
+    )
+}
+
+#[test]
+fn exact_host_is_stored_lowercase() {
+    let config = accept(&with_route_host("API.Example.COM"));
+    assert_eq!(
+        config.routes[0].host,
+        Some(HostPattern::Exact("api.example.com".into()))
+    );
+}
+
+#[test]
+fn wildcard_host_becomes_a_lowercase_suffix() {
+    let config = accept(&with_route_host("*.Example.com"));
+    assert_eq!(
+        config.routes[0].host,
+        Some(HostPattern::Suffix(".example.com".into()))
+    );
+}
+
+#[test]
+fn host_with_a_port_is_rejected() {
+    let problem = single_problem(&with_route_host("api.example.com:8080"));
+    // line 5: `host = "api.example.com:8080"`, the value starts at column 8
+    assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+}
+
+#[test]
+fn host_with_a_wildcard_not_in_front_is_rejected() {
+    for host in ["*", "*.", "a.*.com", "*.*.com", "api.*"] {
+        let problem = single_problem(&with_route_host(host));
+        assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+    }
+}
+
+#[test]
+fn path_prefix_trailing_slash_is_trimmed() {
+    let config = accept(&with_route_path_prefix("/api/"));
+    assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/api"));
+}
+
+#[test]
+fn path_prefix_several_trailing_slashes_are_trimmed() {
+    let config = accept(&with_route_path_prefix("/api/v1///"));
+    assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/api/v1"));
+}
+
+#[test]
+fn path_prefix_of_root_stays_root() {
+    for prefix in ["/", "//"] {
+        let config = accept(&with_route_path_prefix(prefix));
+        assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/"));
+    }
+}
+
+#[test]
+fn path_prefix_without_leading_slash_is_rejected() {
+    let problem = single_problem(&with_route_path_prefix("api"));
+    // line 5: `path_prefix = "api"`, the value starts at column 15
+    assert_problem(&problem, 5, 15, Some("path_prefix"), "invalid path prefix");
+}
+
+#[test]
+fn path_prefix_with_query_or_space_is_rejected() {
+    for prefix in ["/api?x=1", "/api#top", "/a b"] {
+        let problem = single_problem(&with_route_path_prefix(prefix));
+        assert_problem(&problem, 5, 15, Some("path_prefix"), "invalid path prefix");
+    }
+}
+
+// === weights ===
+
+/// A config whose upstream has `backends = [{ address = "127.0.0.1:9001", weight = <w> }]`
+/// on line 8; the weight value starts at column 52.
+fn with_weight(weight: i64) -> String {
+    format!(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{{ address = "127.0.0.1:9001", weight = {weight} }}]
+"#
+    )
+}
+
+#[test]
+fn weights_are_kept_per_backend() {
+    let config = accept(&format!(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [
+  {{ address = "127.0.0.1:9001", weight = 2 }},
+  {{ address = "127.0.0.1:9002" }},
+  {{ address = "127.0.0.1:9003", weight = {MAX_WEIGHT} }},
+  {{ address = "127.0.0.1:9004", weight = 1 }},
+]
+"#
+    ));
+    let weights: Vec<u32> = config.upstreams[0]
+        .backends
+        .iter()
+        .map(|b| b.weight.get())
+        .collect();
+    assert_eq!(weights, [2, DEFAULT_WEIGHT, MAX_WEIGHT, 1]);
+}
+
+#[test]
+fn weight_zero_is_rejected() {
+    let problem = single_problem(&with_weight(0));
+    let message = format!("must be between 1 and {MAX_WEIGHT}");
+    assert_problem(&problem, 8, 52, Some("weight"), &message);
+}
+
+#[test]
+fn weight_above_max_is_rejected() {
+    let problem = single_problem(&with_weight(i64::from(MAX_WEIGHT) + 1));
+    let message = format!("must be between 1 and {MAX_WEIGHT}");
+    assert_problem(&problem, 8, 52, Some("weight"), &message);
+}
+
+#[test]
+fn negative_weight_is_rejected() {
+    let problem = single_problem(&with_weight(-1));
+    assert_problem(&problem, 8, 52, Some("weight"), "must be between 1 and");
+}
+
+// === unknown keys and syntax ===
+
+#[test]
+fn unknown_key_at_top_level_is_rejected() {
+    let problem = single_problem(&["colour = \"red\"\n", MINIMAL].concat());
+    assert_problem(&problem, 1, 1, Some("colour"), "unknown field `colour`");
+}
+
+#[test]
+fn unknown_key_in_runtime_is_rejected() {
+    let problem = single_problem(&["[runtime]\nthreads = 4\n\n", MINIMAL].concat());
+    assert_problem(&problem, 2, 1, Some("threads"), "unknown field `threads`");
+}
+
+#[test]
+fn unknown_key_in_a_listener_is_rejected() {
+    let text = [
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+bogus = 1
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 3, 1, Some("bogus"), "unknown field `bogus`");
+}
+
+#[test]
+fn unknown_key_in_a_route_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+prefix = "/api"
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    assert_problem(&problem, 5, 1, Some("prefix"), "unknown field `prefix`");
+}
+
+#[test]
+fn unknown_key_in_an_upstream_is_rejected() {
+    // line 9 is inside [upstreams.api]
+    let problem = single_problem(&[MINIMAL, "stratgy = \"random\"\n"].concat());
+    assert_problem(&problem, 9, 1, Some("stratgy"), "unknown field `stratgy`");
+}
+
+#[test]
+fn unknown_key_in_a_backend_inline_table_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001", wieght = 2 }]
+"#,
+    );
+    // `backends = [{ ` is 14 characters, `address = "127.0.0.1:9001", ` 28 more
+    assert_problem(&problem, 8, 43, Some("wieght"), "unknown field `wieght`");
+}
+
+#[test]
+fn unknown_key_in_upstream_timeouts_is_rejected() {
+    let problem = single_problem(&[MINIMAL, "timeouts = { read = \"5s\" }\n"].concat());
+    // line 9: `timeouts = { ` is 13 characters
+    assert_problem(&problem, 9, 14, Some("read"), "unknown field `read`");
+}
+
+#[test]
+fn duplicate_key_is_rejected() {
+    let text = [
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+listen = "127.0.0.1:8081"
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 3, 1, Some("listen"), "duplicate key");
+}
+
+#[test]
+fn toml_syntax_error_is_reported_at_its_place() {
+    let text = [
+        r#"[[listeners]]
+listen = "127.0.0.1:8080
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    // the unterminated string runs to the end of line 2 (24 characters)
+    assert_eq!((problem.line, problem.column), (2, 25), "{problem:#?}");
+    assert!(problem.message.contains("string"), "{problem:#?}");
+}
+
+#[test]
+fn missing_listen_is_rejected() {
+    let text = ["[[listeners]]\nname = \"web\"\n", ROUTE_AND_UPSTREAM].concat();
+    let problem = single_problem(&text);
+    assert_eq!((problem.line, problem.column), (1, 1), "{problem:#?}");
+    assert!(problem.message.contains("missing field `listen`"));
+}
+
+#[test]
+fn missing_route_upstream_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+path_prefix = "/"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    assert_eq!((problem.line, problem.column), (4, 1), "{problem:#?}");
+    assert!(problem.message.contains("missing field `upstream`"));
+}
+
+// === durations ===
+
+/// A config whose listener has `<key> = <value>` on line 3.
+fn with_listener_line(line: &str) -> String {
+    [
+        "[[listeners]]\nlisten = \"127.0.0.1:8080\"\n",
+        line,
+        "\n",
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat()
+}
+
+#[test]
+fn duration_with_unknown_unit_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"header_timeout = "5x""#));
+    // `header_timeout = ` is 17 characters
+    assert_problem(
+        &problem,
+        3,
+        18,
+        Some("header_timeout"),
+        "invalid duration \"5x\"",
+    );
+}
+
+#[test]
+fn duration_without_unit_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"idle_timeout = "10""#));
+    // `idle_timeout = ` is 15 characters
+    assert_problem(
+        &problem,
+        3,
+        16,
+        Some("idle_timeout"),
+        "invalid duration \"10\"",
+    );
+}
+
+#[test]
+fn fractional_duration_is_rejected() {
+    let problem = single_problem(&["[runtime]\nshutdown_timeout = \"1.5s\"\n\n", MINIMAL].concat());
+    // `shutdown_timeout = ` is 19 characters
+    assert_problem(
+        &problem,
+        2,
+        20,
+        Some("shutdown_timeout"),
+        "invalid duration \"1.5s\"",
+    );
+}
+
+#[test]
+fn duration_written_as_a_number_is_rejected() {
+    let problem = single_problem(&with_listener_line("idle_timeout = 10"));
+    assert_problem(
+        &problem,
+        3,
+        16,
+        Some("idle_timeout"),
+        "expected a duration string",
+    );
+}
+
+#[test]
+fn malformed_duration_in_upstream_timeouts_is_rejected() {
+    let problem = single_problem(&[MINIMAL, "timeouts = { connect = \"5x\" }\n"].concat());
+    // line 9: `timeouts = { connect = ` is 23 characters
+    assert_problem(&problem, 9, 24, Some("connect"), "invalid duration \"5x\"");
+}
+
+// === addresses ===
+
+#[test]
+fn listen_address_with_a_host_name_is_rejected() {
+    let text = [
+        "[[listeners]]\nlisten = \"localhost:8080\"\n",
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    // `listen = ` is 9 characters
+    assert_problem(&problem, 2, 10, Some("listen"), "invalid address");
+}
+
+#[test]
+fn listen_address_without_port_is_rejected() {
+    let text = [
+        "[[listeners]]\nlisten = \"127.0.0.1\"\n",
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 2, 10, Some("listen"), "invalid address");
+}
+
+#[test]
+fn backend_address_without_port_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1" }]
+"#,
+    );
+    // `backends = [{ address = ` is 24 characters
+    assert_problem(&problem, 8, 25, Some("address"), "invalid address");
+}
+
+// === listeners ===
+
+#[test]
+fn two_listeners_on_the_same_address_are_rejected() {
+    let text = [
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+[[listeners]]
+listen = "127.0.0.1:8080"
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 4, 10, Some("listen"), "already used");
+}
+
+#[test]
+fn duplicate_listener_name_is_rejected() {
+    let text = [
+        r#"[[listeners]]
+name = "web"
+listen = "127.0.0.1:8080"
+[[listeners]]
+name = "web"
+listen = "127.0.0.1:8081"
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    // `name = ` is 7 characters
+    assert_problem(
+        &problem,
+        5,
+        8,
+        Some("name"),
+        "duplicate listener name \"web\"",
+    );
+}
+
+#[test]
+fn default_listener_name_colliding_with_an_explicit_one_is_rejected() {
+    let text = [
+        r#"[[listeners]]
+name = "listener-1"
+listen = "127.0.0.1:8080"
+[[listeners]]
+listen = "127.0.0.1:8081"
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    // the unnamed listener has no `name` to point at: its header is used
+    assert_problem(
+        &problem,
+        4,
+        1,
+        Some("name"),
+        "duplicate listener name \"listener-1\"",
+    );
+}
+
+#[test]
+fn empty_listener_name_is_rejected() {
+    let text = [
+        "[[listeners]]\nname = \" \"\nlisten = \"127.0.0.1:8080\"\n",
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 2, 8, Some("name"), "must not be empty");
+}
+
+#[test]
+fn zero_header_timeout_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"header_timeout = "0s""#));
+    assert_problem(
+        &problem,
+        3,
+        18,
+        Some("header_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn zero_idle_timeout_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"idle_timeout = "0ms""#));
+    assert_problem(
+        &problem,
+        3,
+        16,
+        Some("idle_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn max_header_bytes_below_minimum_is_rejected() {
+    let line = format!("max_header_bytes = {}", MIN_MAX_HEADER_BYTES - 1);
+    let problem = single_problem(&with_listener_line(&line));
+    let message = format!("must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES}");
+    // `max_header_bytes = ` is 19 characters
+    assert_problem(&problem, 3, 20, Some("max_header_bytes"), &message);
+}
+
+#[test]
+fn max_header_bytes_above_maximum_is_rejected() {
+    let line = format!("max_header_bytes = {}", MAX_MAX_HEADER_BYTES + 1);
+    let problem = single_problem(&with_listener_line(&line));
+    let message = format!("must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES}");
+    assert_problem(&problem, 3, 20, Some("max_header_bytes"), &message);
+}
+
+#[test]
+fn negative_max_header_bytes_is_rejected() {
+    let problem = single_problem(&with_listener_line("max_header_bytes = -1"));
+    assert_problem(&problem, 3, 20, Some("max_header_bytes"), "must be between");
+}
+
+#[test]
+fn max_header_bytes_bounds_are_accepted() {
+    for bytes in [MIN_MAX_HEADER_BYTES, MAX_MAX_HEADER_BYTES] {
+        let config = accept(&with_listener_line(&format!("max_header_bytes = {bytes}")));
+        assert_eq!(config.listeners[0].max_header_bytes, bytes);
+    }
+}
+
+// === file-level problems ===
+
+#[test]
+fn empty_file_is_rejected() {
+    let problem = single_problem("");
+    assert_problem(&problem, 1, 1, None, "the config file is empty");
+}
+
+#[test]
+fn whitespace_only_file_is_rejected_as_empty() {
+    let problem = single_problem("  \n\t\n\n");
+    assert_problem(&problem, 1, 1, None, "the config file is empty");
+}
+
+#[test]
+fn comment_only_file_is_missing_listeners_and_routes() {
+    let problems = refuse("# nothing yet\n");
+    assert_eq!(problems.len(), 2, "{problems:#?}");
+    assert_problem(&problems[0], 1, 1, Some("listeners"), "no [[listeners]]");
+    assert_problem(&problems[1], 1, 1, Some("routes"), "no [[routes]]");
+}
+
+#[test]
+fn config_without_listeners_is_rejected() {
+    let problem = single_problem(ROUTE_AND_UPSTREAM);
+    assert_problem(&problem, 1, 1, Some("listeners"), "no [[listeners]]");
+}
+
+#[test]
+fn config_without_routes_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    assert_problem(&problem, 1, 1, Some("routes"), "no [[routes]]");
+}
+
+// === routes ===
+
+#[test]
+fn route_to_an_unknown_upstream_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "apj"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    // `upstream = ` is 11 characters
+    assert_problem(
+        &problem,
+        5,
+        12,
+        Some("upstream"),
+        "unknown upstream \"apj\"; defined upstreams: api",
+    );
+}
+
+#[test]
+fn route_without_any_upstream_defined_is_rejected() {
+    let text =
+        ["[[listeners]]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nupstream = \"api\"\n"].concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 5, 12, Some("upstream"), "no upstream is defined");
+}
+
+#[test]
+fn duplicate_route_name_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+name = "api"
+upstream = "api"
+
+[[routes]]
+name = "api"
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    assert_problem(&problem, 9, 8, Some("name"), "duplicate route name \"api\"");
+}
+
+// === upstreams ===
+
+#[test]
+fn upstream_without_backends_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+strategy = "round_robin"
+"#,
+    );
+    // reported at the upstream's header
+    assert_problem(
+        &problem,
+        7,
+        1,
+        Some("upstreams.api.backends"),
+        "at least one backend",
+    );
+}
+
+#[test]
+fn upstream_with_an_empty_backend_list_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = []
+"#,
+    );
+    assert_problem(
+        &problem,
+        7,
+        1,
+        Some("upstreams.api.backends"),
+        "at least one backend",
+    );
+}
+
+#[test]
+fn backend_without_address_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ weight = 2 }]
+"#,
+    );
+    // the inline table starts at column 13
+    assert_eq!((problem.line, problem.column), (8, 13), "{problem:#?}");
+    assert!(problem.message.contains("missing field `address`"));
+}
+
+#[test]
+fn duplicate_backend_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9001" }]
+"#,
+    );
+    // `backends = [{ address = "127.0.0.1:9001" }, { address = ` is 56 characters
+    assert_problem(&problem, 8, 57, Some("address"), "listed twice");
+}
+
+/// A config whose upstream has `strategy = "<strategy>"` on line 8 (value at column 12).
+fn with_strategy(strategy: &str) -> String {
+    format!(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+upstream = "api"
+
+[upstreams.api]
+strategy = "{strategy}"
+backends = [{{ address = "127.0.0.1:9001" }}]
+"#
+    )
+}
+
+#[test]
+fn round_robin_strategy_is_accepted() {
+    let config = accept(&with_strategy("round_robin"));
+    assert_eq!(config.upstreams[0].strategy, StrategyKind::RoundRobin);
+}
+
+#[test]
+fn unknown_strategy_is_rejected() {
+    let problem = single_problem(&with_strategy("fastest"));
+    assert_problem(
+        &problem,
+        8,
+        12,
+        Some("strategy"),
+        "unknown strategy \"fastest\"",
+    );
+}
+
+#[test]
+fn strategies_not_built_yet_are_refused_by_name() {
+    for strategy in [
+        "least_connections",
+        "ip_hash",
+        "hash",
+        "random",
+        "p2c",
+        "ewma",
+    ] {
+        let problem = single_problem(&with_strategy(strategy));
+        assert_problem(&problem, 8, 12, Some("strategy"), "not supported yet");
+        assert!(problem.message.contains(strategy), "{problem:#?}");
+    }
+}
+
+#[test]
+fn zero_response_timeout_is_rejected() {
+    let problem = single_problem(&[MINIMAL, "timeouts = { response = \"0ms\" }\n"].concat());
+    // line 9: `timeouts = { response = ` is 24 characters
+    assert_problem(
+        &problem,
+        9,
+        25,
+        Some("timeouts.response"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn unlimited_max_connections_per_backend_is_accepted() {
+    accept(&[MINIMAL, "max_connections_per_backend = 0\n"].concat());
+}
+
+#[test]
+fn max_connections_per_backend_limit_is_not_supported_yet() {
+    let problem = single_problem(&[MINIMAL, "max_connections_per_backend = 5\n"].concat());
+    // `max_connections_per_backend = ` is 30 characters
+    assert_problem(
+        &problem,
+        9,
+        31,
+        Some("max_connections_per_backend"),
+        "not supported yet",
+    );
+}
+
+#[test]
+fn negative_max_connections_per_backend_is_rejected() {
+    let problem = single_problem(&[MINIMAL, "max_connections_per_backend = -1\n"].concat());
+    assert_problem(
+        &problem,
+        9,
+        31,
+        Some("max_connections_per_backend"),
+        "must be 0 (unlimited) or more",
+    );
+}
+
+// === keys of the contract whose feature is not built yet ===
+
+#[test]
+fn admin_is_not_supported_yet() {
+    let problem = single_problem(&["[admin]\nlisten = \"127.0.0.1:9901\"\n\n", MINIMAL].concat());
+    assert_problem(&problem, 1, 1, Some("admin"), "not supported yet");
+}
+
+#[test]
+fn logging_is_not_supported_yet() {
+    let problem = single_problem(&[MINIMAL, "\n[logging]\nlevel = \"info\"\n"].concat());
+    // line 9 is blank, the header is on line 10
+    assert_problem(&problem, 10, 1, Some("logging"), "not supported yet");
+}
+
+#[test]
+fn health_check_is_not_supported_yet() {
+    let problem = single_problem(
+        &[
+            MINIMAL,
+            "\n[upstreams.api.health_check]\npath = \"/healthz\"\ninterval = \"5s\"\n",
+        ]
+        .concat(),
+    );
+    assert_problem(&problem, 10, 1, Some("health_check"), "not supported yet");
+}
+
+#[test]
+fn retries_are_not_supported_yet() {
+    let problem = single_problem(&[MINIMAL, "\n[upstreams.api.retries]\nattempts = 2\n"].concat());
+    assert_problem(&problem, 10, 1, Some("retries"), "not supported yet");
+}
+
+#[test]
+fn listener_tls_is_not_supported_yet() {
+    let problem = single_problem(&with_listener_line(
+        r#"tls = { cert = "certs/site.pem", key = "certs/site.key" }"#,
+    ));
+    // `tls = ` is 6 characters
+    assert_problem(&problem, 3, 7, Some("tls"), "not supported yet");
+}
+
+#[test]
+fn trusted_proxies_are_not_supported_yet() {
+    let problem = single_problem(&with_listener_line(r#"trusted_proxies = ["10.0.0.0/8"]"#));
+    // `trusted_proxies = ` is 18 characters
+    assert_problem(
+        &problem,
+        3,
+        19,
+        Some("trusted_proxies"),
+        "not supported yet",
+    );
+}
+
+#[test]
+fn request_timeout_is_not_supported_yet() {
+    let problem = single_problem(&[MINIMAL, "timeouts = { request = \"5s\" }\n"].concat());
+    // line 9: `timeouts = { request = ` is 23 characters
+    assert_problem(
+        &problem,
+        9,
+        24,
+        Some("timeouts.request"),
+        "not supported yet",
+    );
+}
+
+#[test]
+fn other_listener_keys_of_the_contract_are_not_supported_yet() {
+    for (key, value) in [
+        ("proxy_protocol", "true"),
+        ("max_connections", "1000"),
+        ("max_concurrent_streams", "100"),
+    ] {
+        let problem = single_problem(&with_listener_line(&format!("{key} = {value}")));
+        assert_problem(&problem, 3, key.len() + 4, Some(key), "not supported yet");
+    }
+}
+
+#[test]
+fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
+    for (key, value) in [
+        ("hash_key", r#""header:x-user""#),
+        ("outlier_detection", "{ consecutive_failures = 5 }"),
+        ("hash_balance_factor", "1.25"),
+        ("sticky", "true"),
+        ("slow_start", r#""30s""#),
+        ("panic_threshold", "0.5"),
+        ("tls", "true"),
+        ("protocol", r#""h2c""#),
+        ("send_proxy_protocol", "true"),
+        ("queue_timeout", r#""1s""#),
+    ] {
+        let problem = single_problem(&[MINIMAL, &format!("{key} = {value}\n")].concat());
+        assert_problem(&problem, 9, key.len() + 4, Some(key), "not supported yet");
+    }
+}
+
+// === several problems, positions and messages ===
+
+#[test]
+fn several_problems_in_one_file_are_all_reported() {
+    let problems = refuse(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+header_timeout = "0s"
+
+[[routes]]
+upstream = "missing"
+
+[upstreams.api]
+strategy = "fastest"
+backends = [{ address = "127.0.0.1:9001", weight = 0 }]
+"#,
+    );
+    let found: Vec<(usize, usize, Option<&str>)> = problems
+        .iter()
+        .map(|p| (p.line, p.column, p.key.as_deref()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (3, 18, Some("header_timeout")),
+            (6, 12, Some("upstream")),
+            (9, 12, Some("strategy")),
+            (10, 52, Some("weight")),
+        ]
+    );
+}
+
+#[test]
+fn several_not_supported_keys_are_all_reported() {
+    let problems = refuse(
+        &[
+            "[admin]\nlisten = \"127.0.0.1:9901\"\n\n",
+            MINIMAL,
+            "\n[upstreams.api.health_check]\npath = \"/\"\n",
+        ]
+        .concat(),
+    );
+    let found: Vec<(usize, usize, Option<&str>)> = problems
+        .iter()
+        .map(|p| (p.line, p.column, p.key.as_deref()))
+        .collect();
+    // MINIMAL starts on line 4 here, so its line 8 is line 11 and the
+    // health_check header is on line 13
+    assert_eq!(
+        found,
+        [(1, 1, Some("admin")), (13, 1, Some("health_check"))]
+    );
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let text = [
+        r#"listeners = [{ name = "café", listen = "127.0.0.1:8080", header_timeout = "0s" }]
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    let problem = single_problem(&text);
+    // `listeners = [{ name = "café", listen = "127.0.0.1:8080", header_timeout = ` is
+    // 74 characters (75 bytes: `é` takes two)
+    assert_problem(
+        &problem,
+        1,
+        75,
+        Some("header_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn crlf_line_endings_give_the_same_positions() {
+    let text = with_listener_line(r#"header_timeout = "0s""#).replace('\n', "\r\n");
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        3,
+        18,
+        Some("header_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn problem_display_names_file_line_column_and_key() {
+    let problem = single_problem(&with_listener_line(r#"header_timeout = "0s""#));
+    assert_eq!(
+        problem.to_string(),
+        "test.toml:3:18: `header_timeout`: must be greater than zero"
+    );
+}
+
+#[test]
+fn problem_display_without_key_has_no_key_part() {
+    let problem = single_problem("");
+    assert!(
+        problem
+            .to_string()
+            .starts_with("test.toml:1:1: the config file is empty"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn config_error_display_lists_one_problem_per_line() {
+    let err = parse("# nothing yet\n", FILE).unwrap_err();
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("test.toml:1:1: ")),
+        "{text}"
+    );
+}
+
+#[test]
+fn unreadable_file_is_a_read_error_without_problems() {
+    let path = Path::new("/nonexistent/weir/config.toml");
+    let err = load(path).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+    assert!(err.problems().is_empty());
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/weir/config.toml: cannot read")
+    );
+}
+
+// === edge cases found while writing these tests ===
+
+#[test]
+fn two_listeners_on_port_zero_are_not_duplicates() {
+    let text = [
+        r#"[[listeners]]
+listen = "127.0.0.1:0"
+[[listeners]]
+listen = "127.0.0.1:0"
+"#,
+        ROUTE_AND_UPSTREAM,
+    ]
+    .concat();
+    accept(&text);
+}
+
+#[test]
+fn empty_route_name_is_rejected() {
+    let problem = single_problem(
+        r#"[[listeners]]
+listen = "127.0.0.1:8080"
+
+[[routes]]
+name = ""
+upstream = "api"
+
+[upstreams.api]
+backends = [{ address = "127.0.0.1:9001" }]
+"#,
+    );
+    assert_problem(&problem, 5, 8, Some("name"), "must not be empty");
+}
+
+#[test]
+fn zero_upstream_timeout_is_reported_at_its_value() {
+    let problem = single_problem(&[MINIMAL, "timeouts = { connect = \"0s\" }\n"].concat());
+    // line 9: `timeouts = { connect = ` is 23 characters
+    assert_problem(
+        &problem,
+        9,
+        24,
+        Some("timeouts.connect"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn missing_required_key_names_the_key() {
+    let text = ["[[listeners]]\nname = \"web\"\n", ROUTE_AND_UPSTREAM].concat();
+    let problem = single_problem(&text);
+    assert_problem(&problem, 1, 1, Some("listen"), "missing field `listen`");
+}
+
+#[test]
+fn host_with_an_empty_label_is_rejected() {
+    let problem = single_problem(&with_route_host("api..example.com"));
+    assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+}
