@@ -8,9 +8,10 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
+use atomic_waker::AtomicWaker;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -35,6 +36,15 @@ pub struct Connection {
     /// Requests of this connection whose response is not finished; read by the
     /// connection's idle and header timeouts. Per connection, so never contended.
     pub active: AtomicUsize,
+    /// Requests started on this connection so far: lets the timeouts tell that a
+    /// request came and went since they last looked.
+    pub started: AtomicUsize,
+    /// Set when a request head on this connection carried both `Content-Length`
+    /// and `Transfer-Encoding` (seen on the raw bytes; hyper drops the former).
+    pub conflicting_framing: AtomicBool,
+    /// Woken when `active` drops to zero, so the connection starts its idle clock
+    /// even if the last response ended without a further read.
+    pub idle_waker: AtomicWaker,
 }
 
 impl Connection {
@@ -55,11 +65,18 @@ impl Connection {
                 proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             },
             active: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            conflicting_framing: AtomicBool::new(false),
+            idle_waker: AtomicWaker::new(),
         }
     }
 
     pub fn active_requests(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn started_requests(&self) -> usize {
+        self.started.load(Ordering::Relaxed)
     }
 }
 
@@ -70,13 +87,16 @@ pub struct RequestGuard(Arc<Connection>);
 impl RequestGuard {
     fn new(connection: Arc<Connection>) -> Self {
         connection.active.fetch_add(1, Ordering::Relaxed);
+        connection.started.fetch_add(1, Ordering::Relaxed);
         RequestGuard(connection)
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.idle_waker.wake();
+        }
     }
 }
 
@@ -96,6 +116,16 @@ async fn proxy(
     connection: &Connection,
     request: Request<Incoming>,
 ) -> Result<Response<crate::upstream::ResponseBody>, ProxyError> {
+    // The flag belongs to this request's head; cleared so the next head starts clean.
+    if request.headers().contains_key(header::TRANSFER_ENCODING)
+        && connection
+            .conflicting_framing
+            .swap(false, Ordering::Relaxed)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding",
+        ));
+    }
     let host = validate::check(&request)?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let route = snapshot
@@ -111,6 +141,9 @@ async fn proxy(
     let backend = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
 
     let (mut parts, incoming) = request.into_parts();
+    // HTTP/1.0 clients may omit Host; the backend speaks HTTP/1.1, which requires
+    // one: name the backend, as nginx's default `proxy_set_header Host $proxy_host`.
+    let no_host = host.is_none();
     forward::rewrite_request(
         &mut parts.uri,
         &mut parts.version,
@@ -118,6 +151,9 @@ async fn proxy(
         host,
         &connection.facts,
     );
+    if no_host && let Ok(backend_host) = HeaderValue::from_str(&backend.address.to_string()) {
+        parts.headers.insert(header::HOST, backend_host);
+    }
     let body = if incoming.is_end_stream() {
         RequestBody::Empty
     } else {

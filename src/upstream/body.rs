@@ -22,17 +22,25 @@ pub enum RequestBody {
     Streaming(Incoming),
 }
 
+/// The client's request body broke (bad chunk, early close): marks the fault as the
+/// client's, so it is answered 400, not 502.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ClientBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming(incoming) => Pin::new(incoming).poll_frame(cx),
+            RequestBody::Streaming(incoming) => {
+                Pin::new(incoming).poll_frame(cx).map_err(ClientBodyError)
+            }
         }
     }
 

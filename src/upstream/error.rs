@@ -21,6 +21,10 @@ pub enum UpstreamError {
     /// closed early, or an unparsable (or too large) response head.
     #[error("request failed: {0}")]
     Exchange(#[source] hyper::Error),
+    /// The client's request body broke while it was being forwarded; the backend
+    /// saw an incomplete request.
+    #[error("{0}")]
+    ClientBody(#[source] super::body::ClientBodyError),
     /// No response head within `timeouts.response`.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
@@ -45,5 +49,20 @@ impl UpstreamError {
                 | UpstreamError::Handshake(_)
                 | UpstreamError::ClosedBeforeSend
         )
+    }
+}
+
+impl UpstreamError {
+    /// Classifies a failed exchange: the client's body breaking is the client's
+    /// fault, anything else the backend's.
+    pub(super) fn from_exchange(err: hyper::Error) -> Self {
+        let client_body = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<super::body::ClientBodyError>());
+        if client_body {
+            // hyper keeps the cause boxed; rebuild ours around the same text.
+            UpstreamError::ClientBody(super::body::ClientBodyError(err))
+        } else {
+            UpstreamError::Exchange(err)
+        }
     }
 }

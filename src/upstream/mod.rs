@@ -13,7 +13,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 pub use backend::{Backend, BackendState};
-pub use body::{RequestBody, ResponseBody};
+pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use error::UpstreamError;
 pub use pool::Pool;
 
@@ -156,7 +156,7 @@ async fn send_on(
         Ok(Ok(response)) => Ok(response),
         Ok(Err(mut err)) => match err.take_message() {
             Some(request) => Err(SendFailure::NotSent(request)),
-            None => Err(SendFailure::Failed(UpstreamError::Exchange(
+            None => Err(SendFailure::Failed(UpstreamError::from_exchange(
                 err.into_error(),
             ))),
         },

@@ -13,8 +13,7 @@ use tracing::debug;
 use super::body::RequestBody;
 use super::error::UpstreamError;
 
-/// Largest backend response head; a larger one is a 502 (SPEC). hyper's read buffer
-/// limit is the head limit, as the whole head must fit in it to be parsed.
+/// Largest backend response head; a larger one is a 502.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
 /// The sending half of one backend connection; its connection task runs on its own.
@@ -101,7 +100,7 @@ pub async fn connect(
     // Requests and small responses are written in one go; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()
-        .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
+        .max_header_size(MAX_RESPONSE_HEAD_BYTES)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Handshake)?;
