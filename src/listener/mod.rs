@@ -2,6 +2,7 @@
 //! serve each connection with HTTP/1.x and h2c on the same port, and drain on
 //! shutdown.
 
+mod framing;
 mod timeouts;
 
 use std::convert::Infallible;

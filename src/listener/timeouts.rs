@@ -23,6 +23,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::proxy::Connection;
 
+use super::framing::HeadScan;
+
 /// What the connection is waiting for, which decides the deadline in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -50,6 +52,8 @@ pub struct TimedIo {
     /// `Connection::started_requests` when the phase was last set: a difference
     /// means a request came (and maybe went) since.
     seen_started: usize,
+    /// Raw scan of the request head being received; see `framing`.
+    head_scan: HeadScan,
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -68,6 +72,7 @@ impl TimedIo {
             phase: Phase::Head,
             read_while_busy: false,
             seen_started: 0,
+            head_scan: HeadScan::default(),
             deadline: Box::pin(tokio::time::sleep(header_timeout)),
         }
     }
@@ -96,10 +101,20 @@ impl Read for TimedIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let busy = this.connection.active_requests() > 0;
+        if !busy && (this.phase != Phase::Head || this.request_since_armed()) {
+            // Whatever arrives now starts a new request head.
+            this.head_scan.reset();
+        }
         let read = if busy {
             Pin::new(&mut this.io).poll_read(cx, buf)
         } else {
-            read_head_bytes(this.io.inner_mut(), &this.connection, cx, buf)
+            read_head_bytes(
+                this.io.inner_mut(),
+                &mut this.head_scan,
+                &this.connection,
+                cx,
+                buf,
+            )
         };
         match read {
             Poll::Ready(Ok(())) => {
@@ -149,6 +164,7 @@ impl Read for TimedIo {
 /// while a request is in flight, go straight to hyper's buffer.
 fn read_head_bytes(
     stream: &mut TcpStream,
+    scan: &mut HeadScan,
     connection: &Connection,
     cx: &mut Context<'_>,
     mut buf: ReadBufCursor<'_>,
@@ -162,7 +178,7 @@ fn read_head_bytes(
         &mut read
     ))?;
     let bytes = read.filled();
-    if has_conflicting_framing(bytes) {
+    if scan.feed(bytes) {
         connection
             .conflicting_framing
             .store(true, Ordering::Relaxed);
@@ -173,25 +189,6 @@ fn read_head_bytes(
 
 /// Enough for the heads of nearly all requests in one read; longer ones take more.
 const HEAD_READ_BYTES: usize = 4096;
-
-/// True when the head at the start of `bytes` has both a `Content-Length` and a
-/// `Transfer-Encoding` line (case-insensitive). Only the first head is looked at.
-fn has_conflicting_framing(bytes: &[u8]) -> bool {
-    let head = match bytes.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(end) => &bytes[..end + 2],
-        None => bytes,
-    };
-    let (mut length, mut encoding) = (false, false);
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        length |= starts_with_ignore_case(line, b"content-length:");
-        encoding |= starts_with_ignore_case(line, b"transfer-encoding:");
-    }
-    length && encoding
-}
-
-fn starts_with_ignore_case(line: &[u8], name: &[u8]) -> bool {
-    line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name)
-}
 
 impl Write for TimedIo {
     fn poll_write(
@@ -220,33 +217,5 @@ impl Write for TimedIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::has_conflicting_framing;
-
-    #[test]
-    fn both_framing_headers_in_one_head_are_seen() {
-        let head = b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(has_conflicting_framing(head));
-    }
-
-    #[test]
-    fn one_framing_header_is_fine() {
-        assert!(!has_conflicting_framing(
-            b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
-        ));
-        assert!(!has_conflicting_framing(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
-    }
-
-    #[test]
-    fn header_names_in_the_body_do_not_count() {
-        let bytes =
-            b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\n\r\nTransfer-Encoding: chunked\r\n";
-        assert!(!has_conflicting_framing(bytes));
     }
 }

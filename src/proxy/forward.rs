@@ -99,6 +99,28 @@ fn append_forwarded_for(headers: &mut HeaderMap, address: &HeaderValue) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to switch to (`Upgrade`, named in
+/// `Connection`), if any.
+pub fn requested_upgrade(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = headers.get(header::UPGRADE)?;
+    let named = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    named.then(|| protocol.clone())
+}
+
+/// Puts back the two hop-by-hop headers an upgrade must carry across weir.
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::UPGRADE, protocol);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 /// Rewrites a backend response's head for the client.
 pub fn rewrite_response(headers: &mut HeaderMap) {
     remove_hop_by_hop(headers);
@@ -161,6 +183,21 @@ mod tests {
         assert_eq!(map["host"], "site.example:8080");
         assert_eq!(uri, "/a?b");
         assert_eq!(version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn upgrade_must_be_named_in_connection() {
+        let asked = headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        assert_eq!(
+            requested_upgrade(Version::HTTP_11, &asked).unwrap(),
+            "websocket"
+        );
+        let unnamed = headers(&[("connection", "keep-alive"), ("upgrade", "websocket")]);
+        assert_eq!(requested_upgrade(Version::HTTP_11, &unnamed), None);
+        assert_eq!(requested_upgrade(Version::HTTP_10, &asked), None);
     }
 
     #[test]

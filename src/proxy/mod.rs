@@ -4,6 +4,7 @@
 mod body;
 mod error;
 mod forward;
+mod tunnel;
 mod validate;
 
 use std::net::SocketAddr;
@@ -113,7 +114,7 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
 
 async fn proxy(
     snapshot: &Snapshot,
-    connection: &Connection,
+    connection: &Arc<Connection>,
     request: Request<Incoming>,
 ) -> Result<Response<crate::upstream::ResponseBody>, ProxyError> {
     // The flag belongs to this request's head; cleared so the next head starts clean.
@@ -140,6 +141,9 @@ async fn proxy(
     };
     let backend = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
 
+    let upgrade = forward::requested_upgrade(request.version(), request.headers());
+    let mut request = request;
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
     // HTTP/1.0 clients may omit Host; the backend speaks HTTP/1.1, which requires
     // one: name the backend, as nginx's default `proxy_set_header Host $proxy_host`.
@@ -151,6 +155,9 @@ async fn proxy(
         host,
         &connection.facts,
     );
+    if let Some(protocol) = &upgrade {
+        forward::keep_upgrade(&mut parts.headers, protocol.clone());
+    }
     if no_host && let Ok(backend_host) = HeaderValue::from_str(&backend.address.to_string()) {
         parts.headers.insert(header::HOST, backend_host);
     }
@@ -166,6 +173,18 @@ async fn proxy(
             warn!(upstream = %upstream.name, backend = %backend.address, error = %err, "backend request failed");
         })?;
     forward::rewrite_response(response.headers_mut());
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // A switch the client did not ask for cannot be relayed.
+        let (Some(client), Some(protocol)) = (client_upgrade, upgrade) else {
+            warn!(upstream = %upstream.name, backend = %backend.address, "backend switched protocols unasked");
+            return Err(ProxyError::Upstream(
+                crate::upstream::UpstreamError::UnaskedUpgrade,
+            ));
+        };
+        forward::keep_upgrade(response.headers_mut(), protocol);
+        let backend_side = hyper::upgrade::on(&mut response);
+        tunnel::spawn(client, backend_side, RequestGuard::new(connection.clone()));
+    }
     Ok(response)
 }
 

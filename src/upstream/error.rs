@@ -25,6 +25,9 @@ pub enum UpstreamError {
     /// saw an incomplete request.
     #[error("{0}")]
     ClientBody(#[source] super::body::ClientBodyError),
+    /// The backend answered 101 to a request that asked for no protocol switch.
+    #[error("backend switched protocols without being asked")]
+    UnaskedUpgrade,
     /// No response head within `timeouts.response`.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
