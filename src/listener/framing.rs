@@ -102,9 +102,11 @@ mod tests {
 
     fn conflict_in_pieces(pieces: &[&[u8]]) -> bool {
         let mut scan = HeadScan::default();
-        pieces
-            .iter()
-            .fold(false, |seen, piece| scan.feed(piece) || seen)
+        // The verdict is sticky until reset: feed every piece, read it at the end.
+        for piece in pieces {
+            scan.feed(piece);
+        }
+        scan.feed(&[])
     }
 
     #[test]
