@@ -6,35 +6,57 @@ use http::{Uri, Version};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
 /// the non-standard ones still seen in the wild.
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // Standard names compare as enum tags; only custom ones compare bytes.
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Removes hop-by-hop headers, including those named by `Connection`.
+///
+/// One pass over the names first: most messages carry none of them, or only
+/// `Connection`, and six hashed look-ups per message would cost more than the scan.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    if let Some(connection) = headers.get(header::CONNECTION).cloned() {
+        // Usually `keep-alive` or `close`; anything else names more headers to drop.
+        for token in connection.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if !token.eq_ignore_ascii_case("keep-alive")
+                && !token.eq_ignore_ascii_case("close")
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
+                headers.remove(name);
+            }
+        }
+        // Further `Connection` lines are rare; they name headers too.
+        let more: Vec<HeaderValue> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .skip(1)
+            .cloned()
             .collect();
-        for name in named {
-            headers.remove(name);
+        for value in more {
+            for token in value.to_str().unwrap_or("").split(',') {
+                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                    headers.remove(name);
+                }
+            }
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    // Only the names present are removed: one hashed look-up each.
+    while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
+        headers.remove(&name);
     }
 }
 
