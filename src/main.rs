@@ -145,8 +145,3 @@ async fn watch_signals(trigger: ShutdownTrigger) {
     info!("shutdown signal received; draining");
     trigger.trigger();
 }
-
-/// mimalloc: per-thread free lists make the many short-lived allocations of a
-/// request (header maps, buffers, futures) cheaper than glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
