@@ -387,14 +387,7 @@ fn validate_listener(
     problems.not_supported(&raw.max_connections, "max_connections");
     problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
 
-    let name = match &raw.name {
-        Some(name) if name.get_ref().trim().is_empty() => {
-            problems.spanned(name, "name", "must not be empty");
-            String::new()
-        }
-        Some(name) => name.get_ref().clone(),
-        None => format!("listener-{index}"),
-    };
+    let name = item_name(&raw.name, || format!("listener-{index}"), problems);
     let header_timeout = positive_duration(
         &raw.header_timeout,
         "header_timeout",
@@ -432,6 +425,22 @@ fn validate_listener(
     }
 }
 
+/// The `name` of a listener or route, or its default; an empty name is refused.
+fn item_name(
+    name: &Option<Spanned<String>>,
+    default: impl FnOnce() -> String,
+    problems: &mut Problems<'_>,
+) -> String {
+    match name {
+        Some(name) if name.get_ref().trim().is_empty() => {
+            problems.spanned(name, "name", "must not be empty");
+            String::new()
+        }
+        Some(name) => name.get_ref().clone(),
+        None => default(),
+    }
+}
+
 fn positive_duration(
     value: &Option<Spanned<file::DurationValue>>,
     key: &str,
@@ -454,14 +463,7 @@ fn validate_route(
     upstream_names: &[&str],
     problems: &mut Problems<'_>,
 ) -> RouteConfig {
-    let name = match &raw.name {
-        Some(name) if name.get_ref().trim().is_empty() => {
-            problems.spanned(name, "name", "must not be empty");
-            String::new()
-        }
-        Some(name) => name.get_ref().clone(),
-        None => format!("route-{index}"),
-    };
+    let name = item_name(&raw.name, || format!("route-{index}"), problems);
     let host = raw.host.as_ref().and_then(|host| {
         let text = host.get_ref().trim().to_ascii_lowercase();
         let pattern = match text.strip_prefix("*.") {
