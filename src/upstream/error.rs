@@ -24,7 +24,7 @@ pub enum UpstreamError {
     /// The client's request body broke while it was being forwarded; the backend
     /// saw an incomplete request.
     #[error("{0}")]
-    ClientBody(#[source] super::body::ClientBodyError),
+    ClientBody(#[source] super::request_body::ClientBodyError),
     /// The backend answered 101 to a request that asked for no protocol switch.
     #[error("backend switched protocols without being asked")]
     UnaskedUpgrade,
@@ -60,10 +60,10 @@ impl UpstreamError {
     /// fault, anything else the backend's.
     pub(super) fn from_exchange(err: hyper::Error) -> Self {
         let client_body = std::error::Error::source(&err)
-            .is_some_and(|source| source.is::<super::body::ClientBodyError>());
+            .is_some_and(|source| source.is::<super::request_body::ClientBodyError>());
         if client_body {
             // hyper keeps the cause boxed; rebuild ours around the same text.
-            UpstreamError::ClientBody(super::body::ClientBodyError(err))
+            UpstreamError::ClientBody(super::request_body::ClientBodyError(err))
         } else {
             UpstreamError::Exchange(err)
         }

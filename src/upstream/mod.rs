@@ -2,9 +2,10 @@
 //! request with one backend over a pooled HTTP/1.1 connection.
 
 mod backend;
-mod body;
 mod error;
 mod pool;
+mod request_body;
+mod response_body;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,9 +14,10 @@ use std::sync::Arc;
 use http::{Request, Response};
 
 pub use backend::{Backend, BackendState};
-pub use body::{ClientBodyError, RequestBody, ResponseBody};
 pub use error::UpstreamError;
 pub use pool::Pool;
+pub use request_body::{ClientBodyError, RequestBody};
+pub use response_body::ResponseBody;
 
 use crate::balance::{Balancer, RequestKey};
 use crate::config::{UpstreamConfig, UpstreamTimeouts};

@@ -10,8 +10,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::body::RequestBody;
 use super::error::UpstreamError;
+use super::request_body::RequestBody;
 
 /// Largest backend response head; a larger one is a 502.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;

@@ -1,5 +1,5 @@
-//! Body types of the upstream exchange: what is sent to a backend, and the response
-//! body that hands its connection back to the pool once read to the end.
+//! A backend's response body, which hands its connection back to the pool once
+//! read to the end.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,52 +12,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::backend::BackendState;
 use super::pool::Connection;
-
-/// The body sent to a backend. An enum, not a boxed trait object: no allocation
-/// per request, and room for a replay buffer when retries need one.
-#[derive(Debug)]
-pub enum RequestBody {
-    Empty,
-    /// The client's body, streamed as it arrives.
-    Streaming(Incoming),
-}
-
-/// The client's request body broke (bad chunk, early close): marks the fault as the
-/// client's, so it is answered 400, not 502.
-#[derive(Debug, thiserror::Error)]
-#[error("client request body: {0}")]
-pub struct ClientBodyError(#[source] pub hyper::Error);
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = ClientBodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
-        match self.get_mut() {
-            RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Streaming(incoming) => {
-                Pin::new(incoming).poll_frame(cx).map_err(ClientBodyError)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Empty => true,
-            RequestBody::Streaming(incoming) => incoming.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Streaming(incoming) => incoming.size_hint(),
-        }
-    }
-}
 
 /// A backend's response body. While it lives, the request counts as in flight on its
 /// backend; once it has been read to the end its connection goes back to the pool.
