@@ -16,7 +16,7 @@ use atomic_waker::AtomicWaker;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use tracing::warn;
+use tracing::{debug, warn};
 
 pub use body::ProxyBody;
 pub use error::ProxyError;
@@ -108,7 +108,13 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
     let guard = RequestGuard::new(connection);
     match proxy(&snapshot, &guard.0, request).await {
         Ok(response) => response.map(|body| ProxyBody::upstream(body, guard)),
-        Err(err) => error_response(&err),
+        Err(err) => {
+            // Backend failures were logged where they happened, with their backend.
+            if !matches!(err, ProxyError::Upstream(_)) {
+                debug!(client.addr = %guard.0.peer, status = err.status().as_u16(), error = %err, "request answered by weir");
+            }
+            error_response(&err)
+        }
     }
 }
 
