@@ -6,13 +6,19 @@
 //! shared by every request of that config: its `pick` takes `&self` and must not take
 //! a lock shared by all requests (atomics only).
 
+mod least_conn;
+mod p2c;
 mod round_robin;
+mod weighted_random;
 
 use std::net::IpAddr;
 
 use http::HeaderMap;
 
+pub use least_conn::LeastConnections;
+pub use p2c::PowerOfTwo;
 pub use round_robin::RoundRobin;
+pub use weighted_random::WeightedRandom;
 
 use crate::config::StrategyKind;
 
@@ -36,6 +42,9 @@ pub trait Candidate {
 #[derive(Debug)]
 pub enum Balancer {
     RoundRobin(RoundRobin),
+    LeastConnections(LeastConnections),
+    PowerOfTwo(PowerOfTwo),
+    Random(WeightedRandom),
 }
 
 // === impl Balancer ===
@@ -45,6 +54,11 @@ impl Balancer {
     pub fn new(kind: StrategyKind, weights: &[u32]) -> Self {
         match kind {
             StrategyKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(weights)),
+            StrategyKind::LeastConnections => {
+                Balancer::LeastConnections(LeastConnections::default())
+            }
+            StrategyKind::PowerOfTwo => Balancer::PowerOfTwo(PowerOfTwo::new(weights)),
+            StrategyKind::Random => Balancer::Random(WeightedRandom::new(weights)),
         }
     }
 
@@ -57,9 +71,40 @@ impl Balancer {
         backends: &[C],
         usable: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
-        let _ = (request, backends);
+        let _ = request;
         match self {
             Balancer::RoundRobin(rr) => rr.pick(usable),
+            Balancer::LeastConnections(lc) => lc.pick(backends, usable),
+            Balancer::PowerOfTwo(p2c) => p2c.pick(backends, usable),
+            Balancer::Random(random) => random.pick(usable),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::Candidate;
+
+    /// A backend with a fixed weight and in-flight count.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Fake {
+        weight: u32,
+        in_flight: u32,
+    }
+
+    impl Fake {
+        pub fn new(weight: u32, in_flight: u32) -> Self {
+            Fake { weight, in_flight }
+        }
+    }
+
+    impl Candidate for Fake {
+        fn weight(&self) -> u32 {
+            self.weight
+        }
+
+        fn in_flight(&self) -> u32 {
+            self.in_flight
         }
     }
 }

@@ -73,17 +73,17 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrategyKind {
     RoundRobin,
+    LeastConnections,
+    /// Power of two random choices on in-flight requests (`p2c`).
+    PowerOfTwo,
+    Random,
 }
 
 /// Strategies of the contract that are not built yet: refused by name.
-const STRATEGIES_NOT_YET: &[&str] = &[
-    "least_connections",
-    "ip_hash",
-    "hash",
-    "random",
-    "p2c",
-    "ewma",
-];
+const STRATEGIES_NOT_YET: &[&str] = &["ip_hash", "hash", "ewma"];
+
+/// Strategies this version has, as written in the config.
+const STRATEGIES: &[&str] = &["round_robin", "least_connections", "p2c", "random"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -577,8 +577,11 @@ fn validate_upstream(
         None => StrategyKind::RoundRobin,
         Some(s) => match s.get_ref().as_str() {
             "round_robin" => StrategyKind::RoundRobin,
+            "least_connections" => StrategyKind::LeastConnections,
+            "p2c" => StrategyKind::PowerOfTwo,
+            "random" => StrategyKind::Random,
             other if STRATEGIES_NOT_YET.contains(&other) => {
-                problems.spanned(s, "strategy", format!("strategy {other:?} is not supported yet by this version of weir; use \"round_robin\""));
+                problems.spanned(s, "strategy", format!("strategy {other:?} is not supported yet by this version of weir; use one of: {}", STRATEGIES.join(", ")));
                 StrategyKind::RoundRobin
             }
             other => {
@@ -586,8 +589,8 @@ fn validate_upstream(
                     s,
                     "strategy",
                     format!(
-                        "unknown strategy {other:?}; expected one of: round_robin, {}",
-                        STRATEGIES_NOT_YET.join(", ")
+                        "unknown strategy {other:?}; expected one of: {}",
+                        STRATEGIES.join(", ")
                     ),
                 );
                 StrategyKind::RoundRobin
