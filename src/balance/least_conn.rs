@@ -23,25 +23,41 @@ impl LeastConnections {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % len;
-        let mut best: Option<(usize, u64, u64)> = None;
-        for step in 0..len {
-            let index = (start + step) % len;
-            let backend = &backends[index];
-            let (load, weight) = (
-                u64::from(backend.in_flight()),
-                u64::from(backend.weight().max(1)),
-            );
-            // load/weight < best_load/best_weight, compared without division.
-            let better = match best {
-                None => true,
-                Some((_, best_load, best_weight)) => load * best_weight < best_load * weight,
-            };
-            if better && usable(index) {
-                best = Some((index, load, weight));
-            }
+        // Usually every backend is usable: find the least loaded with arithmetic only,
+        // and ask `usable` once; only if it says no, scan again asking for each.
+        let best = least_loaded(backends, start, |_| true)?;
+        if usable(best) {
+            return Some(best);
         }
-        best.map(|(index, _, _)| index)
+        least_loaded(backends, start, usable)
     }
+}
+
+/// The usable backend with the lowest in_flight / weight, scanning from `start`
+/// (wrapping), so that the first of several tied backends is the one after `start`.
+fn least_loaded<C: Candidate>(
+    backends: &[C],
+    start: usize,
+    mut usable: impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    let mut best: Option<(usize, u64, u64)> = None;
+    // Two ranges rather than `(start + step) % len`: no division per backend.
+    for index in (start..backends.len()).chain(0..start) {
+        let backend = &backends[index];
+        let (load, weight) = (
+            u64::from(backend.in_flight()),
+            u64::from(backend.weight().max(1)),
+        );
+        // load/weight < best_load/best_weight, compared without division.
+        let better = match best {
+            None => true,
+            Some((_, best_load, best_weight)) => load * best_weight < best_load * weight,
+        };
+        if better && usable(index) {
+            best = Some((index, load, weight));
+        }
+    }
+    best.map(|(index, _, _)| index)
 }
 
 #[cfg(test)]

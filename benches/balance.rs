@@ -1,0 +1,61 @@
+//! Cost of one backend pick per strategy, with 3, 100 and 1,000 backends, all usable.
+//! Run with `cargo bench --bench balance`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::HeaderMap;
+use weir::balance::{Balancer, Candidate, RequestKey};
+use weir::config::StrategyKind;
+
+struct Backend {
+    weight: u32,
+    in_flight: u32,
+}
+
+impl Candidate for Backend {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+}
+
+fn picks(c: &mut Criterion) {
+    let headers = HeaderMap::new();
+    let key = RequestKey {
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        path: "/api/users/42",
+        headers: &headers,
+    };
+    let strategies = [
+        ("round_robin", StrategyKind::RoundRobin),
+        ("least_connections", StrategyKind::LeastConnections),
+        ("p2c", StrategyKind::PowerOfTwo),
+        ("random", StrategyKind::Random),
+    ];
+    for (name, kind) in strategies {
+        let mut group = c.benchmark_group(name);
+        for n in [3usize, 100, 1000] {
+            // Uneven weights and loads, so that no strategy gets a degenerate case.
+            let backends: Vec<Backend> = (0..n)
+                .map(|i| Backend {
+                    weight: 1 + (i % 5) as u32,
+                    in_flight: (i * 7 % 11) as u32,
+                })
+                .collect();
+            let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+            let balancer = Balancer::new(kind, &weights);
+            group.bench_with_input(BenchmarkId::from_parameter(n), &backends, |b, backends| {
+                b.iter(|| balancer.pick(black_box(&key), backends, &mut |_| true));
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, picks);
+criterion_main!(benches);
