@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
 use weir::balance::{Balancer, Candidate, RequestKey};
-use weir::config::StrategyKind;
+use weir::config::{HashKey, StrategyKind};
 
 struct Backend {
     weight: u32,
@@ -29,6 +29,7 @@ fn picks(c: &mut Criterion) {
     let key = RequestKey {
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
         path: "/api/users/42",
+        query: None,
         headers: &headers,
     };
     let strategies = [
@@ -36,9 +37,11 @@ fn picks(c: &mut Criterion) {
         ("least_connections", StrategyKind::LeastConnections),
         ("p2c", StrategyKind::PowerOfTwo),
         ("random", StrategyKind::Random),
+        ("hash_path", StrategyKind::Hash(HashKey::Path)),
+        ("ip_hash", StrategyKind::IpHash),
     ];
-    for (name, kind) in strategies {
-        let mut group = c.benchmark_group(name);
+    for (name, kind) in &strategies {
+        let mut group = c.benchmark_group(*name);
         for n in [3usize, 100, 1000] {
             // Uneven weights and loads, so that no strategy gets a degenerate case.
             let backends: Vec<Backend> = (0..n)
@@ -48,7 +51,10 @@ fn picks(c: &mut Criterion) {
                 })
                 .collect();
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
-            let balancer = Balancer::new(kind, &weights);
+            let names: Vec<String> = (0..n)
+                .map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250))
+                .collect();
+            let balancer = Balancer::new(kind, &names, &weights);
             group.bench_with_input(BenchmarkId::from_parameter(n), &backends, |b, backends| {
                 b.iter(|| balancer.pick(black_box(&key), backends, &mut |_| true));
             });

@@ -378,7 +378,7 @@ fn broken_configs() -> Vec<Broken> {
         ),
         broken(
             "strategy-not-built",
-            [VALID, "strategy = \"least_connections\"\n"].concat(),
+            [VALID, "strategy = \"ewma\"\n"].concat(),
             9,
             12,
             "not supported yet",

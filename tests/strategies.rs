@@ -133,3 +133,78 @@ async fn random_follows_weights() {
     // Expected 300; the bounds are over 8 standard deviations wide.
     assert!((230..=370).contains(&to_b), "{counts:?}");
 }
+
+/// GET / from a client bound to `source` (a loopback address), one request per
+/// connection; returns the body.
+async fn get_from(source: std::net::IpAddr, lb: &Lb, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(source, 0)).unwrap();
+    let mut stream = socket.connect(lb.addr).await.unwrap();
+    let request = format!("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+async fn three_named_backends(strategy: &str) -> (Lb, [Backend; 3]) {
+    let backends = [
+        spawn_named_backend("a").await,
+        spawn_named_backend("b").await,
+        spawn_named_backend("c").await,
+    ];
+    let config = one_upstream(&["a", "b", "c"], strategy);
+    let lb = start_lb(
+        &config,
+        &[
+            ("a", backends[0].addr),
+            ("b", backends[1].addr),
+            ("c", backends[2].addr),
+        ],
+    )
+    .await;
+    (lb, backends)
+}
+
+#[tokio::test]
+async fn hash_on_a_header_keeps_each_user_on_one_backend() {
+    let (lb, _backends) =
+        three_named_backends("strategy = \"hash\"\nhash_key = \"header:x-user\"").await;
+    let localhost = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut used = std::collections::HashSet::new();
+    for user in 0..20 {
+        let header = format!("X-User: user-{user}\r\n");
+        let first = within("a hashed request", get_from(localhost, &lb, &header)).await;
+        for _ in 0..3 {
+            assert_eq!(
+                within("a hashed request", get_from(localhost, &lb, &header)).await,
+                first,
+                "user-{user} moved"
+            );
+        }
+        used.insert(first);
+    }
+    assert!(used.len() >= 2, "20 users all on {used:?}");
+}
+
+#[tokio::test]
+async fn ip_hash_keeps_each_client_address_on_one_backend() {
+    let (lb, _backends) = three_named_backends("strategy = \"ip_hash\"").await;
+    let mut used = std::collections::HashSet::new();
+    for last in 2..=21u8 {
+        let source = std::net::IpAddr::from([127, 0, 0, last]);
+        let first = within("a request", get_from(source, &lb, "")).await;
+        for _ in 0..3 {
+            assert_eq!(
+                within("a request", get_from(source, &lb, "")).await,
+                first,
+                "127.0.0.{last} moved"
+            );
+        }
+        used.insert(first);
+    }
+    assert!(used.len() >= 2, "20 client addresses all on {used:?}");
+}

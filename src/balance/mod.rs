@@ -6,7 +6,9 @@
 //! shared by every request of that config: its `pick` takes `&self` and must not take
 //! a lock shared by all requests (atomics only).
 
+mod hash;
 mod least_conn;
+mod maglev;
 mod p2c;
 mod round_robin;
 mod weighted_random;
@@ -15,6 +17,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
+pub use hash::Hashed;
 pub use least_conn::LeastConnections;
 pub use p2c::PowerOfTwo;
 pub use round_robin::RoundRobin;
@@ -27,6 +30,7 @@ use crate::config::StrategyKind;
 pub struct RequestKey<'a> {
     pub client: IpAddr,
     pub path: &'a str,
+    pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
 }
 
@@ -45,13 +49,15 @@ pub enum Balancer {
     LeastConnections(LeastConnections),
     PowerOfTwo(PowerOfTwo),
     Random(WeightedRandom),
+    Hashed(Hashed),
 }
 
 // === impl Balancer ===
 
 impl Balancer {
-    /// Builds the strategy `kind` for backends with these weights (by index).
-    pub fn new(kind: StrategyKind, weights: &[u32]) -> Self {
+    /// Builds the strategy `kind` for backends with these names (stable identities,
+    /// for hashing) and weights, by index.
+    pub fn new(kind: &StrategyKind, names: &[String], weights: &[u32]) -> Self {
         match kind {
             StrategyKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(weights)),
             StrategyKind::LeastConnections => {
@@ -59,6 +65,10 @@ impl Balancer {
             }
             StrategyKind::PowerOfTwo => Balancer::PowerOfTwo(PowerOfTwo::new(weights)),
             StrategyKind::Random => Balancer::Random(WeightedRandom::new(weights)),
+            StrategyKind::Hash(key) => {
+                Balancer::Hashed(Hashed::new(Some(key.clone()), names, weights))
+            }
+            StrategyKind::IpHash => Balancer::Hashed(Hashed::new(None, names, weights)),
         }
     }
 
@@ -71,12 +81,12 @@ impl Balancer {
         backends: &[C],
         usable: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
-        let _ = request;
         match self {
             Balancer::RoundRobin(rr) => rr.pick(usable),
             Balancer::LeastConnections(lc) => lc.pick(backends, usable),
             Balancer::PowerOfTwo(p2c) => p2c.pick(backends, usable),
             Balancer::Random(random) => random.pick(usable),
+            Balancer::Hashed(hashed) => hashed.pick(request, usable),
         }
     }
 }

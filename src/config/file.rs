@@ -68,8 +68,8 @@ pub struct FileUpstream {
     pub backends: Vec<Spanned<FileBackend>>,
     pub max_connections_per_backend: Option<Spanned<i64>>,
     pub timeouts: Option<FileTimeouts>,
+    pub hash_key: Option<Spanned<String>>,
     // Accepted only to be refused by name until their issue lands.
-    pub hash_key: Option<Spanned<toml::Value>>,
     pub health_check: Option<Spanned<toml::Value>>,
     pub retries: Option<Spanned<toml::Value>>,
     pub outlier_detection: Option<Spanned<toml::Value>>,

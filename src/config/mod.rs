@@ -70,20 +70,63 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StrategyKind {
     RoundRobin,
     LeastConnections,
     /// Power of two random choices on in-flight requests (`p2c`).
     PowerOfTwo,
     Random,
+    /// Consistent hashing on a part of the request (`hash` with `hash_key`).
+    Hash(HashKey),
+    /// Consistent hashing on the client address.
+    IpHash,
+}
+
+/// The part of a request that `hash` hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    Path,
+    /// Path and query.
+    Uri,
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
+}
+
+impl HashKey {
+    fn parse(text: &str) -> Option<HashKey> {
+        let named = |prefix: &str| text.strip_prefix(prefix).filter(|name| !name.is_empty());
+        match text {
+            "path" => Some(HashKey::Path),
+            "uri" => Some(HashKey::Uri),
+            _ => {
+                if let Some(name) = named("header:") {
+                    http::HeaderName::from_bytes(name.as_bytes())
+                        .ok()
+                        .map(HashKey::Header)
+                } else if let Some(name) = named("cookie:") {
+                    Some(HashKey::Cookie(name.to_owned()))
+                } else {
+                    named("query:").map(|name| HashKey::Query(name.to_owned()))
+                }
+            }
+        }
+    }
 }
 
 /// Strategies of the contract that are not built yet: refused by name.
-const STRATEGIES_NOT_YET: &[&str] = &["ip_hash", "hash", "ewma"];
+const STRATEGIES_NOT_YET: &[&str] = &["ewma"];
 
 /// Strategies this version has, as written in the config.
-const STRATEGIES: &[&str] = &["round_robin", "least_connections", "p2c", "random"];
+const STRATEGIES: &[&str] = &[
+    "round_robin",
+    "least_connections",
+    "p2c",
+    "random",
+    "hash",
+    "ip_hash",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
@@ -542,7 +585,6 @@ fn validate_upstream(
 ) -> UpstreamConfig {
     let raw_span = raw.span();
     let raw = raw.get_ref();
-    problems.not_supported(&raw.hash_key, "hash_key");
     problems.not_supported(&raw.health_check, "health_check");
     problems.not_supported(&raw.retries, "retries");
     problems.not_supported(&raw.outlier_detection, "outlier_detection");
@@ -580,6 +622,27 @@ fn validate_upstream(
             "least_connections" => StrategyKind::LeastConnections,
             "p2c" => StrategyKind::PowerOfTwo,
             "random" => StrategyKind::Random,
+            "ip_hash" => StrategyKind::IpHash,
+            "hash" => match &raw.hash_key {
+                Some(key) => match HashKey::parse(key.get_ref()) {
+                    Some(key) => StrategyKind::Hash(key),
+                    None => {
+                        problems.spanned(
+                            key,
+                            "hash_key",
+                            format!(
+                                "invalid hash_key {:?}: expected path, uri, header:NAME, cookie:NAME or query:NAME",
+                                key.get_ref()
+                            ),
+                        );
+                        StrategyKind::RoundRobin
+                    }
+                },
+                None => {
+                    problems.spanned(s, "strategy", "strategy \"hash\" needs a hash_key: path, uri, header:NAME, cookie:NAME or query:NAME");
+                    StrategyKind::RoundRobin
+                }
+            },
             other if STRATEGIES_NOT_YET.contains(&other) => {
                 problems.spanned(s, "strategy", format!("strategy {other:?} is not supported yet by this version of weir; use one of: {}", STRATEGIES.join(", ")));
                 StrategyKind::RoundRobin
@@ -597,6 +660,16 @@ fn validate_upstream(
             }
         },
     };
+
+    if let Some(key) = &raw.hash_key
+        && raw.strategy.as_ref().is_none_or(|s| s.get_ref() != "hash")
+    {
+        problems.spanned(
+            key,
+            "hash_key",
+            "hash_key only applies to strategy = \"hash\"",
+        );
+    }
 
     if raw.backends.is_empty() {
         problems.at(

@@ -1072,11 +1072,9 @@ fn every_built_strategy_is_accepted() {
 
 #[test]
 fn strategies_not_built_yet_are_refused_by_name() {
-    for strategy in ["ip_hash", "hash", "ewma"] {
-        let problem = single_problem(&with_strategy(strategy));
-        assert_problem(&problem, 8, 12, Some("strategy"), "not supported yet");
-        assert!(problem.message.contains(strategy), "{problem:#?}");
-    }
+    let problem = single_problem(&with_strategy("ewma"));
+    assert_problem(&problem, 8, 12, Some("strategy"), "not supported yet");
+    assert!(problem.message.contains("ewma"), "{problem:#?}");
 }
 
 #[test]
@@ -1203,9 +1201,71 @@ fn other_listener_keys_of_the_contract_are_not_supported_yet() {
 }
 
 #[test]
+fn hash_keys_of_every_kind_are_accepted() {
+    let expected = [
+        ("path", HashKey::Path),
+        ("uri", HashKey::Uri),
+        (
+            "header:X-User",
+            HashKey::Header(http::HeaderName::from_static("x-user")),
+        ),
+        ("cookie:session", HashKey::Cookie("session".into())),
+        ("query:user", HashKey::Query("user".into())),
+    ];
+    for (text, key) in expected {
+        let config = parse(
+            &[
+                MINIMAL,
+                &format!("strategy = \"hash\"\nhash_key = \"{text}\"\n"),
+            ]
+            .concat(),
+            "weir.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            config.upstreams[0].strategy,
+            StrategyKind::Hash(key),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn invalid_hash_key_is_refused_at_its_value() {
+    for bad in ["host", "header:", "header:bad name", "cookie:", "query:"] {
+        let text = [
+            MINIMAL,
+            &format!("strategy = \"hash\"\nhash_key = \"{bad}\"\n"),
+        ]
+        .concat();
+        let problem = single_problem(&text);
+        assert_problem(&problem, 10, 12, Some("hash_key"), "invalid hash_key");
+    }
+}
+
+#[test]
+fn hash_needs_a_hash_key_and_only_hash_takes_one() {
+    let problem = single_problem(&[MINIMAL, "strategy = \"hash\"\n"].concat());
+    assert_problem(&problem, 9, 12, Some("strategy"), "needs a hash_key");
+    let problem = single_problem(&[MINIMAL, "hash_key = \"path\"\n"].concat());
+    assert_problem(
+        &problem,
+        9,
+        12,
+        Some("hash_key"),
+        "only applies to strategy",
+    );
+}
+
+#[test]
+fn ip_hash_is_accepted() {
+    let config = parse(&[MINIMAL, "strategy = \"ip_hash\"\n"].concat(), "weir.toml").unwrap();
+    assert_eq!(config.upstreams[0].strategy, StrategyKind::IpHash);
+}
+
+#[test]
 fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
     for (key, value) in [
-        ("hash_key", r#""header:x-user""#),
         ("outlier_detection", "{ consecutive_failures = 5 }"),
         ("hash_balance_factor", "1.25"),
         ("sticky", "true"),

@@ -143,6 +143,7 @@ async fn proxy(
     let key = RequestKey {
         client: connection.peer.ip(),
         path: request.uri().path(),
+        query: request.uri().query(),
         headers: request.headers(),
     };
     let backend = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;

@@ -54,9 +54,10 @@ impl Upstream {
             })
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        let names: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
         Upstream {
             name: config.name.clone(),
-            balancer: Balancer::new(config.strategy, &weights),
+            balancer: Balancer::new(&config.strategy, &names, &weights),
             backends,
             timeouts: config.timeouts,
         }

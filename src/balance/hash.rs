@@ -1,0 +1,175 @@
+//! `hash` and `ip_hash`: consistent hashing of a request key onto a Maglev table.
+//! A request without the key (no such header, cookie or query parameter) is
+//! balanced with round robin instead.
+
+use std::net::IpAddr;
+
+use http::header;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::RequestKey;
+use super::maglev::{Maglev, key_hash};
+use super::round_robin::RoundRobin;
+use crate::config::HashKey;
+
+#[derive(Debug)]
+pub struct Hashed {
+    table: Maglev,
+    /// What to hash; `None` hashes the client address (`ip_hash`).
+    key: Option<HashKey>,
+    fallback: RoundRobin,
+}
+
+impl Hashed {
+    pub fn new(key: Option<HashKey>, names: &[String], weights: &[u32]) -> Self {
+        Hashed {
+            table: Maglev::new(names, weights),
+            key,
+            fallback: RoundRobin::new(weights),
+        }
+    }
+
+    pub fn pick(
+        &self,
+        request: &RequestKey<'_>,
+        usable: &mut dyn FnMut(usize) -> bool,
+    ) -> Option<usize> {
+        match self.hash(request) {
+            Some(hash) => self.table.pick(hash, usable),
+            None => self.fallback.pick(usable),
+        }
+    }
+
+    fn hash(&self, request: &RequestKey<'_>) -> Option<u64> {
+        match &self.key {
+            None => Some(match request.client {
+                IpAddr::V4(v4) => key_hash(&v4.octets()),
+                IpAddr::V6(v6) => key_hash(&v6.octets()),
+            }),
+            Some(HashKey::Path) => Some(key_hash(request.path.as_bytes())),
+            Some(HashKey::Uri) => {
+                let path = key_hash(request.path.as_bytes());
+                Some(match request.query {
+                    // Chained through the seed: no allocation to join the two.
+                    Some(query) => xxh3_64_with_seed(query.as_bytes(), path),
+                    None => path,
+                })
+            }
+            Some(HashKey::Header(name)) => {
+                request.headers.get(name).map(|v| key_hash(v.as_bytes()))
+            }
+            Some(HashKey::Cookie(name)) => request
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| pair.trim().strip_prefix(name.as_str())?.strip_prefix('='))
+                .map(|value| key_hash(value.as_bytes())),
+            Some(HashKey::Query(name)) => request
+                .query?
+                .split('&')
+                .find_map(|pair| pair.strip_prefix(name.as_str())?.strip_prefix('='))
+                .map(|value| key_hash(value.as_bytes())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+    use std::net::Ipv4Addr;
+
+    fn names() -> Vec<String> {
+        (1..=4).map(|i| format!("127.0.0.1:900{i}")).collect()
+    }
+
+    fn request<'a>(
+        headers: &'a HeaderMap,
+        path: &'a str,
+        query: Option<&'a str>,
+    ) -> RequestKey<'a> {
+        RequestKey {
+            client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            path,
+            query,
+            headers,
+        }
+    }
+
+    fn hashed(key: Option<HashKey>) -> Hashed {
+        Hashed::new(key, &names(), &[1; 4])
+    }
+
+    #[test]
+    fn the_same_cookie_goes_to_the_same_backend() {
+        let strategy = hashed(Some(HashKey::Cookie("session".into())));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "theme=dark; session=abc123".parse().unwrap(),
+        );
+        let first = strategy.pick(&request(&headers, "/a", None), &mut |_| true);
+        for path in ["/b", "/c", "/d"] {
+            assert_eq!(
+                strategy.pick(&request(&headers, path, None), &mut |_| true),
+                first
+            );
+        }
+    }
+
+    #[test]
+    fn query_parameter_is_found_among_others() {
+        let strategy = hashed(Some(HashKey::Query("user".into())));
+        let headers = HeaderMap::new();
+        let a = strategy.hash(&request(&headers, "/", Some("x=1&user=42&y=2")));
+        let b = strategy.hash(&request(&headers, "/other", Some("user=42")));
+        assert_eq!(a, b);
+        assert!(a.is_some());
+        assert_eq!(
+            strategy.hash(&request(&headers, "/", Some("username=42"))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_request_without_the_key_is_round_robin() {
+        let strategy = hashed(Some(HashKey::Header(http::HeaderName::from_static(
+            "x-user",
+        ))));
+        let headers = HeaderMap::new();
+        let picks: Vec<_> = (0..4)
+            .map(|_| {
+                strategy
+                    .pick(&request(&headers, "/", None), &mut |_| true)
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn uri_hash_includes_the_query() {
+        let strategy = hashed(Some(HashKey::Uri));
+        let headers = HeaderMap::new();
+        let plain = strategy.hash(&request(&headers, "/p", None));
+        assert_ne!(plain, strategy.hash(&request(&headers, "/p", Some("a=1"))));
+        assert_eq!(
+            plain,
+            hashed(Some(HashKey::Path)).hash(&request(&headers, "/p", Some("a=1")))
+        );
+    }
+
+    #[test]
+    fn ip_hash_uses_the_client_address() {
+        let strategy = hashed(None);
+        let headers = HeaderMap::new();
+        let mut key = request(&headers, "/", None);
+        let first = strategy.hash(&key);
+        key.path = "/elsewhere";
+        assert_eq!(strategy.hash(&key), first);
+        key.client = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        assert_ne!(strategy.hash(&key), first);
+    }
+}
