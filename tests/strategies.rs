@@ -208,3 +208,86 @@ async fn ip_hash_keeps_each_client_address_on_one_backend() {
     }
     assert!(used.len() >= 2, "20 client addresses all on {used:?}");
 }
+
+#[tokio::test]
+async fn ip_hash_behind_a_trusted_proxy_hashes_the_forwarded_client() {
+    let backends = [
+        spawn_named_backend("a").await,
+        spawn_named_backend("b").await,
+        spawn_named_backend("c").await,
+    ];
+    let names = [
+        ("a", backends[0].addr),
+        ("b", backends[1].addr),
+        ("c", backends[2].addr),
+    ];
+    let upstream = one_upstream(&["a", "b", "c"], "strategy = \"ip_hash\"");
+    let trusting = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.0/8\"]\n\n{upstream}"
+    );
+    let lb = start_lb(&trusting, &names).await;
+
+    // One client behind proxies at 127.0.0.2..=11: always the same backend.
+    let mut seen = std::collections::HashSet::new();
+    for last in 2..=11u8 {
+        let proxy = std::net::IpAddr::from([127, 0, 0, last]);
+        seen.insert(
+            within(
+                "a request",
+                get_from(proxy, &lb, "X-Forwarded-For: 203.0.113.50\r\n"),
+            )
+            .await,
+        );
+    }
+    assert_eq!(seen.len(), 1, "one forwarded client spread over {seen:?}");
+
+    // Many forwarded clients from one proxy spread over the backends.
+    let mut spread = std::collections::HashSet::new();
+    for client in 1..=20u8 {
+        let header = format!("X-Forwarded-For: 198.51.100.{client}, 127.0.0.9\r\n");
+        spread.insert(within("a request", get_from([127, 0, 0, 2].into(), &lb, &header)).await);
+    }
+    assert!(spread.len() >= 2, "20 forwarded clients all on {spread:?}");
+}
+
+#[tokio::test]
+async fn untrusted_peers_cannot_choose_their_hash_key() {
+    let (lb, _backends) = three_named_backends("strategy = \"ip_hash\"").await;
+    // The same forged X-Forwarded-For from 10 different peers: hashed on the peers.
+    let mut seen = std::collections::HashSet::new();
+    for last in 2..=11u8 {
+        let peer = std::net::IpAddr::from([127, 0, 0, last]);
+        seen.insert(
+            within(
+                "a request",
+                get_from(peer, &lb, "X-Forwarded-For: 203.0.113.50\r\n"),
+            )
+            .await,
+        );
+    }
+    assert!(
+        seen.len() >= 2,
+        "a forged X-Forwarded-For steered every peer to {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
+    let backend = spawn_named_backend("a").await;
+    let upstream = one_upstream(&["a"], "");
+    let trusting = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.2\"]\n\n{upstream}"
+    );
+    let lb = start_lb(&trusting, &[("a", backend.addr)]).await;
+    let forwarded = "X-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\n";
+
+    get_from([127, 0, 0, 2].into(), &lb, forwarded).await;
+    let seen = backend.last_request().headers;
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    assert_eq!(seen["x-forwarded-host"], "shop.example");
+
+    get_from([127, 0, 0, 3].into(), &lb, forwarded).await;
+    let seen = backend.last_request().headers;
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "a");
+}

@@ -45,7 +45,8 @@ pub struct FileListener {
     pub max_header_bytes: Option<Spanned<i64>>,
     // Accepted only to be refused by name until their issue lands.
     pub tls: Option<Spanned<toml::Value>>,
-    pub trusted_proxies: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
     pub proxy_protocol: Option<Spanned<toml::Value>>,
     pub max_connections: Option<Spanned<toml::Value>>,
     pub max_concurrent_streams: Option<Spanned<toml::Value>>,

@@ -42,6 +42,9 @@ pub struct ListenerConfig {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
+    /// Peers whose `X-Forwarded-*` headers are believed (an L4 or L7 balancer in
+    /// front); the client address is then read from `X-Forwarded-For`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,7 +428,6 @@ fn validate_listener(
     problems: &mut Problems<'_>,
 ) -> ListenerConfig {
     problems.not_supported(&raw.tls, "tls");
-    problems.not_supported(&raw.trusted_proxies, "trusted_proxies");
     problems.not_supported(&raw.proxy_protocol, "proxy_protocol");
     problems.not_supported(&raw.max_connections, "max_connections");
     problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
@@ -465,6 +467,30 @@ fn validate_listener(
         header_timeout,
         idle_timeout,
         max_header_bytes,
+        trusted_proxies: raw
+            .trusted_proxies
+            .iter()
+            .filter_map(|entry| parse_network(entry, problems))
+            .collect(),
+    }
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a single address (a /32 or /128).
+fn parse_network(entry: &Spanned<String>, problems: &mut Problems<'_>) -> Option<ipnet::IpNet> {
+    let text = entry.get_ref().trim();
+    let parsed = text
+        .parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+    match parsed {
+        Ok(network) => Some(network.trunc()),
+        Err(_) => {
+            problems.spanned(
+                entry,
+                "trusted_proxies",
+                format!("invalid network {text:?}: expected an address or CIDR block, e.g. \"10.0.0.0/8\" or \"192.0.2.7\""),
+            );
+            None
+        }
     }
 }
 

@@ -1163,16 +1163,28 @@ fn listener_tls_is_not_supported_yet() {
 }
 
 #[test]
-fn trusted_proxies_are_not_supported_yet() {
-    let problem = single_problem(&with_listener_line(r#"trusted_proxies = ["10.0.0.0/8"]"#));
-    // `trusted_proxies = ` is 18 characters
-    assert_problem(
-        &problem,
-        3,
-        19,
-        Some("trusted_proxies"),
-        "not supported yet",
+fn trusted_proxies_take_networks_and_addresses() {
+    let text = with_listener_line(
+        r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32", "10.1.2.3/16"]"#,
     );
+    let config = parse(&text, "weir.toml").unwrap();
+    let networks: Vec<String> = config.listeners[0]
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        networks,
+        ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32", "10.1.0.0/16"]
+    );
+}
+
+#[test]
+fn invalid_trusted_proxy_is_refused_at_its_value() {
+    let text = with_listener_line(r#"trusted_proxies = ["10.0.0.0/8", "10.0.0.0/33"]"#);
+    let problem = single_problem(&text);
+    // `trusted_proxies = ["10.0.0.0/8", ` is 33 characters
+    assert_problem(&problem, 3, 34, Some("trusted_proxies"), "invalid network");
 }
 
 #[test]

@@ -62,6 +62,7 @@ impl Listener {
         let name: Arc<str> = Arc::from(self.config.name.as_str());
         let builder = Arc::new(http_builder(&self.config));
         let graceful = GracefulShutdown::new();
+        let trusted_proxies: Arc<[ipnet::IpNet]> = self.config.trusted_proxies.clone().into();
         let mut backoff = ACCEPT_BACKOFF_START;
         loop {
             let accepted = tokio::select! {
@@ -76,6 +77,7 @@ impl Listener {
                         peer,
                         false,
                         snapshots.clone(),
+                        &trusted_proxies,
                     ));
                     let span = debug_span!("conn", listener = %name, client.addr = %peer);
                     let serving =

@@ -2,6 +2,8 @@
 //! `Host`, hop-by-hop headers and `X-Forwarded-*`.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
 use http::{Uri, Version};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
@@ -68,6 +70,35 @@ pub struct ClientFacts {
     pub address: HeaderValue,
     /// `http` or `https`.
     pub proto: HeaderValue,
+    /// The peer is one of the listener's `trusted_proxies`.
+    pub trusted: bool,
+}
+
+/// The client behind trusted proxies: `X-Forwarded-For` walked from the right,
+/// skipping trusted addresses; the first other address is the client (entries
+/// further left are whatever the client chose to send). `None` when the header is
+/// absent or holds something that is not an address, so the caller keeps the peer.
+pub fn forwarded_client(headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let mut leftmost = None;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        for entry in value.to_str().ok()?.rsplit(',') {
+            let address = parse_forwarded_address(entry.trim())?;
+            if !trusted.iter().any(|network| network.contains(&address)) {
+                return Some(address);
+            }
+            leftmost = Some(address);
+        }
+    }
+    // Every hop was trusted: the first of them is as far as the chain goes.
+    leftmost
+}
+
+/// `192.0.2.1`, `2001:db8::1`, and the `192.0.2.1:1234` / `[2001:db8::1]:1234` forms.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// Rewrites a client request's head for the backend. `host` is the request's
@@ -79,6 +110,7 @@ pub fn rewrite_request(
     host: Option<HeaderValue>,
     client: &ClientFacts,
 ) {
+    let from_trusted = client.trusted;
     // Backends get origin-form targets; the authority travels in `Host`.
     if uri.scheme().is_some() || uri.authority().is_some() {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -90,15 +122,22 @@ pub fn rewrite_request(
     remove_hop_by_hop(headers);
 
     append_forwarded_for(headers, &client.address);
-    headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    // A trusted proxy in front knows the original scheme and host: keep its word.
+    if !(from_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+    }
+    let keep_host = from_trusted && headers.contains_key(&X_FORWARDED_HOST);
     match host {
         Some(host) => {
-            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            if !keep_host {
+                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            }
             headers.insert(header::HOST, host);
         }
-        None => {
+        None if !keep_host => {
             headers.remove(&X_FORWARDED_HOST);
         }
+        None => {}
     }
 }
 
@@ -156,7 +195,72 @@ mod tests {
         ClientFacts {
             address: HeaderValue::from_static("192.0.2.7"),
             proto: HeaderValue::from_static("http"),
+            trusted: false,
         }
+    }
+
+    fn networks(list: &[&str]) -> Vec<ipnet::IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn forwarded_client_is_the_first_untrusted_from_the_right() {
+        let trusted = networks(&["10.0.0.0/8"]);
+        let map = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 203.0.113.9"),
+            ("x-forwarded-for", "10.1.1.1, 10.2.2.2"),
+        ]);
+        assert_eq!(
+            forwarded_client(&map, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn forwarded_client_reads_ports_and_gives_up_on_garbage() {
+        let trusted = networks(&["10.0.0.0/8"]);
+        let map = headers(&[("x-forwarded-for", "[2001:db8::1]:443, 10.0.0.1")]);
+        assert_eq!(
+            forwarded_client(&map, &trusted),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        let map = headers(&[("x-forwarded-for", "not-an-ip, 10.0.0.1")]);
+        assert_eq!(forwarded_client(&map, &trusted), None);
+        assert_eq!(forwarded_client(&HeaderMap::new(), &trusted), None);
+    }
+
+    #[test]
+    fn all_trusted_hops_give_the_leftmost() {
+        let trusted = networks(&["10.0.0.0/8"]);
+        let map = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.1")]);
+        assert_eq!(
+            forwarded_client(&map, &trusted),
+            Some("10.0.0.9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_trusted_peer_keeps_its_proto_and_host() {
+        let mut map = headers(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "public.example"),
+        ]);
+        let mut uri: Uri = "/".parse().unwrap();
+        let mut version = Version::HTTP_11;
+        let trusted = ClientFacts {
+            trusted: true,
+            ..facts()
+        };
+        rewrite_request(
+            &mut uri,
+            &mut version,
+            &mut map,
+            Some(HeaderValue::from_static("inner:8080")),
+            &trusted,
+        );
+        assert_eq!(map["x-forwarded-proto"], "https");
+        assert_eq!(map["x-forwarded-host"], "public.example");
+        assert_eq!(map["host"], "inner:8080");
     }
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -34,6 +34,9 @@ pub struct Connection {
     pub listener: Arc<str>,
     pub peer: SocketAddr,
     pub facts: ClientFacts,
+    /// The listener's trusted proxies, kept only when the peer is one of them: then
+    /// the client address is read from `X-Forwarded-For`.
+    pub trusted_proxies: Option<Arc<[ipnet::IpNet]>>,
     /// Requests of this connection whose response is not finished; read by the
     /// connection's idle and header timeouts. Per connection, so never contended.
     pub active: AtomicUsize,
@@ -49,12 +52,18 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// `trusted_proxies` is the listener's list; the connection keeps it only when
+    /// the peer is in it.
     pub fn new(
         listener: Arc<str>,
         peer: SocketAddr,
         tls: bool,
         snapshots: Arc<ArcSwap<Snapshot>>,
+        trusted_proxies: &Arc<[ipnet::IpNet]>,
     ) -> Self {
+        let trusted = trusted_proxies
+            .iter()
+            .any(|network| network.contains(&peer.ip()));
         let ip = peer.ip().to_string();
         Connection {
             snapshots,
@@ -64,7 +73,9 @@ impl Connection {
                 address: HeaderValue::from_str(&ip)
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+                trusted,
             },
+            trusted_proxies: trusted.then(|| trusted_proxies.clone()),
             active: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             conflicting_framing: AtomicBool::new(false),
@@ -140,8 +151,14 @@ async fn proxy(
         .route(host_str, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let upstream = &snapshot.upstreams[snapshot.router.get(route).upstream];
+    let client = match &connection.trusted_proxies {
+        Some(trusted) => {
+            forward::forwarded_client(request.headers(), trusted).unwrap_or(connection.peer.ip())
+        }
+        None => connection.peer.ip(),
+    };
     let key = RequestKey {
-        client: connection.peer.ip(),
+        client,
         path: request.uri().path(),
         query: request.uri().query(),
         headers: request.headers(),
