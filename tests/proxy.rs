@@ -8,25 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream;
 use http::{Request, StatusCode, Version};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 
 use support::*;
-
-/// A body fed from a channel, one chunk per message, ending when the sender drops.
-fn channel_body(rx: mpsc::Receiver<Bytes>) -> Body {
-    let frames = stream::unfold(rx, |mut rx| async move {
-        let chunk = rx.recv().await?;
-        Some((Ok::<_, BoxError>(Frame::data(chunk)), rx))
-    });
-    StreamBody::new(frames).boxed()
-}
 
 /// A backend answering 200 with the request's path as the body.
 async fn spawn_path_backend() -> Backend {

@@ -50,6 +50,15 @@ pub async fn within_for<F: Future>(bound: Duration, what: &str, future: F) -> F:
     }
 }
 
+/// A body fed from a channel, one chunk per message, ending when the sender drops.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, BoxError>(hyper::body::Frame::data(chunk)), rx))
+    });
+    http_body_util::StreamBody::new(frames).boxed()
+}
+
 pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
