@@ -10,6 +10,8 @@ mod hash;
 mod least_conn;
 mod maglev;
 mod p2c;
+#[cfg(test)]
+mod properties;
 mod round_robin;
 mod weighted_random;
 
