@@ -54,7 +54,7 @@ fn picks(c: &mut Criterion) {
             let names: Vec<String> = (0..n)
                 .map(|i| format!("10.0.{}.{}:8080", i / 250, i % 250))
                 .collect();
-            let balancer = Balancer::new(kind, &names, &weights);
+            let balancer = Balancer::new(kind, &names, &weights, None);
             group.bench_with_input(BenchmarkId::from_parameter(n), &backends, |b, backends| {
                 b.iter(|| balancer.pick(black_box(&key), backends, &mut |_| true));
             });

@@ -7,37 +7,71 @@ use std::net::IpAddr;
 use http::header;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::RequestKey;
 use super::maglev::{Maglev, key_hash};
 use super::round_robin::RoundRobin;
+use super::{Candidate, RequestKey};
 use crate::config::HashKey;
 
 #[derive(Debug)]
 pub struct Hashed {
     table: Maglev,
+    /// Bounded load (`hash_balance_factor`, percent of the average in-flight load a
+    /// backend may carry), as HAProxy and Envoy do (arXiv 1608.01350).
+    load_bound_percent: Option<u32>,
     /// What to hash; `None` hashes the client address (`ip_hash`).
     key: Option<HashKey>,
     fallback: RoundRobin,
 }
 
 impl Hashed {
-    pub fn new(key: Option<HashKey>, names: &[String], weights: &[u32]) -> Self {
+    pub fn new(
+        key: Option<HashKey>,
+        names: &[String],
+        weights: &[u32],
+        load_bound_percent: Option<u32>,
+    ) -> Self {
         Hashed {
             table: Maglev::new(names, weights),
+            load_bound_percent,
             key,
             fallback: RoundRobin::new(weights),
         }
     }
 
-    pub fn pick(
+    pub fn pick<C: Candidate>(
         &self,
         request: &RequestKey<'_>,
+        backends: &[C],
         usable: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
-        match self.hash(request) {
-            Some(hash) => self.table.pick(hash, usable),
-            None => self.fallback.pick(usable),
+        let Some(hash) = self.hash(request) else {
+            return self.fallback.pick(usable);
+        };
+        let Some(percent) = self.load_bound_percent else {
+            return self.table.pick(hash, usable);
+        };
+        // The bound counts this request: a backend may carry at most
+        // percent/100 × (load + 1) × its share of the usable weight.
+        let (mut load, mut weight) = (1u64, 0u64);
+        for (i, backend) in backends.iter().enumerate() {
+            if usable(i) {
+                load += u64::from(backend.in_flight());
+                weight += u64::from(backend.weight().max(1));
+            }
         }
+        if weight == 0 {
+            return None;
+        }
+        let fits = |i: usize| {
+            let backend = &backends[i];
+            // (in_flight + 1) <= ceil(percent/100 × load × weight_i / weight),
+            // cross-multiplied to stay in integers.
+            let bound = u64::from(percent) * load * u64::from(backend.weight().max(1));
+            (u64::from(backend.in_flight()) + 1) * weight * 100 < bound + weight * 100
+        };
+        self.table
+            .pick_bounded(hash, &mut |i| usable(i) && fits(i))
+            .or_else(|| self.table.pick(hash, usable))
     }
 
     fn hash(&self, request: &RequestKey<'_>) -> Option<u64> {
@@ -78,6 +112,7 @@ impl Hashed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::tests::Fake;
     use http::HeaderMap;
     use std::net::Ipv4Addr;
 
@@ -99,7 +134,26 @@ mod tests {
     }
 
     fn hashed(key: Option<HashKey>) -> Hashed {
-        Hashed::new(key, &names(), &[1; 4])
+        Hashed::new(key, &names(), &[1; 4], None)
+    }
+
+    #[test]
+    fn a_bounded_key_spills_off_an_overloaded_backend() {
+        let headers = HeaderMap::new();
+        let key = request(&headers, "/k", None);
+        let plain = Hashed::new(Some(HashKey::Path), &names(), &[1; 4], None);
+        let bounded = Hashed::new(Some(HashKey::Path), &names(), &[1; 4], Some(125));
+        let idle = [Fake::new(1, 0); 4];
+        let owner = plain.pick(&key, &idle, &mut |_| true).unwrap();
+        assert_eq!(bounded.pick(&key, &idle, &mut |_| true), Some(owner));
+        // The owner carries 8 of 8 requests: far over 1.25 × the average of 2.25.
+        let mut loaded = idle;
+        loaded[owner] = Fake::new(1, 8);
+        assert_eq!(plain.pick(&key, &loaded, &mut |_| true), Some(owner));
+        let spilled = bounded.pick(&key, &loaded, &mut |_| true).unwrap();
+        assert_ne!(spilled, owner);
+        // Deterministic: the same key spills to the same backend.
+        assert_eq!(bounded.pick(&key, &loaded, &mut |_| true), Some(spilled));
     }
 
     #[test]
@@ -110,10 +164,14 @@ mod tests {
             header::COOKIE,
             "theme=dark; session=abc123".parse().unwrap(),
         );
-        let first = strategy.pick(&request(&headers, "/a", None), &mut |_| true);
+        let first = strategy.pick(&request(&headers, "/a", None), &[] as &[Fake], &mut |_| {
+            true
+        });
         for path in ["/b", "/c", "/d"] {
             assert_eq!(
-                strategy.pick(&request(&headers, path, None), &mut |_| true),
+                strategy.pick(&request(&headers, path, None), &[] as &[Fake], &mut |_| {
+                    true
+                }),
                 first
             );
         }
@@ -142,7 +200,7 @@ mod tests {
         let picks: Vec<_> = (0..4)
             .map(|_| {
                 strategy
-                    .pick(&request(&headers, "/", None), &mut |_| true)
+                    .pick(&request(&headers, "/", None), &[] as &[Fake], &mut |_| true)
                     .unwrap()
             })
             .collect();

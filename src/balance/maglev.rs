@@ -103,6 +103,32 @@ impl Maglev {
     }
 }
 
+impl Maglev {
+    /// The first backend along the table from the key's slot that `accept` takes
+    /// (usable and under its load bound), or `None`. Deterministic: the same key and
+    /// loads give the same backend, and keys spill to the next candidate in table
+    /// order.
+    pub fn pick_bounded(&self, hash: u64, accept: &mut dyn FnMut(usize) -> bool) -> Option<usize> {
+        let len = self.table.len();
+        if len == 0 {
+            return None;
+        }
+        let start = (hash % len as u64) as usize;
+        let mut last = u32::MAX;
+        for slot in (start..len).chain(0..start) {
+            let index = self.table[slot];
+            // Runs of one backend are common; ask once per run.
+            if index != last {
+                last = index;
+                if accept(index as usize) {
+                    return Some(index as usize);
+                }
+            }
+        }
+        None
+    }
+}
+
 /// The hash of a request key (path, header value, client address...).
 pub fn key_hash(key: &[u8]) -> u64 {
     xxh3_64_with_seed(key, KEY_SEED)

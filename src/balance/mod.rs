@@ -58,8 +58,14 @@ pub enum Balancer {
 
 impl Balancer {
     /// Builds the strategy `kind` for backends with these names (stable identities,
-    /// for hashing) and weights, by index.
-    pub fn new(kind: &StrategyKind, names: &[String], weights: &[u32]) -> Self {
+    /// for hashing) and weights, by index. `load_bound_percent` bounds the hashing
+    /// strategies' load (`hash_balance_factor`).
+    pub fn new(
+        kind: &StrategyKind,
+        names: &[String],
+        weights: &[u32],
+        load_bound_percent: Option<u32>,
+    ) -> Self {
         match kind {
             StrategyKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(weights)),
             StrategyKind::LeastConnections => {
@@ -67,10 +73,15 @@ impl Balancer {
             }
             StrategyKind::PowerOfTwo => Balancer::PowerOfTwo(PowerOfTwo::new(weights)),
             StrategyKind::Random => Balancer::Random(WeightedRandom::new(weights)),
-            StrategyKind::Hash(key) => {
-                Balancer::Hashed(Hashed::new(Some(key.clone()), names, weights))
+            StrategyKind::Hash(key) => Balancer::Hashed(Hashed::new(
+                Some(key.clone()),
+                names,
+                weights,
+                load_bound_percent,
+            )),
+            StrategyKind::IpHash => {
+                Balancer::Hashed(Hashed::new(None, names, weights, load_bound_percent))
             }
-            StrategyKind::IpHash => Balancer::Hashed(Hashed::new(None, names, weights)),
         }
     }
 
@@ -88,7 +99,7 @@ impl Balancer {
             Balancer::LeastConnections(lc) => lc.pick(backends, usable),
             Balancer::PowerOfTwo(p2c) => p2c.pick(backends, usable),
             Balancer::Random(random) => random.pick(usable),
-            Balancer::Hashed(hashed) => hashed.pick(request, usable),
+            Balancer::Hashed(hashed) => hashed.pick(request, backends, usable),
         }
     }
 }

@@ -41,7 +41,7 @@ proptest! {
         let key = RequestKey { client: IpAddr::V4(Ipv4Addr::from(client)), path: &path, query: None, headers: &headers };
         let any_usable = set.iter().any(|b| b.2);
         for kind in kinds() {
-            let balancer = Balancer::new(&kind, &names(set.len()), &weights);
+            let balancer = Balancer::new(&kind, &names(set.len()), &weights, None);
             for _ in 0..10 {
                 let pick = balancer.pick(&key, &fakes, &mut |i| set[i].2);
                 match pick {
@@ -58,7 +58,7 @@ proptest! {
         let fakes: Vec<Fake> = set.iter().map(|b| Fake::new(b.0, b.1)).collect();
         let headers = HeaderMap::new();
         let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: "/", query: None, headers: &headers };
-        let balancer = Balancer::new(&StrategyKind::LeastConnections, &names(set.len()), &weights);
+        let balancer = Balancer::new(&StrategyKind::LeastConnections, &names(set.len()), &weights, None);
         if let Some(i) = balancer.pick(&key, &fakes, &mut |i| set[i].2) {
             for (j, other) in set.iter().enumerate().filter(|(_, b)| b.2) {
                 // load_i / weight_i <= load_j / weight_j
@@ -75,7 +75,7 @@ proptest! {
         let fakes: Vec<Fake> = weights.iter().map(|&w| Fake::new(w, 0)).collect();
         let headers = HeaderMap::new();
         let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: "/", query: None, headers: &headers };
-        let balancer = Balancer::new(&StrategyKind::RoundRobin, &names(weights.len()), &weights);
+        let balancer = Balancer::new(&StrategyKind::RoundRobin, &names(weights.len()), &weights, None);
         let total: u32 = weights.iter().sum();
         let mut counts = vec![0u32; weights.len()];
         for _ in 0..total {
@@ -92,10 +92,43 @@ proptest! {
         let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: &path, query: None, headers: &headers };
         let kind = StrategyKind::Hash(HashKey::Path);
         // Two tables built apart (as by two weir instances) agree.
-        let (a, b) = (Balancer::new(&kind, &names(set.len()), &weights), Balancer::new(&kind, &names(set.len()), &weights));
+        let (a, b) = (Balancer::new(&kind, &names(set.len()), &weights, None), Balancer::new(&kind, &names(set.len()), &weights, None));
         let first = a.pick(&key, &fakes, &mut |i| set[i].2);
         for _ in 0..5 {
             prop_assert_eq!(b.pick(&key, &fakes, &mut |i| set[i].2), first);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn bounded_hashing_keeps_every_pick_under_the_bound(
+        set in backends(),
+        percent in 100u32..=300,
+        paths in prop::collection::vec("/[a-z]{1,8}", 1..20),
+    ) {
+        let weights: Vec<u32> = set.iter().map(|b| b.0).collect();
+        let fakes: Vec<Fake> = set.iter().map(|b| Fake::new(b.0, b.1)).collect();
+        let headers = HeaderMap::new();
+        let balancer = Balancer::new(&StrategyKind::Hash(HashKey::Path), &names(set.len()), &weights, Some(percent));
+        let usable: Vec<usize> = (0..set.len()).filter(|&i| set[i].2).collect();
+        let load: u64 = 1 + usable.iter().map(|&i| u64::from(set[i].1)).sum::<u64>();
+        let weight: u64 = usable.iter().map(|&i| u64::from(set[i].0)).sum();
+        for path in &paths {
+            let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path, query: None, headers: &headers };
+            let Some(i) = balancer.pick(&key, &fakes, &mut |i| set[i].2) else {
+                prop_assert!(usable.is_empty());
+                continue;
+            };
+            prop_assert!(set[i].2);
+            // in_flight + 1 <= ceil(percent/100 × load × weight_i / weight)
+            let bound = u64::from(percent) * load * u64::from(set[i].0);
+            prop_assert!(
+                (u64::from(set[i].1) + 1) * weight * 100 < bound + weight * 100,
+                "backend {i} {:?} over the bound ({percent} %, load {load}, weight {weight})", set[i]
+            );
         }
     }
 }

@@ -70,11 +70,11 @@ pub struct FileUpstream {
     pub max_connections_per_backend: Option<Spanned<i64>>,
     pub timeouts: Option<FileTimeouts>,
     pub hash_key: Option<Spanned<String>>,
+    pub hash_balance_factor: Option<Spanned<f64>>,
     // Accepted only to be refused by name until their issue lands.
     pub health_check: Option<Spanned<toml::Value>>,
     pub retries: Option<Spanned<toml::Value>>,
     pub outlier_detection: Option<Spanned<toml::Value>>,
-    pub hash_balance_factor: Option<Spanned<toml::Value>>,
     pub sticky: Option<Spanned<toml::Value>>,
     pub slow_start: Option<Spanned<toml::Value>>,
     pub panic_threshold: Option<Spanned<toml::Value>>,

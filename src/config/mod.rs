@@ -69,6 +69,9 @@ pub enum HostPattern {
 pub struct UpstreamConfig {
     pub name: String,
     pub strategy: StrategyKind,
+    /// Bounded-load consistent hashing (`hash_balance_factor`, in percent): no
+    /// backend takes more than this share of the average in-flight load.
+    pub hash_balance_percent: Option<u32>,
     pub backends: Vec<BackendConfig>,
     pub timeouts: UpstreamTimeouts,
 }
@@ -614,7 +617,6 @@ fn validate_upstream(
     problems.not_supported(&raw.health_check, "health_check");
     problems.not_supported(&raw.retries, "retries");
     problems.not_supported(&raw.outlier_detection, "outlier_detection");
-    problems.not_supported(&raw.hash_balance_factor, "hash_balance_factor");
     problems.not_supported(&raw.sticky, "sticky");
     problems.not_supported(&raw.slow_start, "slow_start");
     problems.not_supported(&raw.panic_threshold, "panic_threshold");
@@ -687,6 +689,20 @@ fn validate_upstream(
         },
     };
 
+    let hashing = matches!(strategy, StrategyKind::Hash(_) | StrategyKind::IpHash);
+    let hash_balance_percent = raw.hash_balance_factor.as_ref().and_then(|factor| {
+        let value = *factor.get_ref();
+        if !hashing {
+            problems.spanned(factor, "hash_balance_factor", "hash_balance_factor only applies to strategy = \"hash\" or \"ip_hash\"");
+            None
+        } else if !(1.0..=100.0).contains(&value) {
+            problems.spanned(factor, "hash_balance_factor", "must be between 1.0 and 100.0, e.g. 1.25 (a backend may take 125 % of the average load)");
+            None
+        } else {
+            Some((value * 100.0).round() as u32)
+        }
+    });
+
     if let Some(key) = &raw.hash_key
         && raw.strategy.as_ref().is_none_or(|s| s.get_ref() != "hash")
     {
@@ -754,6 +770,7 @@ fn validate_upstream(
     UpstreamConfig {
         name: name.get_ref().clone(),
         strategy,
+        hash_balance_percent,
         backends,
         timeouts,
     }

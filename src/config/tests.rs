@@ -1270,6 +1270,42 @@ fn hash_needs_a_hash_key_and_only_hash_takes_one() {
 }
 
 #[test]
+fn hash_balance_factor_goes_with_hashing_only() {
+    let config = parse(
+        &[
+            MINIMAL,
+            "strategy = \"ip_hash\"\nhash_balance_factor = 1.25\n",
+        ]
+        .concat(),
+        "weir.toml",
+    )
+    .unwrap();
+    assert_eq!(config.upstreams[0].hash_balance_percent, Some(125));
+    let problem = single_problem(&[MINIMAL, "hash_balance_factor = 1.25\n"].concat());
+    assert_problem(
+        &problem,
+        9,
+        23,
+        Some("hash_balance_factor"),
+        "only applies to strategy",
+    );
+    let problem = single_problem(
+        &[
+            MINIMAL,
+            "strategy = \"ip_hash\"\nhash_balance_factor = 0.5\n",
+        ]
+        .concat(),
+    );
+    assert_problem(
+        &problem,
+        10,
+        23,
+        Some("hash_balance_factor"),
+        "must be between 1.0 and 100.0",
+    );
+}
+
+#[test]
 fn ip_hash_is_accepted() {
     let config = parse(&[MINIMAL, "strategy = \"ip_hash\"\n"].concat(), "weir.toml").unwrap();
     assert_eq!(config.upstreams[0].strategy, StrategyKind::IpHash);
@@ -1279,7 +1315,6 @@ fn ip_hash_is_accepted() {
 fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
     for (key, value) in [
         ("outlier_detection", "{ consecutive_failures = 5 }"),
-        ("hash_balance_factor", "1.25"),
         ("sticky", "true"),
         ("slow_start", r#""30s""#),
         ("panic_threshold", "0.5"),

@@ -57,7 +57,12 @@ impl Upstream {
         let names: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
         Upstream {
             name: config.name.clone(),
-            balancer: Balancer::new(&config.strategy, &names, &weights),
+            balancer: Balancer::new(
+                &config.strategy,
+                &names,
+                &weights,
+                config.hash_balance_percent,
+            ),
             backends,
             timeouts: config.timeouts,
         }
