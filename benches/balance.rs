@@ -39,6 +39,7 @@ fn picks(c: &mut Criterion) {
         ("random", StrategyKind::Random),
         ("hash_path", StrategyKind::Hash(HashKey::Path)),
         ("ip_hash", StrategyKind::IpHash),
+        ("ewma", StrategyKind::Ewma),
     ];
     for (name, kind) in &strategies {
         let mut group = c.benchmark_group(*name);

@@ -378,9 +378,9 @@ fn broken_configs() -> Vec<Broken> {
         ),
         broken(
             "strategy-not-built",
-            [VALID, "strategy = \"ewma\"\n"].concat(),
+            [VALID, "sticky = true\n"].concat(),
             9,
-            12,
+            10,
             "not supported yet",
         ),
         broken(

@@ -291,3 +291,55 @@ async fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "a");
 }
+
+#[tokio::test]
+async fn ewma_routes_around_a_slow_backend_and_probes_it_again() {
+    let slow_now = Arc::new(AtomicBool::new(true));
+    let flag = slow_now.clone();
+    let slow = spawn_backend(move |_request| {
+        let slow = flag.load(Ordering::SeqCst);
+        async move {
+            if slow {
+                // The slowness is the behaviour under test.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+            text(200, "slow")
+        }
+    })
+    .await;
+    let fast = spawn_named_backend("fast").await;
+    let config = one_upstream(&["slow", "fast"], "strategy = \"ewma\"");
+    let lb = start_lb(&config, &[("slow", slow.addr), ("fast", fast.addr)]).await;
+
+    // Both start unmeasured; once the slow one has answered, it is avoided.
+    let counts = within("40 requests", spread(&lb, 40)).await;
+    let to_slow = counts.get("slow").copied().unwrap_or(0);
+    assert!(to_slow <= 4, "slow backend got {to_slow} of 40: {counts:?}");
+
+    // It recovers: its estimate decays, it is probed, and it gets traffic again
+    // within 10 s (a known failure of latency-aware balancers elsewhere).
+    slow_now.store(false, Ordering::SeqCst);
+    let recovered = std::time::Instant::now();
+    let before = slow.request_count();
+    let client = client();
+    while slow.request_count() == before {
+        assert!(
+            recovered.elapsed() < std::time::Duration::from_secs(10),
+            "recovered backend never probed"
+        );
+        get(&client, &lb.url("/"), None).await;
+        // Pacing of the client load, not synchronisation: the decay is in real time.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Found fast, it keeps getting a share of paced traffic.
+    let before = slow.request_count();
+    for _ in 0..60 {
+        get(&client, &lb.url("/"), None).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let share = slow.request_count() - before;
+    assert!(
+        share >= 6,
+        "the recovered backend got {share} of 60 requests"
+    );
+}

@@ -6,6 +6,7 @@
 //! shared by every request of that config: its `pick` takes `&self` and must not take
 //! a lock shared by all requests (atomics only).
 
+mod ewma;
 mod hash;
 mod least_conn;
 mod maglev;
@@ -19,6 +20,7 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
+pub use ewma::{FAILURE_PENALTY, LeastLatency, PeakEwma};
 pub use hash::Hashed;
 pub use least_conn::LeastConnections;
 pub use p2c::PowerOfTwo;
@@ -41,6 +43,11 @@ pub trait Candidate {
     fn weight(&self) -> u32;
     /// Requests sent to the backend and not finished yet.
     fn in_flight(&self) -> u32;
+    /// Estimated response latency in nanoseconds (peak-EWMA), for `ewma`.
+    fn latency(&self, now: std::time::Instant) -> f64 {
+        let _ = now;
+        0.0
+    }
 }
 
 /// The strategy of one upstream. An enum rather than a trait object: the set is
@@ -52,11 +59,17 @@ pub enum Balancer {
     PowerOfTwo(PowerOfTwo),
     Random(WeightedRandom),
     Hashed(Hashed),
+    LeastLatency(LeastLatency),
 }
 
 // === impl Balancer ===
 
 impl Balancer {
+    /// True when the strategy reads backend latencies, so they must be measured.
+    pub fn uses_latency(&self) -> bool {
+        matches!(self, Balancer::LeastLatency(_))
+    }
+
     /// Builds the strategy `kind` for backends with these names (stable identities,
     /// for hashing) and weights, by index. `load_bound_percent` bounds the hashing
     /// strategies' load (`hash_balance_factor`).
@@ -79,6 +92,7 @@ impl Balancer {
                 weights,
                 load_bound_percent,
             )),
+            StrategyKind::Ewma => Balancer::LeastLatency(LeastLatency::new(weights)),
             StrategyKind::IpHash => {
                 Balancer::Hashed(Hashed::new(None, names, weights, load_bound_percent))
             }
@@ -100,6 +114,7 @@ impl Balancer {
             Balancer::PowerOfTwo(p2c) => p2c.pick(backends, usable),
             Balancer::Random(random) => random.pick(usable),
             Balancer::Hashed(hashed) => hashed.pick(request, backends, usable),
+            Balancer::LeastLatency(ewma) => ewma.pick(backends, usable),
         }
     }
 }

@@ -24,12 +24,9 @@ impl PowerOfTwo {
         usable: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
         let first = self.draw.pick(usable)?;
-        // A second draw equal to the first is drawn once more; with weights skewed
-        // enough it may still be equal, and then the first stands.
-        let mut second = self.draw.pick(usable)?;
-        if second == first && backends.len() > 1 {
-            second = self.draw.pick(usable)?;
-        }
+        // Two distinct candidates whenever two are usable: comparing a backend with
+        // itself would hand it the request however loaded it is.
+        let second = self.draw.pick_other(first, usable);
         let load = |i: usize| {
             let backend = &backends[i];
             (

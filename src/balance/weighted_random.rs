@@ -37,6 +37,12 @@ impl WeightedRandom {
         Some(self.cumulative.partition_point(|&end| end <= point))
     }
 
+    /// A second candidate for two-choice strategies: a usable backend other than
+    /// `first`, drawn by weight, or `first` itself when it is the only usable one.
+    pub fn pick_other(&self, first: usize, usable: &mut dyn FnMut(usize) -> bool) -> usize {
+        self.pick(&mut |i| i != first && usable(i)).unwrap_or(first)
+    }
+
     /// A usable backend drawn by weight; after a few unusable draws, the first usable
     /// one from a random place (so that its share still spreads over the others).
     pub fn pick(&self, usable: &mut dyn FnMut(usize) -> bool) -> Option<usize> {

@@ -87,6 +87,8 @@ pub enum StrategyKind {
     Hash(HashKey),
     /// Consistent hashing on the client address.
     IpHash,
+    /// Peak-EWMA latency × in-flight, with two random choices.
+    Ewma,
 }
 
 /// The part of a request that `hash` hashes.
@@ -120,9 +122,6 @@ impl HashKey {
         }
     }
 }
-
-/// Strategies of the contract that are not built yet: refused by name.
-const STRATEGIES_NOT_YET: &[&str] = &["ewma"];
 
 /// Strategies this version has, as written in the config.
 const STRATEGIES: &[&str] = &[
@@ -651,6 +650,7 @@ fn validate_upstream(
             "p2c" => StrategyKind::PowerOfTwo,
             "random" => StrategyKind::Random,
             "ip_hash" => StrategyKind::IpHash,
+            "ewma" => StrategyKind::Ewma,
             "hash" => match &raw.hash_key {
                 Some(key) => match HashKey::parse(key.get_ref()) {
                     Some(key) => StrategyKind::Hash(key),
@@ -671,10 +671,6 @@ fn validate_upstream(
                     StrategyKind::RoundRobin
                 }
             },
-            other if STRATEGIES_NOT_YET.contains(&other) => {
-                problems.spanned(s, "strategy", format!("strategy {other:?} is not supported yet by this version of weir; use one of: {}", STRATEGIES.join(", ")));
-                StrategyKind::RoundRobin
-            }
             other => {
                 problems.spanned(
                     s,

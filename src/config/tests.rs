@@ -1063,18 +1063,13 @@ fn every_built_strategy_is_accepted() {
         ("least_connections", StrategyKind::LeastConnections),
         ("p2c", StrategyKind::PowerOfTwo),
         ("random", StrategyKind::Random),
+        ("ip_hash", StrategyKind::IpHash),
+        ("ewma", StrategyKind::Ewma),
     ];
     for (name, kind) in expected {
         let config = parse(&with_strategy(name), "weir.toml").unwrap();
         assert_eq!(config.upstreams[0].strategy, kind, "{name}");
     }
-}
-
-#[test]
-fn strategies_not_built_yet_are_refused_by_name() {
-    let problem = single_problem(&with_strategy("ewma"));
-    assert_problem(&problem, 8, 12, Some("strategy"), "not supported yet");
-    assert!(problem.message.contains("ewma"), "{problem:#?}");
 }
 
 #[test]

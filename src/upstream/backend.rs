@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::balance::Candidate;
+use crate::balance::{Candidate, PeakEwma};
 use crate::config::defaults::DEFAULT_MAX_IDLE_PER_BACKEND;
 
 use super::pool::Pool;
@@ -25,6 +25,8 @@ pub struct Backend {
 #[derive(Debug)]
 pub struct BackendState {
     in_flight: AtomicU32,
+    /// Response latency estimate, fed only when the strategy reads it.
+    latency: PeakEwma,
     healthy: AtomicBool,
     pool: Pool,
 }
@@ -39,6 +41,10 @@ impl Candidate for Backend {
     fn in_flight(&self) -> u32 {
         self.state.in_flight()
     }
+
+    fn latency(&self, now: std::time::Instant) -> f64 {
+        self.state.latency.estimate(now)
+    }
 }
 
 // === impl BackendState ===
@@ -47,6 +53,7 @@ impl Default for BackendState {
     fn default() -> Self {
         BackendState {
             in_flight: AtomicU32::new(0),
+            latency: PeakEwma::default(),
             healthy: AtomicBool::new(true),
             pool: Pool::new(DEFAULT_MAX_IDLE_PER_BACKEND),
         }
@@ -60,6 +67,10 @@ impl BackendState {
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn latency(&self) -> &PeakEwma {
+        &self.latency
     }
 
     pub fn pool(&self) -> &Pool {

@@ -87,7 +87,22 @@ impl Upstream {
         state.start_request();
         // Lowers the in-flight count if no response body takes over that duty.
         let mut guard = InFlightGuard(Some(state));
+        // The clock is read only for strategies that use the latency.
+        let started = self.balancer.uses_latency().then(std::time::Instant::now);
         let result = exchange(backend, request, &self.timeouts).await;
+        if let Some(started) = started {
+            let now = std::time::Instant::now();
+            let failed = result
+                .as_ref()
+                .map_or(true, |(r, _)| r.status().is_server_error());
+            let latency = if failed {
+                // A failure (or a 5xx) counts as slow, so traffic moves away from it.
+                (now - started).max(crate::balance::FAILURE_PENALTY)
+            } else {
+                now - started
+            };
+            state.latency().observe(latency, now);
+        }
         let (response, connection) = result?;
         guard.0 = None;
         let (parts, incoming) = response.into_parts();
