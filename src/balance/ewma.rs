@@ -90,9 +90,7 @@ impl LeastLatency {
         backends: &[C],
         usable: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
-        let first = self.draw.pick(usable)?;
-        // Two distinct candidates whenever two are usable.
-        let second = self.draw.pick_other(first, usable);
+        let (first, second) = self.draw.two_choices(usable)?;
         let now = Instant::now();
         let cost = |i: usize| {
             let backend = &backends[i];

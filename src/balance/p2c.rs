@@ -23,10 +23,7 @@ impl PowerOfTwo {
         backends: &[C],
         usable: &mut dyn FnMut(usize) -> bool,
     ) -> Option<usize> {
-        let first = self.draw.pick(usable)?;
-        // Two distinct candidates whenever two are usable: comparing a backend with
-        // itself would hand it the request however loaded it is.
-        let second = self.draw.pick_other(first, usable);
+        let (first, second) = self.draw.two_choices(usable)?;
         let load = |i: usize| {
             let backend = &backends[i];
             (

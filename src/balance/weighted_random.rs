@@ -37,10 +37,13 @@ impl WeightedRandom {
         Some(self.cumulative.partition_point(|&end| end <= point))
     }
 
-    /// A second candidate for two-choice strategies: a usable backend other than
-    /// `first`, drawn by weight, or `first` itself when it is the only usable one.
-    pub fn pick_other(&self, first: usize, usable: &mut dyn FnMut(usize) -> bool) -> usize {
-        self.pick(&mut |i| i != first && usable(i)).unwrap_or(first)
+    /// The candidates of a two-choice strategy (`p2c`, `ewma`), drawn by weight and
+    /// distinct whenever two backends are usable: comparing a backend with itself
+    /// would hand it the request however loaded it is.
+    pub fn two_choices(&self, usable: &mut dyn FnMut(usize) -> bool) -> Option<(usize, usize)> {
+        let first = self.pick(usable)?;
+        let second = self.pick(&mut |i| i != first && usable(i)).unwrap_or(first);
+        Some((first, second))
     }
 
     /// A usable backend drawn by weight; after a few unusable draws, the first usable
