@@ -685,7 +685,11 @@ fn validate_upstream(
         },
     };
 
-    let hashing = matches!(strategy, StrategyKind::Hash(_) | StrategyKind::IpHash);
+    // By the written name, so a bad hash_key does not also make the factor look misplaced.
+    let hashing = raw
+        .strategy
+        .as_ref()
+        .is_some_and(|s| matches!(s.get_ref().as_str(), "hash" | "ip_hash"));
     let hash_balance_percent = raw.hash_balance_factor.as_ref().and_then(|factor| {
         let value = *factor.get_ref();
         if !hashing {
