@@ -70,8 +70,9 @@ pub struct ClientFacts {
     pub address: HeaderValue,
     /// `http` or `https`.
     pub proto: HeaderValue,
-    /// The peer is one of the listener's `trusted_proxies`.
-    pub trusted: bool,
+    /// The listener's trusted proxies, present only when the peer is one of them:
+    /// then its `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Option<std::sync::Arc<[ipnet::IpNet]>>,
 }
 
 /// The client behind trusted proxies: `X-Forwarded-For` walked from the right,
@@ -110,7 +111,7 @@ pub fn rewrite_request(
     host: Option<HeaderValue>,
     client: &ClientFacts,
 ) {
-    let from_trusted = client.trusted;
+    let from_trusted = client.trusted_proxies.is_some();
     // Backends get origin-form targets; the authority travels in `Host`.
     if uri.scheme().is_some() || uri.authority().is_some() {
         let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -195,7 +196,7 @@ mod tests {
         ClientFacts {
             address: HeaderValue::from_static("192.0.2.7"),
             proto: HeaderValue::from_static("http"),
-            trusted: false,
+            trusted_proxies: None,
         }
     }
 
@@ -248,7 +249,7 @@ mod tests {
         let mut uri: Uri = "/".parse().unwrap();
         let mut version = Version::HTTP_11;
         let trusted = ClientFacts {
-            trusted: true,
+            trusted_proxies: Some(networks(&["127.0.0.0/8"]).into()),
             ..facts()
         };
         rewrite_request(

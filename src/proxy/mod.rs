@@ -34,9 +34,6 @@ pub struct Connection {
     pub listener: Arc<str>,
     pub peer: SocketAddr,
     pub facts: ClientFacts,
-    /// The listener's trusted proxies, kept only when the peer is one of them: then
-    /// the client address is read from `X-Forwarded-For`.
-    pub trusted_proxies: Option<Arc<[ipnet::IpNet]>>,
     /// Requests of this connection whose response is not finished; read by the
     /// connection's idle and header timeouts. Per connection, so never contended.
     pub active: AtomicUsize,
@@ -73,9 +70,8 @@ impl Connection {
                 address: HeaderValue::from_str(&ip)
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
                 proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
-                trusted,
+                trusted_proxies: trusted.then(|| trusted_proxies.clone()),
             },
-            trusted_proxies: trusted.then(|| trusted_proxies.clone()),
             active: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             conflicting_framing: AtomicBool::new(false),
@@ -151,7 +147,8 @@ async fn proxy(
         .route(host_str, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let upstream = &snapshot.upstreams[snapshot.router.get(route).upstream];
-    let client = match &connection.trusted_proxies {
+    // Behind trusted proxies the client is read from X-Forwarded-For.
+    let client = match &connection.facts.trusted_proxies {
         Some(trusted) => {
             forward::forwarded_client(request.headers(), trusted).unwrap_or(connection.peer.ip())
         }
