@@ -343,3 +343,55 @@ async fn ewma_routes_around_a_slow_backend_and_probes_it_again() {
         "the recovered backend got {share} of 60 requests"
     );
 }
+
+/// `GET /` with a `Cookie` header when given: (backend name, Set-Cookie header).
+async fn get_with_cookie(lb: &Lb, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut request = hyper::Request::get(lb.url("/"));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let reply = send(&client(), request.body(empty()).unwrap()).await;
+    assert_eq!(reply.status, 200);
+    let set_cookie = reply
+        .headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (reply.text(), set_cookie)
+}
+
+#[tokio::test]
+async fn sticky_cookie_keeps_a_client_on_the_backend_it_first_got() {
+    let (lb, _backends) = three_named_backends(
+        "sticky = { cookie = \"srv\", ttl = \"1h\", secret = \"a shared secret of 32 chars.....\" }",
+    )
+    .await;
+    let (first, set_cookie) = get_with_cookie(&lb, None).await;
+    let set_cookie = set_cookie.expect("the first response sets the affinity cookie");
+    assert!(
+        set_cookie.starts_with("srv=") && set_cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly")
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    assert!(
+        !cookie.contains("127.0.0.1"),
+        "the cookie shows the address: {cookie}"
+    );
+
+    // Round robin alone would rotate over all three; the cookie holds the client.
+    for _ in 0..6 {
+        let (backend, set_cookie) =
+            get_with_cookie(&lb, Some(&format!("theme=dark; {cookie}"))).await;
+        assert_eq!(backend, first);
+        assert_eq!(set_cookie, None, "a stuck request gets no new cookie");
+    }
+
+    // A forged value is balanced afresh, with a cookie naming the backend it got.
+    let (backend, fresh) = get_with_cookie(&lb, Some("srv=0123456789abcdef0123456789abcdef")).await;
+    let fresh = fresh
+        .expect("a forged cookie is replaced")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let (again, _) = get_with_cookie(&lb, Some(&fresh)).await;
+    assert_eq!(again, backend);
+}

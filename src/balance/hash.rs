@@ -4,7 +4,6 @@
 
 use std::net::IpAddr;
 
-use http::header;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::maglev::{Maglev, key_hash};
@@ -92,14 +91,9 @@ impl Hashed {
             Some(HashKey::Header(name)) => {
                 request.headers.get(name).map(|v| key_hash(v.as_bytes()))
             }
-            Some(HashKey::Cookie(name)) => request
-                .headers
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .find_map(|pair| pair.trim().strip_prefix(name.as_str())?.strip_prefix('='))
-                .map(|value| key_hash(value.as_bytes())),
+            Some(HashKey::Cookie(name)) => {
+                request.cookie(name).map(|value| key_hash(value.as_bytes()))
+            }
             Some(HashKey::Query(name)) => request
                 .query?
                 .split('&')
@@ -161,7 +155,7 @@ mod tests {
         let strategy = hashed(Some(HashKey::Cookie("session".into())));
         let mut headers = HeaderMap::new();
         headers.insert(
-            header::COOKIE,
+            http::header::COOKIE,
             "theme=dark; session=abc123".parse().unwrap(),
         );
         let first = strategy.pick(&request(&headers, "/a", None), &[] as &[Fake], &mut |_| {

@@ -14,6 +14,7 @@ mod p2c;
 #[cfg(test)]
 mod properties;
 mod round_robin;
+mod sticky;
 mod weighted_random;
 
 use std::net::IpAddr;
@@ -25,6 +26,7 @@ pub use hash::Hashed;
 pub use least_conn::LeastConnections;
 pub use p2c::PowerOfTwo;
 pub use round_robin::RoundRobin;
+pub use sticky::Sticky;
 pub use weighted_random::WeightedRandom;
 
 use crate::config::StrategyKind;
@@ -36,6 +38,18 @@ pub struct RequestKey<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestKey<'a> {
+    /// The value of the first cookie named `name`.
+    pub fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+    }
 }
 
 /// The live state a strategy may read of one backend.

@@ -49,3 +49,6 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// Upper bound on `runtime.workers`: far beyond any core count, low enough to catch
 /// a typo before it spawns threads by the thousand.
 pub const MAX_WORKERS: usize = 1024;
+
+/// `sticky.cookie`: the affinity cookie's name.
+pub const DEFAULT_STICKY_COOKIE: &str = "weir_srv";

@@ -71,17 +71,25 @@ pub struct FileUpstream {
     pub timeouts: Option<FileTimeouts>,
     pub hash_key: Option<Spanned<String>>,
     pub hash_balance_factor: Option<Spanned<f64>>,
+    pub sticky: Option<Spanned<FileSticky>>,
     // Accepted only to be refused by name until their issue lands.
     pub health_check: Option<Spanned<toml::Value>>,
     pub retries: Option<Spanned<toml::Value>>,
     pub outlier_detection: Option<Spanned<toml::Value>>,
-    pub sticky: Option<Spanned<toml::Value>>,
     pub slow_start: Option<Spanned<toml::Value>>,
     pub panic_threshold: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<toml::Value>>,
     pub protocol: Option<Spanned<toml::Value>>,
     pub send_proxy_protocol: Option<Spanned<toml::Value>>,
     pub queue_timeout: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSticky {
+    pub cookie: Option<Spanned<String>>,
+    pub ttl: Option<Spanned<DurationValue>>,
+    pub secret: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,6 +72,8 @@ pub struct UpstreamConfig {
     /// Bounded-load consistent hashing (`hash_balance_factor`, in percent): no
     /// backend takes more than this share of the average in-flight load.
     pub hash_balance_percent: Option<u32>,
+    /// Cookie-based session affinity on top of the strategy.
+    pub sticky: Option<StickyConfig>,
     pub backends: Vec<BackendConfig>,
     pub timeouts: UpstreamTimeouts,
 }
@@ -89,6 +91,28 @@ pub enum StrategyKind {
     IpHash,
     /// Peak-EWMA latency × in-flight, with two random choices.
     Ewma,
+}
+
+/// `sticky`: the first response names the chosen backend in a cookie; later requests
+/// carrying it go back to that backend while it is usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StickyConfig {
+    pub cookie: String,
+    /// The cookie's `Max-Age`; `None` makes it a session cookie.
+    pub ttl: Option<Duration>,
+    /// Keys the cookie values, so instances sharing it agree and clients cannot forge
+    /// one; `None` keys them with a random key of this process.
+    pub secret: Option<Secret>,
+}
+
+/// A value kept out of logs and debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// The part of a request that `hash` hashes.
@@ -131,6 +155,7 @@ const STRATEGIES: &[&str] = &[
     "random",
     "hash",
     "ip_hash",
+    "ewma",
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -616,7 +641,6 @@ fn validate_upstream(
     problems.not_supported(&raw.health_check, "health_check");
     problems.not_supported(&raw.retries, "retries");
     problems.not_supported(&raw.outlier_detection, "outlier_detection");
-    problems.not_supported(&raw.sticky, "sticky");
     problems.not_supported(&raw.slow_start, "slow_start");
     problems.not_supported(&raw.panic_threshold, "panic_threshold");
     problems.not_supported(&raw.tls, "tls");
@@ -713,6 +737,11 @@ fn validate_upstream(
         );
     }
 
+    let sticky = raw
+        .sticky
+        .as_ref()
+        .map(|sticky| validate_sticky(sticky.get_ref(), problems));
+
     if raw.backends.is_empty() {
         problems.at(
             raw_span.clone(),
@@ -771,8 +800,61 @@ fn validate_upstream(
         name: name.get_ref().clone(),
         strategy,
         hash_balance_percent,
+        sticky,
         backends,
         timeouts,
+    }
+}
+
+fn validate_sticky(raw: &file::FileSticky, problems: &mut Problems<'_>) -> StickyConfig {
+    let cookie = match &raw.cookie {
+        None => DEFAULT_STICKY_COOKIE.to_owned(),
+        Some(name) => {
+            // A cookie name is an RFC 6265 token.
+            let valid = !name.get_ref().is_empty()
+                && name
+                    .get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                problems.spanned(
+                    name,
+                    "sticky.cookie",
+                    "invalid cookie name: use letters, digits and !#$%&'*+-.^_`|~, e.g. \"weir_srv\"",
+                );
+            }
+            name.get_ref().clone()
+        }
+    };
+    let ttl = raw.ttl.as_ref().and_then(|ttl| {
+        let value = ttl.get_ref().0;
+        if value < Duration::from_secs(1) {
+            problems.spanned(
+                ttl,
+                "sticky.ttl",
+                "must be at least 1s (leave it out for a cookie that lasts the browser session)",
+            );
+            None
+        } else {
+            Some(value)
+        }
+    });
+    let secret = raw.secret.as_ref().and_then(|secret| {
+        if secret.get_ref().len() < 16 {
+            problems.spanned(
+                secret,
+                "sticky.secret",
+                "too short to key the cookie: use at least 16 characters of random text",
+            );
+            None
+        } else {
+            Some(Secret(secret.get_ref().clone()))
+        }
+    });
+    StickyConfig {
+        cookie,
+        ttl,
+        secret,
     }
 }
 

@@ -1310,7 +1310,6 @@ fn ip_hash_is_accepted() {
 fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
     for (key, value) in [
         ("outlier_detection", "{ consecutive_failures = 5 }"),
-        ("sticky", "true"),
         ("slow_start", r#""30s""#),
         ("panic_threshold", "0.5"),
         ("tls", "true"),
@@ -1511,4 +1510,55 @@ fn missing_required_key_names_the_key() {
 fn host_with_an_empty_label_is_rejected() {
     let problem = single_problem(&with_route_host("api..example.com"));
     assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+}
+
+#[test]
+fn sticky_takes_a_cookie_a_ttl_and_a_secret() {
+    let config = accept(
+        &[
+            MINIMAL,
+            "sticky = { cookie = \"srv\", ttl = \"1h\", secret = \"0123456789abcdef\" }\n",
+        ]
+        .concat(),
+    );
+    let sticky = config.upstreams[0].sticky.as_ref().unwrap();
+    assert_eq!(sticky.cookie, "srv");
+    assert_eq!(sticky.ttl, Some(Duration::from_secs(3600)));
+    assert_eq!(sticky.secret, Some(Secret("0123456789abcdef".into())));
+    assert!(!format!("{config:?}").contains("0123456789abcdef"));
+
+    let config = accept(&[MINIMAL, "sticky = {}\n"].concat());
+    let sticky = config.upstreams[0].sticky.as_ref().unwrap();
+    assert_eq!(sticky.cookie, "weir_srv");
+    assert_eq!((sticky.ttl, sticky.secret.is_none()), (None, true));
+    assert_eq!(accept(MINIMAL).upstreams[0].sticky, None);
+}
+
+#[test]
+fn bad_sticky_values_are_refused_at_the_value() {
+    // Line 9 is the sticky line; the value of `cookie` starts at column 21.
+    for (sticky, column, key, message) in [
+        (
+            r#"{ cookie = "a b" }"#,
+            21,
+            "sticky.cookie",
+            "invalid cookie name",
+        ),
+        (
+            r#"{ cookie = "" }"#,
+            21,
+            "sticky.cookie",
+            "invalid cookie name",
+        ),
+        (r#"{ ttl = "0s" }"#, 18, "sticky.ttl", "at least 1s"),
+        (r#"{ secret = "short" }"#, 21, "sticky.secret", "too short"),
+    ] {
+        let problem = single_problem(&[MINIMAL, &format!("sticky = {sticky}\n")].concat());
+        assert_problem(&problem, 9, column, Some(key), message);
+    }
+    let problems = refuse(&[MINIMAL, "sticky = { name = \"x\" }\n"].concat());
+    assert!(
+        problems[0].message.contains("unknown field `name`"),
+        "{problems:?}"
+    );
 }

@@ -160,7 +160,8 @@ async fn proxy(
         query: request.uri().query(),
         headers: request.headers(),
     };
-    let backend = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
+    let pick = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
+    let backend = pick.backend;
 
     let upgrade = forward::requested_upgrade(request.version(), request.headers());
     let mut request = request;
@@ -194,6 +195,11 @@ async fn proxy(
             warn!(upstream = %upstream.name, backend = %backend.address, error = %err, "backend request failed");
         })?;
     forward::rewrite_response(response.headers_mut());
+    if let Some(cookie) = pick.set_cookie {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
     if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         // A switch the client did not ask for cannot be relayed.
         let (Some(client), Some(protocol)) = (client_upgrade, upgrade) else {

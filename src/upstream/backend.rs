@@ -69,6 +69,11 @@ impl BackendState {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Marks the backend up or down; returns its previous state.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::Relaxed)
+    }
+
     pub fn latency(&self) -> &PeakEwma {
         &self.latency
     }

@@ -19,7 +19,7 @@ pub use pool::Pool;
 pub use request_body::{ClientBodyError, RequestBody};
 pub use response_body::ResponseBody;
 
-use crate::balance::{Balancer, RequestKey};
+use crate::balance::{Balancer, RequestKey, Sticky};
 use crate::config::{UpstreamConfig, UpstreamTimeouts};
 
 /// A named group of backends and the strategy that spreads requests over them.
@@ -28,6 +28,8 @@ pub struct Upstream {
     pub name: String,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
+    /// Cookie-based affinity, when configured.
+    pub sticky: Option<Sticky>,
     pub timeouts: UpstreamTimeouts,
 }
 
@@ -63,17 +65,32 @@ impl Upstream {
                 &weights,
                 config.hash_balance_percent,
             ),
+            sticky: config
+                .sticky
+                .as_ref()
+                .map(|sticky| Sticky::new(sticky, &config.name, &names)),
             backends,
             timeouts: config.timeouts,
         }
     }
 
-    /// Picks a healthy backend for the request, if there is one.
-    pub fn pick(&self, request: &RequestKey<'_>) -> Option<&Backend> {
+    /// Picks a healthy backend for the request, if there is one: the one its
+    /// affinity cookie names, else the strategy's choice.
+    pub fn pick(&self, request: &RequestKey<'_>) -> Option<Pick<'_>> {
         let backends = &self.backends;
-        self.balancer
-            .pick(request, backends, &mut |i| backends[i].state.is_healthy())
-            .map(|i| &backends[i])
+        let usable = |i: usize| backends[i].state.is_healthy();
+        let sticky = self.sticky.as_ref();
+        if let Some(i) = sticky.and_then(|s| s.stuck(request)).filter(|&i| usable(i)) {
+            return Some(Pick {
+                backend: &backends[i],
+                set_cookie: None,
+            });
+        }
+        let i = self.balancer.pick(request, backends, &mut |i| usable(i))?;
+        Some(Pick {
+            backend: &backends[i],
+            set_cookie: sticky.map(|s| s.set_cookie(i)),
+        })
     }
 
     /// Sends `request` (origin-form URI, headers already rewritten) to `backend`
@@ -112,6 +129,15 @@ impl Upstream {
         let body = ResponseBody::new(incoming, state.clone(), connection, self.timeouts.idle);
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// A backend chosen for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub backend: &'a Backend,
+    /// A `Set-Cookie` header for the response, when the request was not already
+    /// stuck to this backend by its affinity cookie.
+    pub set_cookie: Option<&'a http::HeaderValue>,
 }
 
 struct InFlightGuard<'a>(Option<&'a Arc<BackendState>>);
@@ -183,5 +209,65 @@ async fn send_on(
                 err.into_error(),
             ))),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use http::{HeaderMap, HeaderValue, header::COOKIE};
+
+    use super::*;
+
+    fn sticky_upstream() -> Upstream {
+        let config = crate::config::parse(
+            r#"
+            [[listeners]]
+            listen = "127.0.0.1:0"
+            [[routes]]
+            upstream = "app"
+            [upstreams.app]
+            sticky = { cookie = "srv" }
+            backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        Upstream::new(&config.upstreams[0], &BackendStates::new())
+    }
+
+    /// Picks for a request carrying `cookie`: (backend port, the cookie set if any).
+    fn pick(upstream: &Upstream, cookie: Option<&str>) -> (u16, Option<String>) {
+        let mut headers = HeaderMap::new();
+        if let Some(cookie) = cookie {
+            headers.insert(COOKIE, HeaderValue::from_str(cookie).unwrap());
+        }
+        let request = RequestKey {
+            client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            path: "/",
+            query: None,
+            headers: &headers,
+        };
+        let pick = upstream.pick(&request).unwrap();
+        let set_cookie = pick
+            .set_cookie
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        (pick.backend.address.port(), set_cookie)
+    }
+
+    #[test]
+    fn a_client_stuck_to_a_down_backend_is_moved_and_given_a_new_cookie() {
+        let upstream = sticky_upstream();
+        let (port, cookie) = pick(&upstream, None);
+        let cookie = cookie.unwrap();
+        assert_eq!(pick(&upstream, Some(&cookie)), (port, None));
+
+        let stuck_to = upstream.backends.iter().position(|b| b.address.port() == port);
+        upstream.backends[stuck_to.unwrap()].state.set_healthy(false);
+        let (moved_to, fresh) = pick(&upstream, Some(&cookie));
+        assert_ne!(moved_to, port);
+        let fresh = fresh.expect("the moved client gets a cookie for its new backend");
+        assert_eq!(pick(&upstream, Some(&fresh)), (moved_to, None));
     }
 }
