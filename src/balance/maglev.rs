@@ -142,28 +142,6 @@ mod tests {
         (0..n).map(|i| format!("10.0.0.{i}:8080")).collect()
     }
 
-    fn owners(maglev: &Maglev, names: &[String], keys: usize) -> Vec<String> {
-        (0..keys)
-            .map(|k| {
-                let index = maglev
-                    .pick(key_hash(format!("key-{k}").as_bytes()), &mut |_| true)
-                    .unwrap();
-                names[index].clone()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn equal_weights_share_within_ten_percent() {
-        let names = names(5);
-        let maglev = Maglev::new(&names, &[1; 5]);
-        let owners = owners(&maglev, &names, 100_000);
-        for name in &names {
-            let share = owners.iter().filter(|o| *o == name).count();
-            assert!((18_000..=22_000).contains(&share), "{name}: {share}");
-        }
-    }
-
     #[test]
     fn weights_are_honoured() {
         let names = names(3);
@@ -177,64 +155,6 @@ mod tests {
                 slots(i) / total
             );
         }
-    }
-
-    #[test]
-    fn removing_one_of_n_moves_few_keys() {
-        let before_names = names(10);
-        let after_names: Vec<String> = before_names
-            .iter()
-            .filter(|n| !n.ends_with(".3:8080"))
-            .cloned()
-            .collect();
-        let before = owners(
-            &Maglev::new(&before_names, &[1; 10]),
-            &before_names,
-            100_000,
-        );
-        let after = owners(&Maglev::new(&after_names, &[1; 9]), &after_names, 100_000);
-        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count() as f64 / 100_000.0;
-        assert!(moved <= 0.1 + 0.05, "moved {moved}");
-        // Of the keys on backends that stay, at most 5 % move.
-        let staying: Vec<_> = before
-            .iter()
-            .zip(&after)
-            .filter(|(a, _)| !a.ends_with(".3:8080"))
-            .collect();
-        let moved_staying =
-            staying.iter().filter(|(a, b)| a != b).count() as f64 / staying.len() as f64;
-        assert!(
-            moved_staying <= 0.05,
-            "moved {moved_staying} of the staying keys"
-        );
-    }
-
-    #[test]
-    fn adding_one_moves_about_its_share() {
-        let before_names = names(9);
-        let after_names = names(10);
-        let before = owners(&Maglev::new(&before_names, &[1; 9]), &before_names, 100_000);
-        let after = owners(&Maglev::new(&after_names, &[1; 10]), &after_names, 100_000);
-        let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count() as f64 / 100_000.0;
-        assert!(moved <= 0.1 + 0.05, "moved {moved}");
-    }
-
-    #[test]
-    fn an_unusable_backend_has_a_fixed_substitute_and_others_do_not_move() {
-        let names = names(5);
-        let maglev = Maglev::new(&names, &[1; 5]);
-        for k in 0..2_000 {
-            let hash = key_hash(format!("key-{k}").as_bytes());
-            let owner = maglev.pick(hash, &mut |_| true).unwrap();
-            let without_2 = maglev.pick(hash, &mut |i| i != 2).unwrap();
-            if owner == 2 {
-                assert_ne!(without_2, 2);
-                assert_eq!(without_2, maglev.pick(hash, &mut |i| i != 2).unwrap());
-            } else {
-                assert_eq!(without_2, owner, "key {k} moved though its backend is up");
-            }
-        }
-        assert_eq!(maglev.pick(1, &mut |_| false), None);
     }
 
     #[test]

@@ -263,8 +263,13 @@ mod tests {
         let cookie = cookie.unwrap();
         assert_eq!(pick(&upstream, Some(&cookie)), (port, None));
 
-        let stuck_to = upstream.backends.iter().position(|b| b.address.port() == port);
-        upstream.backends[stuck_to.unwrap()].state.set_healthy(false);
+        let stuck_to = upstream
+            .backends
+            .iter()
+            .position(|b| b.address.port() == port);
+        upstream.backends[stuck_to.unwrap()]
+            .state
+            .set_healthy(false);
         let (moved_to, fresh) = pick(&upstream, Some(&cookie));
         assert_ne!(moved_to, port);
         let fresh = fresh.expect("the moved client gets a cookie for its new backend");
