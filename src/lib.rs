@@ -8,6 +8,7 @@
 //! - [`upstream`]: backends, their runtime state and pooled connections; one
 //!   exchange with one backend.
 //! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
+//! - [`health`]: active health check loops, following the running snapshot.
 //! - [`proxy`]: the request path and the one mapping from errors to responses.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
 //! - [`shutdown`]: the drain signal.
@@ -22,6 +23,7 @@
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod proxy;
 pub mod router;
@@ -37,6 +39,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use config::Config;
+use health::HealthChecks;
 use listener::Listener;
 use shutdown::Shutdown;
 use snapshot::Snapshot;
@@ -46,6 +49,8 @@ pub struct Running {
     /// Bound addresses, in config order (the real ports when the config said 0).
     pub addresses: Vec<SocketAddr>,
     tasks: JoinSet<()>,
+    /// Stopped when weir stops.
+    _health_checks: HealthChecks,
 }
 
 impl Running {
@@ -95,7 +100,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Runnin
             .collect();
         info!(upstream = %upstream.name, strategy = ?upstream.strategy, backends = %backends.join(", "), "upstream ready");
     }
-    Ok(Running { addresses, tasks })
+    let mut health_checks = HealthChecks::default();
+    health_checks.sync(&snapshots.load());
+    Ok(Running {
+        addresses,
+        tasks,
+        _health_checks: health_checks,
+    })
 }
 
 /// Runs weir with `config` until `shutdown` fires and the drain is over.

@@ -377,11 +377,11 @@ fn broken_configs() -> Vec<Broken> {
             "`strategy`: unknown strategy \"fastest\"",
         ),
         broken(
-            "strategy-not-built",
+            "sticky-not-a-table",
             [VALID, "sticky = true\n"].concat(),
             9,
             10,
-            "not supported yet",
+            "`sticky`: invalid type: boolean `true`, expected a table",
         ),
         broken(
             "admin",
@@ -391,15 +391,15 @@ fn broken_configs() -> Vec<Broken> {
             "`admin`: not supported yet",
         ),
         broken(
-            "health-check",
+            "health-check-path",
             [
                 VALID,
-                "\n[upstreams.api.health_check]\npath = \"/healthz\"\n",
+                "\n[upstreams.api.health_check]\npath = \"healthz\"\n",
             ]
             .concat(),
-            10,
-            1,
-            "`health_check`: not supported yet",
+            11,
+            8,
+            "`health_check.path`: must be a path starting with '/'",
         ),
         broken(
             "listener-tls",

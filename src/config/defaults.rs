@@ -52,3 +52,32 @@ pub const MAX_WORKERS: usize = 1024;
 
 /// `sticky.cookie`: the affinity cookie's name.
 pub const DEFAULT_STICKY_COOKIE: &str = "weir_srv";
+
+/// `health_check.path`: the root, which every HTTP server answers somehow.
+pub const DEFAULT_HEALTH_PATH: &str = "/";
+
+/// `health_check.interval` (HAProxy's `inter` is 2 s, nginx Plus' 5 s).
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `health_check.timeout`: a health endpoint that needs more than a second is not
+/// healthy.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `health_check.healthy_threshold` (HAProxy's `rise` is 2).
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+
+/// `health_check.unhealthy_threshold` (HAProxy's `fall` is 3).
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+
+/// `outlier_detection.consecutive_failures` (Envoy's `consecutive_5xx` is 5).
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+
+/// `outlier_detection.base_ejection_time` (Envoy's default).
+pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(30);
+
+/// `outlier_detection.max_ejection_time` (Envoy's default).
+pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
+
+/// `outlier_detection.max_ejection_percent`: half the pool stays in rotation
+/// whatever it returns (Envoy's 10 % ejects nothing in pools under 10).
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;

@@ -72,12 +72,12 @@ pub struct FileUpstream {
     pub hash_key: Option<Spanned<String>>,
     pub hash_balance_factor: Option<Spanned<f64>>,
     pub sticky: Option<Spanned<FileSticky>>,
+    pub health_check: Option<Spanned<FileHealthCheck>>,
+    pub outlier_detection: Option<Spanned<FileOutlierDetection>>,
+    pub panic_threshold: Option<Spanned<i64>>,
     // Accepted only to be refused by name until their issue lands.
-    pub health_check: Option<Spanned<toml::Value>>,
     pub retries: Option<Spanned<toml::Value>>,
-    pub outlier_detection: Option<Spanned<toml::Value>>,
     pub slow_start: Option<Spanned<toml::Value>>,
-    pub panic_threshold: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<toml::Value>>,
     pub protocol: Option<Spanned<toml::Value>>,
     pub send_proxy_protocol: Option<Spanned<toml::Value>>,
@@ -90,6 +90,29 @@ pub struct FileSticky {
     pub cookie: Option<Spanned<String>>,
     pub ttl: Option<Spanned<DurationValue>>,
     pub secret: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealthCheck {
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub interval: Option<Spanned<DurationValue>>,
+    pub timeout: Option<Spanned<DurationValue>>,
+    pub healthy_threshold: Option<Spanned<i64>>,
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+    /// `"200-399"`, `200` or `[200, 204]`.
+    pub expect_status: Option<Spanned<toml::Value>>,
+    pub initial_state: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlierDetection {
+    pub consecutive_failures: Option<Spanned<i64>>,
+    pub base_ejection_time: Option<Spanned<DurationValue>>,
+    pub max_ejection_time: Option<Spanned<DurationValue>>,
+    pub max_ejection_percent: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,6 +74,13 @@ pub struct UpstreamConfig {
     pub hash_balance_percent: Option<u32>,
     /// Cookie-based session affinity on top of the strategy.
     pub sticky: Option<StickyConfig>,
+    /// Active checks; without them every backend counts as healthy.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of backends that keep failing.
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Below this percentage of usable backends, balance over all of them
+    /// (Envoy's panic mode); 0 = off.
+    pub panic_threshold: u32,
     pub backends: Vec<BackendConfig>,
     pub timeouts: UpstreamTimeouts,
 }
@@ -103,6 +110,43 @@ pub struct StickyConfig {
     /// Keys the cookie values, so instances sharing it agree and clients cannot forge
     /// one; `None` keys them with a random key of this process.
     pub secret: Option<Secret>,
+}
+
+/// `[upstreams.NAME.health_check]`: one HTTP GET per backend and interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    /// Origin-form: path and optional query.
+    pub path: String,
+    /// The `Host` header; `None` sends the backend's address.
+    pub host: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub expect_status: StatusSet,
+    /// Whether a backend that was never checked takes traffic.
+    pub initially_healthy: bool,
+}
+
+/// Status codes that count as a passed check: inclusive ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&status))
+    }
+}
+
+/// `[upstreams.NAME.outlier_detection]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutlierConfig {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
 }
 
 /// A value kept out of logs and debug output.
@@ -261,7 +305,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                     Some(field.to_owned()),
                     format!("missing field `{field}`: this key is required in this table"),
                 ),
-                None => problems.at(span.clone(), key_at(text, &span), message),
+                None => problems.at(span.clone(), key_at(text, &span), readable(message)),
             }
             return Err(ConfigError::Invalid(problems.list));
         }
@@ -272,6 +316,15 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Ok(config)
     } else {
         Err(ConfigError::Invalid(problems.list))
+    }
+}
+
+/// serde names the Rust type it expected ("expected struct FileSticky"); an
+/// operator wrote a TOML value, so name the TOML kind instead.
+fn readable(message: &str) -> String {
+    match message.find("expected struct File") {
+        Some(at) => format!("{}expected a table, e.g. {{ key = value }}", &message[..at]),
+        None => message.to_owned(),
     }
 }
 
@@ -638,11 +691,8 @@ fn validate_upstream(
 ) -> UpstreamConfig {
     let raw_span = raw.span();
     let raw = raw.get_ref();
-    problems.not_supported(&raw.health_check, "health_check");
     problems.not_supported(&raw.retries, "retries");
-    problems.not_supported(&raw.outlier_detection, "outlier_detection");
     problems.not_supported(&raw.slow_start, "slow_start");
-    problems.not_supported(&raw.panic_threshold, "panic_threshold");
     problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.protocol, "protocol");
     problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
@@ -741,6 +791,21 @@ fn validate_upstream(
         .sticky
         .as_ref()
         .map(|sticky| validate_sticky(sticky.get_ref(), problems));
+    let health_check = raw
+        .health_check
+        .as_ref()
+        .map(|check| validate_health_check(check.get_ref(), problems));
+    let outlier_detection = raw
+        .outlier_detection
+        .as_ref()
+        .map(|outlier| validate_outlier_detection(outlier.get_ref(), problems));
+    let panic_threshold = int_in(
+        &raw.panic_threshold,
+        "panic_threshold",
+        0..=100,
+        0,
+        problems,
+    );
 
     if raw.backends.is_empty() {
         problems.at(
@@ -801,8 +866,197 @@ fn validate_upstream(
         strategy,
         hash_balance_percent,
         sticky,
+        health_check,
+        outlier_detection,
+        panic_threshold,
         backends,
         timeouts,
+    }
+}
+
+/// An integer key within `range`, or `default` when absent.
+fn int_in(
+    value: &Option<Spanned<i64>>,
+    key: &str,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+    problems: &mut Problems<'_>,
+) -> u32 {
+    let Some(value) = value else {
+        return default;
+    };
+    match u32::try_from(*value.get_ref()) {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            problems.spanned(
+                value,
+                key,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+            default
+        }
+    }
+}
+
+fn validate_health_check(
+    raw: &file::FileHealthCheck,
+    problems: &mut Problems<'_>,
+) -> HealthCheckConfig {
+    let path = match &raw.path {
+        None => DEFAULT_HEALTH_PATH.to_owned(),
+        Some(path) => {
+            let valid = path.get_ref().starts_with('/')
+                && path.get_ref().parse::<http::uri::PathAndQuery>().is_ok();
+            if !valid {
+                problems.spanned(
+                    path,
+                    "health_check.path",
+                    "must be a path starting with '/', e.g. \"/healthz\"",
+                );
+            }
+            path.get_ref().clone()
+        }
+    };
+    let host = raw.host.as_ref().map(|host| {
+        if http::HeaderValue::from_str(host.get_ref()).is_err() || host.get_ref().is_empty() {
+            problems.spanned(
+                host,
+                "health_check.host",
+                "must be a host name, e.g. \"app.internal\"",
+            );
+        }
+        host.get_ref().clone()
+    });
+    let interval = positive_duration(
+        &raw.interval,
+        "health_check.interval",
+        DEFAULT_HEALTH_INTERVAL,
+        problems,
+    );
+    let timeout = positive_duration(
+        &raw.timeout,
+        "health_check.timeout",
+        DEFAULT_HEALTH_TIMEOUT,
+        problems,
+    );
+    let healthy_threshold = int_in(
+        &raw.healthy_threshold,
+        "health_check.healthy_threshold",
+        1..=100,
+        DEFAULT_HEALTHY_THRESHOLD,
+        problems,
+    );
+    let unhealthy_threshold = int_in(
+        &raw.unhealthy_threshold,
+        "health_check.unhealthy_threshold",
+        1..=100,
+        DEFAULT_UNHEALTHY_THRESHOLD,
+        problems,
+    );
+    let expect_status = match &raw.expect_status {
+        None => StatusSet(vec![(200, 399)]),
+        Some(value) => parse_status_set(value.get_ref()).unwrap_or_else(|| {
+            problems.spanned(
+                value,
+                "health_check.expect_status",
+                "expected a status range such as \"200-399\", a status such as 200, or a list such as [200, 204]",
+            );
+            StatusSet(vec![(200, 399)])
+        }),
+    };
+    let initially_healthy = match &raw.initial_state {
+        None => true,
+        Some(state) => match state.get_ref().as_str() {
+            "healthy" => true,
+            "unhealthy" => false,
+            _ => {
+                problems.spanned(
+                    state,
+                    "health_check.initial_state",
+                    "expected \"healthy\" or \"unhealthy\"",
+                );
+                true
+            }
+        },
+    };
+    HealthCheckConfig {
+        path,
+        host,
+        interval,
+        timeout,
+        healthy_threshold,
+        unhealthy_threshold,
+        expect_status,
+        initially_healthy,
+    }
+}
+
+/// `"200-399"`, `"204"`, `200` or `[200, 204]`: statuses within 100–599.
+fn parse_status_set(value: &toml::Value) -> Option<StatusSet> {
+    let status = |n: i64| u16::try_from(n).ok().filter(|s| (100..=599).contains(s));
+    let range = |text: &str| -> Option<(u16, u16)> {
+        let (low, high) = text.split_once('-').unwrap_or((text, text));
+        let low = status(low.trim().parse().ok()?)?;
+        let high = status(high.trim().parse().ok()?)?;
+        (low <= high).then_some((low, high))
+    };
+    match value {
+        toml::Value::String(text) => Some(StatusSet(vec![range(text)?])),
+        toml::Value::Integer(n) => Some(StatusSet(vec![(status(*n)?, status(*n)?)])),
+        toml::Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::Integer(n) => status(*n).map(|s| (s, s)),
+                toml::Value::String(text) => range(text),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(StatusSet),
+        _ => None,
+    }
+}
+
+fn validate_outlier_detection(
+    raw: &file::FileOutlierDetection,
+    problems: &mut Problems<'_>,
+) -> OutlierConfig {
+    let consecutive_failures = int_in(
+        &raw.consecutive_failures,
+        "outlier_detection.consecutive_failures",
+        1..=1000,
+        DEFAULT_CONSECUTIVE_FAILURES,
+        problems,
+    );
+    let base_ejection_time = positive_duration(
+        &raw.base_ejection_time,
+        "outlier_detection.base_ejection_time",
+        DEFAULT_BASE_EJECTION_TIME,
+        problems,
+    );
+    let max_ejection_time = match &raw.max_ejection_time {
+        None => DEFAULT_MAX_EJECTION_TIME.max(base_ejection_time),
+        Some(max) if max.get_ref().0 < base_ejection_time => {
+            problems.spanned(
+                max,
+                "outlier_detection.max_ejection_time",
+                "must be at least base_ejection_time",
+            );
+            base_ejection_time
+        }
+        Some(max) => max.get_ref().0,
+    };
+    let max_ejection_percent = int_in(
+        &raw.max_ejection_percent,
+        "outlier_detection.max_ejection_percent",
+        0..=100,
+        DEFAULT_MAX_EJECTION_PERCENT,
+        problems,
+    );
+    OutlierConfig {
+        consecutive_failures,
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent,
     }
 }
 

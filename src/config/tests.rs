@@ -1131,18 +1131,6 @@ fn logging_is_not_supported_yet() {
 }
 
 #[test]
-fn health_check_is_not_supported_yet() {
-    let problem = single_problem(
-        &[
-            MINIMAL,
-            "\n[upstreams.api.health_check]\npath = \"/healthz\"\ninterval = \"5s\"\n",
-        ]
-        .concat(),
-    );
-    assert_problem(&problem, 10, 1, Some("health_check"), "not supported yet");
-}
-
-#[test]
 fn retries_are_not_supported_yet() {
     let problem = single_problem(&[MINIMAL, "\n[upstreams.api.retries]\nattempts = 2\n"].concat());
     assert_problem(&problem, 10, 1, Some("retries"), "not supported yet");
@@ -1309,9 +1297,7 @@ fn ip_hash_is_accepted() {
 #[test]
 fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
     for (key, value) in [
-        ("outlier_detection", "{ consecutive_failures = 5 }"),
         ("slow_start", r#""30s""#),
-        ("panic_threshold", "0.5"),
         ("tls", "true"),
         ("protocol", r#""h2c""#),
         ("send_proxy_protocol", "true"),
@@ -1360,7 +1346,7 @@ fn several_not_supported_keys_are_all_reported() {
         &[
             "[admin]\nlisten = \"127.0.0.1:9901\"\n\n",
             MINIMAL,
-            "\n[upstreams.api.health_check]\npath = \"/\"\n",
+            "\n[upstreams.api.retries]\nattempts = 2\n",
         ]
         .concat(),
     );
@@ -1369,11 +1355,8 @@ fn several_not_supported_keys_are_all_reported() {
         .map(|p| (p.line, p.column, p.key.as_deref()))
         .collect();
     // MINIMAL starts on line 4 here, so its line 8 is line 11 and the
-    // health_check header is on line 13
-    assert_eq!(
-        found,
-        [(1, 1, Some("admin")), (13, 1, Some("health_check"))]
-    );
+    // retries header is on line 13
+    assert_eq!(found, [(1, 1, Some("admin")), (13, 1, Some("retries"))]);
 }
 
 #[test]
@@ -1560,5 +1543,177 @@ fn bad_sticky_values_are_refused_at_the_value() {
     assert!(
         problems[0].message.contains("unknown field `name`"),
         "{problems:?}"
+    );
+}
+
+// === health checks, outlier detection, panic threshold ===
+
+#[test]
+fn health_check_defaults_and_every_key() {
+    let config = accept(&[MINIMAL, "health_check = {}\n"].concat());
+    let check = config.upstreams[0].health_check.as_ref().unwrap();
+    assert_eq!(
+        *check,
+        HealthCheckConfig {
+            path: "/".into(),
+            host: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            expect_status: StatusSet(vec![(200, 399)]),
+            initially_healthy: true,
+        }
+    );
+    let config = accept(
+        &[
+            MINIMAL,
+            "\n[upstreams.api.health_check]\npath = \"/healthz?deep=1\"\nhost = \"app.internal\"\n\
+             interval = \"2s\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\nunhealthy_threshold = 5\n\
+             expect_status = [200, \"204-206\"]\ninitial_state = \"unhealthy\"\n",
+        ]
+        .concat(),
+    );
+    let check = config.upstreams[0].health_check.as_ref().unwrap();
+    assert_eq!(check.path, "/healthz?deep=1");
+    assert_eq!(check.host.as_deref(), Some("app.internal"));
+    assert_eq!(
+        (check.interval, check.timeout),
+        (Duration::from_secs(2), Duration::from_millis(500))
+    );
+    assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (1, 5));
+    assert_eq!(check.expect_status, StatusSet(vec![(200, 200), (204, 206)]));
+    assert!(!check.initially_healthy);
+    assert!(check.expect_status.contains(205) && !check.expect_status.contains(201));
+}
+
+#[test]
+fn expect_status_takes_a_range_a_status_or_a_list() {
+    for (text, set) in [
+        (r#""200-299""#, vec![(200, 299)]),
+        ("204", vec![(204, 204)]),
+        (r#"[200, 204]"#, vec![(200, 200), (204, 204)]),
+    ] {
+        let config = accept(
+            &[
+                MINIMAL,
+                &format!("health_check = {{ expect_status = {text} }}\n"),
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            config.upstreams[0]
+                .health_check
+                .as_ref()
+                .unwrap()
+                .expect_status,
+            StatusSet(set)
+        );
+    }
+}
+
+#[test]
+fn bad_health_check_values_are_refused_at_the_value() {
+    // `health_check = { ` is 17 characters: values start at column 18 + key + 3.
+    for (entry, key, message) in [
+        (
+            r#"path = "healthz""#,
+            "health_check.path",
+            "starting with '/'",
+        ),
+        (
+            r#"interval = "0s""#,
+            "health_check.interval",
+            "greater than zero",
+        ),
+        (
+            "healthy_threshold = 0",
+            "health_check.healthy_threshold",
+            "between 1 and 100",
+        ),
+        (
+            "unhealthy_threshold = -1",
+            "health_check.unhealthy_threshold",
+            "between 1 and 100",
+        ),
+        (
+            r#"expect_status = "299-200""#,
+            "health_check.expect_status",
+            "status range",
+        ),
+        (
+            "expect_status = 99",
+            "health_check.expect_status",
+            "status range",
+        ),
+        (
+            "expect_status = []",
+            "health_check.expect_status",
+            "status range",
+        ),
+        (
+            r#"initial_state = "down""#,
+            "health_check.initial_state",
+            "\"unhealthy\"",
+        ),
+    ] {
+        let column = 18 + entry.find('=').unwrap() + 2;
+        let problem =
+            single_problem(&[MINIMAL, &format!("health_check = {{ {entry} }}\n")].concat());
+        assert_problem(&problem, 9, column, Some(key), message);
+    }
+}
+
+#[test]
+fn outlier_detection_defaults_and_bounds() {
+    let config = accept(&[MINIMAL, "outlier_detection = {}\npanic_threshold = 50\n"].concat());
+    let upstream = &config.upstreams[0];
+    assert_eq!(
+        upstream.outlier_detection,
+        Some(OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        })
+    );
+    assert_eq!(upstream.panic_threshold, 50);
+    assert_eq!(accept(MINIMAL).upstreams[0].panic_threshold, 0);
+
+    let problem = single_problem(
+        &[
+            MINIMAL,
+            "outlier_detection = { base_ejection_time = \"1m\", max_ejection_time = \"10s\" }\n",
+        ]
+        .concat(),
+    );
+    assert_problem(
+        &problem,
+        9,
+        70,
+        Some("outlier_detection.max_ejection_time"),
+        "at least base_ejection_time",
+    );
+    let problem = single_problem(&[MINIMAL, "panic_threshold = 101\n"].concat());
+    assert_problem(
+        &problem,
+        9,
+        19,
+        Some("panic_threshold"),
+        "between 0 and 100",
+    );
+    let problem = single_problem(
+        &[
+            MINIMAL,
+            "outlier_detection = { consecutive_failures = 0 }\n",
+        ]
+        .concat(),
+    );
+    assert_problem(
+        &problem,
+        9,
+        46,
+        Some("outlier_detection.consecutive_failures"),
+        "between 1 and 1000",
     );
 }

@@ -27,7 +27,14 @@ pub struct BackendState {
     in_flight: AtomicU32,
     /// Response latency estimate, fed only when the strategy reads it.
     latency: PeakEwma,
+    /// The active health checks' verdict (always true without checks).
     healthy: AtomicBool,
+    /// Set while outlier detection keeps the backend out of rotation.
+    ejected: AtomicBool,
+    /// Failures in a row, for outlier detection.
+    consecutive_failures: AtomicU32,
+    /// Times ejected in a row, lengthening each ejection.
+    ejections: AtomicU32,
     pool: Pool,
 }
 
@@ -51,16 +58,33 @@ impl Candidate for Backend {
 
 impl Default for BackendState {
     fn default() -> Self {
-        BackendState {
-            in_flight: AtomicU32::new(0),
-            latency: PeakEwma::default(),
-            healthy: AtomicBool::new(true),
-            pool: Pool::new(DEFAULT_MAX_IDLE_PER_BACKEND),
-        }
+        BackendState::new(true)
     }
 }
 
 impl BackendState {
+    /// A backend never seen before, healthy or not until checked.
+    pub fn new(healthy: bool) -> Self {
+        BackendState {
+            in_flight: AtomicU32::new(0),
+            latency: PeakEwma::default(),
+            healthy: AtomicBool::new(healthy),
+            ejected: AtomicBool::new(false),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            pool: Pool::new(DEFAULT_MAX_IDLE_PER_BACKEND),
+        }
+    }
+
+    /// Whether a strategy may pick the backend: healthy and not ejected.
+    pub fn is_usable(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
@@ -88,5 +112,42 @@ impl BackendState {
 
     pub(super) fn finish_request(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed exchange; returns the failures in a row so far.
+    pub(super) fn record_failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts a good exchange: the run of failures is over. Read first, so the
+    /// common case does not write the shared cache line.
+    pub(super) fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the backend out of rotation unless it already is; returns how many
+    /// times in a row it has been ejected, or `None` if another request did it.
+    pub(super) fn eject(&self) -> Option<u32> {
+        self.ejected
+            .compare_exchange(false, true, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()?;
+        Some(self.ejections.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// Ends an ejection: the backend is back in rotation with a clean record.
+    pub(super) fn return_from_ejection(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejected.store(false, Ordering::Relaxed);
+    }
+
+    pub(super) fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Forgets past ejections, after the backend has behaved for a while.
+    pub(super) fn forgive_ejections(&self) {
+        self.ejections.store(0, Ordering::Relaxed);
     }
 }

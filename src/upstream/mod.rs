@@ -3,6 +3,7 @@
 
 mod backend;
 mod error;
+mod outlier;
 mod pool;
 mod request_body;
 mod response_body;
@@ -20,7 +21,7 @@ pub use request_body::{ClientBodyError, RequestBody};
 pub use response_body::ResponseBody;
 
 use crate::balance::{Balancer, RequestKey, Sticky};
-use crate::config::{UpstreamConfig, UpstreamTimeouts};
+use crate::config::{HealthCheckConfig, OutlierConfig, UpstreamConfig, UpstreamTimeouts};
 
 /// A named group of backends and the strategy that spreads requests over them.
 #[derive(Debug)]
@@ -30,6 +31,10 @@ pub struct Upstream {
     pub balancer: Balancer,
     /// Cookie-based affinity, when configured.
     pub sticky: Option<Sticky>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Percentage of usable backends under which every backend is used (0 = off).
+    pub panic_threshold: u32,
     pub timeouts: UpstreamTimeouts,
 }
 
@@ -43,6 +48,11 @@ impl Upstream {
     /// Builds the upstream of `config`, reusing the state of backends found in
     /// `previous`.
     pub fn new(config: &UpstreamConfig, previous: &BackendStates) -> Self {
+        // A backend new to weir starts as the health checks say (healthy without).
+        let initially_healthy = config
+            .health_check
+            .as_ref()
+            .is_none_or(|check| check.initially_healthy);
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -52,7 +62,7 @@ impl Upstream {
                 state: previous
                     .get(&(config.name.clone(), b.address))
                     .cloned()
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| Arc::new(BackendState::new(initially_healthy))),
             })
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
@@ -70,15 +80,20 @@ impl Upstream {
                 .as_ref()
                 .map(|sticky| Sticky::new(sticky, &config.name, &names)),
             backends,
+            health_check: config.health_check.clone(),
+            outlier_detection: config.outlier_detection,
+            panic_threshold: config.panic_threshold,
             timeouts: config.timeouts,
         }
     }
 
-    /// Picks a healthy backend for the request, if there is one: the one its
-    /// affinity cookie names, else the strategy's choice.
+    /// Picks a usable (healthy, not ejected) backend for the request, if there is
+    /// one: the one its affinity cookie names, else the strategy's choice. In panic
+    /// mode every backend counts as usable.
     pub fn pick(&self, request: &RequestKey<'_>) -> Option<Pick<'_>> {
         let backends = &self.backends;
-        let usable = |i: usize| backends[i].state.is_healthy();
+        let panic = self.in_panic();
+        let usable = |i: usize| panic || backends[i].state.is_usable();
         let sticky = self.sticky.as_ref();
         if let Some(i) = sticky.and_then(|s| s.stuck(request)).filter(|&i| usable(i)) {
             return Some(Pick {
@@ -91,6 +106,17 @@ impl Upstream {
             backend: &backends[i],
             set_cookie: sticky.map(|s| s.set_cookie(i)),
         })
+    }
+
+    /// True when too few backends are usable for them to carry the load alone
+    /// (`panic_threshold`): spreading over all, failing ones included, then beats
+    /// overloading the few. Costs a scan of the backends, only when configured.
+    fn in_panic(&self) -> bool {
+        if self.panic_threshold == 0 {
+            return false;
+        }
+        let usable = self.backends.iter().filter(|b| b.state.is_usable()).count();
+        usable * 100 < self.panic_threshold as usize * self.backends.len()
     }
 
     /// Sends `request` (origin-form URI, headers already rewritten) to `backend`
@@ -107,11 +133,16 @@ impl Upstream {
         // The clock is read only for strategies that use the latency.
         let started = self.balancer.uses_latency().then(std::time::Instant::now);
         let result = exchange(backend, request, &self.timeouts).await;
+        // The client's body breaking says nothing about the backend.
+        let failed = match &result {
+            Ok((response, _)) => response.status().is_server_error(),
+            Err(err) => !matches!(err, UpstreamError::ClientBody(_)),
+        };
+        if let Some(outlier) = &self.outlier_detection {
+            outlier::observe(outlier, &self.name, &self.backends, backend, failed);
+        }
         if let Some(started) = started {
             let now = std::time::Instant::now();
-            let failed = result
-                .as_ref()
-                .map_or(true, |(r, _)| r.status().is_server_error());
             let latency = if failed {
                 // A failure (or a 5xx) counts as slow, so traffic moves away from it.
                 (now - started).max(crate::balance::FAILURE_PENALTY)
@@ -138,6 +169,41 @@ pub struct Pick<'a> {
     /// A `Set-Cookie` header for the response, when the request was not already
     /// stuck to this backend by its affinity cookie.
     pub set_cookie: Option<&'a http::HeaderValue>,
+}
+
+/// One health check: `GET path` to `address` on a fresh connection (closed after),
+/// the whole exchange within `timeout`. Returns the response status.
+pub async fn probe(
+    address: SocketAddr,
+    path: &str,
+    host: &str,
+    timeout: std::time::Duration,
+) -> Result<http::StatusCode, UpstreamError> {
+    let request = Request::get(path)
+        .header(http::header::HOST, host)
+        .header(http::header::USER_AGENT, "weir-health-check")
+        .header(http::header::CONNECTION, "close")
+        .body(RequestBody::Empty)
+        .map_err(|_| UpstreamError::ClosedBeforeSend)?;
+    let exchange = async {
+        let mut connection = pool::connect(address, timeout).await?;
+        match send_on(&mut connection, request, &probe_timeouts(timeout)).await {
+            Ok(response) => Ok(response.status()),
+            Err(SendFailure::NotSent(_)) => Err(UpstreamError::ClosedBeforeSend),
+            Err(SendFailure::Failed(err)) => Err(err),
+        }
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(UpstreamError::ResponseTimeout(timeout)))
+}
+
+fn probe_timeouts(timeout: std::time::Duration) -> UpstreamTimeouts {
+    UpstreamTimeouts {
+        connect: timeout,
+        response: timeout,
+        idle: std::time::Duration::ZERO,
+    }
 }
 
 struct InFlightGuard<'a>(Option<&'a Arc<BackendState>>);

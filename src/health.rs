@@ -1,0 +1,195 @@
+//! Active health checks: one loop per checked backend, probing it with an HTTP GET
+//! every interval (±10 % jitter, so checks of many backends do not beat in step)
+//! and flipping its health after enough results in a row. Only state changes are
+//! logged.
+//!
+//! The set of loops follows the running snapshot: [`HealthChecks::sync`] starts the
+//! loops of backends that gained checks and stops those of backends that lost them
+//! or left the config. A backend that stays keeps its loop and its health.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::AbortHandle;
+use tracing::{debug, info, warn};
+
+use crate::config::HealthCheckConfig;
+use crate::snapshot::Snapshot;
+use crate::upstream::{self, BackendState};
+
+/// The check loops running, by upstream name and backend address.
+#[derive(Debug, Default)]
+pub struct HealthChecks {
+    running: HashMap<(String, SocketAddr), Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    config: HealthCheckConfig,
+    state: Arc<BackendState>,
+    task: AbortHandle,
+}
+
+impl HealthChecks {
+    /// Makes the running loops match `snapshot`. Must be called from within the
+    /// runtime.
+    pub fn sync(&mut self, snapshot: &Snapshot) {
+        let mut wanted = HashMap::new();
+        for upstream in &snapshot.upstreams {
+            for backend in &upstream.backends {
+                let key = (upstream.name.clone(), backend.address);
+                match &upstream.health_check {
+                    Some(config) => {
+                        wanted.insert(key, (config, backend.state.clone()));
+                    }
+                    // Without checks nothing can mark it down again.
+                    None => {
+                        backend.state.set_healthy(true);
+                    }
+                }
+            }
+        }
+        self.running.retain(|key, running| {
+            let keep = wanted.get(key).is_some_and(|(config, state)| {
+                **config == running.config && Arc::ptr_eq(state, &running.state)
+            });
+            if !keep {
+                running.task.abort();
+            }
+            keep
+        });
+        for (key, (config, state)) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let task = tokio::spawn(check_loop(
+                key.0.clone(),
+                key.1,
+                state.clone(),
+                config.clone(),
+            ));
+            self.running.insert(
+                key,
+                Running {
+                    config: config.clone(),
+                    state,
+                    task: task.abort_handle(),
+                },
+            );
+        }
+    }
+}
+
+impl Drop for HealthChecks {
+    fn drop(&mut self) {
+        for running in self.running.values() {
+            running.task.abort();
+        }
+    }
+}
+
+/// Consecutive results of one backend's checks.
+#[derive(Debug, Default)]
+struct Streak {
+    passed: u32,
+    failed: u32,
+}
+
+impl Streak {
+    /// Counts one result; returns the new health when it changes.
+    fn record(&mut self, passed: bool, healthy: bool, config: &HealthCheckConfig) -> Option<bool> {
+        if passed {
+            self.failed = 0;
+            self.passed = self.passed.saturating_add(1);
+            (!healthy && self.passed >= config.healthy_threshold).then_some(true)
+        } else {
+            self.passed = 0;
+            self.failed = self.failed.saturating_add(1);
+            (healthy && self.failed >= config.unhealthy_threshold).then_some(false)
+        }
+    }
+}
+
+async fn check_loop(
+    upstream: String,
+    address: SocketAddr,
+    state: Arc<BackendState>,
+    config: HealthCheckConfig,
+) {
+    let host = config.host.clone().unwrap_or_else(|| address.to_string());
+    let mut streak = Streak::default();
+    loop {
+        let result = upstream::probe(address, &config.path, &host, config.timeout).await;
+        let (passed, outcome) = match &result {
+            Ok(status) if config.expect_status.contains(status.as_u16()) => (true, String::new()),
+            Ok(status) => (false, format!("status {}", status.as_u16())),
+            Err(err) => (false, err.to_string()),
+        };
+        debug!(upstream, backend = %address, passed, outcome, "health check");
+        if let Some(healthy) = streak.record(passed, state.is_healthy(), &config) {
+            state.set_healthy(healthy);
+            if healthy {
+                info!(upstream, backend = %address, passes = streak.passed, "backend is healthy");
+            } else {
+                warn!(upstream, backend = %address, failures = streak.failed, last = %outcome, "backend is unhealthy");
+            }
+        }
+        tokio::time::sleep(jittered(config.interval)).await;
+    }
+}
+
+/// `interval` ± 10 %.
+fn jittered(interval: Duration) -> Duration {
+    interval.mul_f64(0.9 + fastrand::f64() * 0.2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StatusSet;
+
+    fn config() -> HealthCheckConfig {
+        HealthCheckConfig {
+            path: "/".into(),
+            host: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            expect_status: StatusSet(vec![(200, 399)]),
+            initially_healthy: true,
+        }
+    }
+
+    #[test]
+    fn health_flips_only_after_enough_results_in_a_row() {
+        let config = config();
+        let mut streak = Streak::default();
+        let mut healthy = true;
+        let mut changes = Vec::new();
+        for passed in [
+            false, false, true, false, false, false, false, true, true, true,
+        ] {
+            if let Some(now) = streak.record(passed, healthy, &config) {
+                healthy = now;
+                changes.push(now);
+            }
+        }
+        // Down at the 3rd failure in a row, up at the 2nd pass in a row, once each.
+        assert_eq!(changes, [false, true]);
+        assert!(healthy);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let d = jittered(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(9) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
+        }
+    }
+}
