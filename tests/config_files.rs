@@ -136,6 +136,7 @@ fn full_example_writes_out_the_defaults() {
             connect: DEFAULT_CONNECT_TIMEOUT,
             response: DEFAULT_RESPONSE_TIMEOUT,
             idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            request: None,
         }
     );
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http::Request;
 use support::*;
 use tokio::sync::{Notify, mpsc};
-use weir::upstream::{RequestBody, Upstream};
+use weir::balance::RequestKey;
+use weir::upstream::{RequestBody, ResponseBody, Upstream, UpstreamError};
 
 fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
     let text = format!(
@@ -18,6 +19,26 @@ fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
     );
     let config = weir::config::parse(&text, "test.toml").unwrap();
     Upstream::new(&config.upstreams[0], &Default::default())
+}
+
+/// Picks the backend and forwards `request` to it, as the proxy does.
+async fn send(
+    upstream: &Upstream,
+    request: Request<RequestBody>,
+) -> Result<http::Response<ResponseBody>, UpstreamError> {
+    let headers = http::HeaderMap::new();
+    let client = std::net::IpAddr::from([127, 0, 0, 1]);
+    let key = RequestKey {
+        client,
+        path: "/",
+        query: None,
+        headers: &headers,
+    };
+    let pick = upstream.pick(&key).expect("a usable backend");
+    upstream
+        .forward(client, pick, request, false)
+        .await
+        .map(|(response, _)| response)
 }
 
 fn get() -> Request<RequestBody> {
@@ -33,9 +54,7 @@ async fn count_is_held_while_the_body_lives_and_released_after() {
     let backend = spawn_named_backend("ok").await;
     let upstream = upstream(backend.addr, "5s");
     let target = &upstream.backends[0];
-    let response = within("a response", upstream.send(target, get()))
-        .await
-        .unwrap();
+    let response = within("a response", send(&upstream, get())).await.unwrap();
     assert_eq!(target.state.in_flight(), 1);
     let body = within("the body", response.into_body().collect_bytes())
         .await
@@ -48,11 +67,7 @@ async fn count_is_held_while_the_body_lives_and_released_after() {
 async fn refused_connection_releases_the_count() {
     let upstream = upstream(refused_addr().await, "5s");
     let target = &upstream.backends[0];
-    assert!(
-        within("a refusal", upstream.send(target, get()))
-            .await
-            .is_err()
-    );
+    assert!(within("a refusal", send(&upstream, get())).await.is_err());
     assert_eq!(target.state.in_flight(), 0);
 }
 
@@ -61,11 +76,7 @@ async fn response_timeout_releases_the_count() {
     let backend = spawn_backend(|_request| std::future::pending()).await;
     let upstream = upstream(backend.addr, "100ms");
     let target = &upstream.backends[0];
-    assert!(
-        within("a timeout", upstream.send(target, get()))
-            .await
-            .is_err()
-    );
+    assert!(within("a timeout", send(&upstream, get())).await.is_err());
     assert_eq!(target.state.in_flight(), 0);
 }
 
@@ -80,7 +91,7 @@ async fn cancelled_request_releases_the_count() {
     let upstream = upstream(backend.addr, "60s");
     let target = &upstream.backends[0];
     {
-        let sending = upstream.send(target, get());
+        let sending = send(&upstream, get());
         tokio::pin!(sending);
         // Drive the request until the backend has it, then drop it (client gone).
         tokio::select! {
@@ -111,9 +122,7 @@ async fn body_abandoned_mid_stream_releases_the_count() {
     .await;
     let upstream = upstream(backend.addr, "5s");
     let target = &upstream.backends[0];
-    let response = within("a response", upstream.send(target, get()))
-        .await
-        .unwrap();
+    let response = within("a response", send(&upstream, get())).await.unwrap();
     assert_eq!(target.state.in_flight(), 1);
     drop(response);
     assert_eq!(target.state.in_flight(), 0);

@@ -81,3 +81,23 @@ pub const DEFAULT_MAX_EJECTION_TIME: Duration = Duration::from_secs(300);
 /// `outlier_detection.max_ejection_percent`: half the pool stays in rotation
 /// whatever it returns (Envoy's 10 % ejects nothing in pools under 10).
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+
+/// `retries.attempts`: extra tries after the first (nginx tries every server of the
+/// upstream; two more tries reach a third backend, enough to get past one bad one).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+
+/// `retries.budget`: retries may add this share of the requests (linkerd's default).
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+
+/// `retries.min_retries_per_second`: the budget's floor, so a quiet upstream can
+/// still retry (linkerd's default).
+pub const DEFAULT_MIN_RETRIES_PER_SECOND: u32 = 10;
+
+/// `retries.max_body_bytes`: request bodies up to this size are kept for a replay.
+pub const DEFAULT_RETRY_MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// `retries.backoff`: the first pause between tries; it doubles per try.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+
+/// Upper bound of `retries.max_body_bytes`: bodies kept for replay sit in memory.
+pub const MAX_RETRY_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;

@@ -75,8 +75,8 @@ pub struct FileUpstream {
     pub health_check: Option<Spanned<FileHealthCheck>>,
     pub outlier_detection: Option<Spanned<FileOutlierDetection>>,
     pub panic_threshold: Option<Spanned<i64>>,
+    pub retries: Option<Spanned<FileRetries>>,
     // Accepted only to be refused by name until their issue lands.
-    pub retries: Option<Spanned<toml::Value>>,
     pub slow_start: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<toml::Value>>,
     pub protocol: Option<Spanned<toml::Value>>,
@@ -117,6 +117,16 @@ pub struct FileOutlierDetection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct FileRetries {
+    pub attempts: Option<Spanned<i64>>,
+    pub budget: Option<Spanned<f64>>,
+    pub min_retries_per_second: Option<Spanned<i64>>,
+    pub max_body_bytes: Option<Spanned<i64>>,
+    pub backoff: Option<Spanned<DurationValue>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileBackend {
     pub address: Spanned<AddressValue>,
     pub weight: Option<Spanned<i64>>,
@@ -128,7 +138,7 @@ pub struct FileTimeouts {
     pub connect: Option<Spanned<DurationValue>>,
     pub response: Option<Spanned<DurationValue>>,
     pub idle: Option<Spanned<DurationValue>>,
-    pub request: Option<Spanned<toml::Value>>,
+    pub request: Option<Spanned<DurationValue>>,
 }
 
 // === impl DurationValue ===

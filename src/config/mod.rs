@@ -81,6 +81,7 @@ pub struct UpstreamConfig {
     /// Below this percentage of usable backends, balance over all of them
     /// (Envoy's panic mode); 0 = off.
     pub panic_threshold: u32,
+    pub retries: RetryPolicy,
     pub backends: Vec<BackendConfig>,
     pub timeouts: UpstreamTimeouts,
 }
@@ -149,6 +150,43 @@ pub struct OutlierConfig {
     pub max_ejection_percent: u32,
 }
 
+/// When a failed try is tried again, on another backend when there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra tries after the first.
+    pub attempts: u32,
+    /// Whether a request that reached a backend may be tried again (idempotent
+    /// methods with a replayable body only). Without a `retries` table only what
+    /// never left weir (a refused or timed-out connect) is retried.
+    pub after_send: bool,
+    /// Caps retries to a share of the requests; `None` without a `retries` table.
+    pub budget: Option<RetryBudgetConfig>,
+    /// Request bodies up to this size are kept so they can be sent again.
+    pub max_body_bytes: u64,
+    /// Pause before the first retry; doubles per retry, with jitter.
+    pub backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudgetConfig {
+    /// Retries may add this percentage of the requests, over a 10 s window ...
+    pub percent: u32,
+    /// ... but this many per second are always allowed.
+    pub min_per_second: u32,
+}
+
+impl RetryPolicy {
+    /// Without a `retries` table: one more try, on another backend, for a request
+    /// that could not be sent at all (as nginx's default `proxy_next_upstream error`).
+    pub const UNSENT_ONLY: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        after_send: false,
+        budget: None,
+        max_body_bytes: 0,
+        backoff: Duration::ZERO,
+    };
+}
+
 /// A value kept out of logs and debug output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -215,6 +253,8 @@ pub struct UpstreamTimeouts {
     pub response: Duration,
     /// How long a pooled connection may stay idle.
     pub idle: Duration,
+    /// Cap on the time to a response head over all tries, backoff included.
+    pub request: Option<Duration>,
 }
 
 // === errors ===
@@ -691,15 +731,11 @@ fn validate_upstream(
 ) -> UpstreamConfig {
     let raw_span = raw.span();
     let raw = raw.get_ref();
-    problems.not_supported(&raw.retries, "retries");
     problems.not_supported(&raw.slow_start, "slow_start");
     problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.protocol, "protocol");
     problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
     problems.not_supported(&raw.queue_timeout, "queue_timeout");
-    if let Some(timeouts) = &raw.timeouts {
-        problems.not_supported(&timeouts.request, "timeouts.request");
-    }
     if let Some(limit) = &raw.max_connections_per_backend {
         match *limit.get_ref() {
             0 => {}
@@ -806,6 +842,12 @@ fn validate_upstream(
         0,
         problems,
     );
+    let retries = raw
+        .retries
+        .as_ref()
+        .map_or(RetryPolicy::UNSENT_ONLY, |retries| {
+            validate_retries(retries.get_ref(), problems)
+        });
 
     if raw.backends.is_empty() {
         problems.at(
@@ -859,6 +901,9 @@ fn validate_upstream(
         idle: timeouts
             .and_then(|t| t.idle.as_ref())
             .map_or(DEFAULT_UPSTREAM_IDLE_TIMEOUT, |d| d.get_ref().0),
+        request: timeouts
+            .and_then(|t| t.request.clone())
+            .map(|d| positive_duration(&Some(d), "timeouts.request", Duration::ZERO, problems)),
     };
 
     UpstreamConfig {
@@ -869,8 +914,67 @@ fn validate_upstream(
         health_check,
         outlier_detection,
         panic_threshold,
+        retries,
         backends,
         timeouts,
+    }
+}
+
+fn validate_retries(raw: &file::FileRetries, problems: &mut Problems<'_>) -> RetryPolicy {
+    let attempts = int_in(
+        &raw.attempts,
+        "retries.attempts",
+        0..=10,
+        DEFAULT_RETRY_ATTEMPTS,
+        problems,
+    );
+    let percent = match &raw.budget {
+        None => DEFAULT_RETRY_BUDGET_PERCENT,
+        Some(budget) if (0.0..=1.0).contains(budget.get_ref()) => {
+            (budget.get_ref() * 100.0).round() as u32
+        }
+        Some(budget) => {
+            problems.spanned(
+                budget,
+                "retries.budget",
+                "must be a share between 0.0 and 1.0, e.g. 0.2 (retries add at most 20 % to the requests)",
+            );
+            DEFAULT_RETRY_BUDGET_PERCENT
+        }
+    };
+    let min_per_second = int_in(
+        &raw.min_retries_per_second,
+        "retries.min_retries_per_second",
+        0..=1_000_000,
+        DEFAULT_MIN_RETRIES_PER_SECOND,
+        problems,
+    );
+    let max_body_bytes = match &raw.max_body_bytes {
+        None => DEFAULT_RETRY_MAX_BODY_BYTES,
+        Some(bytes) => match u64::try_from(*bytes.get_ref()) {
+            Ok(n) if n <= MAX_RETRY_MAX_BODY_BYTES => n,
+            _ => {
+                problems.spanned(
+                    bytes,
+                    "retries.max_body_bytes",
+                    format!("must be between 0 and {MAX_RETRY_MAX_BODY_BYTES}"),
+                );
+                DEFAULT_RETRY_MAX_BODY_BYTES
+            }
+        },
+    };
+    RetryPolicy {
+        attempts,
+        after_send: true,
+        budget: Some(RetryBudgetConfig {
+            percent,
+            min_per_second,
+        }),
+        max_body_bytes,
+        backoff: raw
+            .backoff
+            .as_ref()
+            .map_or(DEFAULT_RETRY_BACKOFF, |b| b.get_ref().0),
     }
 }
 

@@ -146,6 +146,7 @@ fn upstream_defaults_apply() {
             connect: DEFAULT_CONNECT_TIMEOUT,
             response: DEFAULT_RESPONSE_TIMEOUT,
             idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            request: None,
         }
     );
 }
@@ -170,7 +171,7 @@ upstream = "api"
 strategy = "round_robin"
 backends = [{ address = "127.0.0.1:9001" }]
 max_connections_per_backend = 0
-timeouts = { connect = "1s", response = "1h", idle = "90s" }
+timeouts = { connect = "1s", response = "1h", idle = "90s", request = "2h" }
 "#,
     );
     assert_eq!(config.runtime.workers, 4);
@@ -185,6 +186,7 @@ timeouts = { connect = "1s", response = "1h", idle = "90s" }
             connect: Duration::from_secs(1),
             response: Duration::from_secs(3600),
             idle: Duration::from_secs(90),
+            request: Some(Duration::from_secs(7200)),
         }
     );
 }
@@ -1131,12 +1133,6 @@ fn logging_is_not_supported_yet() {
 }
 
 #[test]
-fn retries_are_not_supported_yet() {
-    let problem = single_problem(&[MINIMAL, "\n[upstreams.api.retries]\nattempts = 2\n"].concat());
-    assert_problem(&problem, 10, 1, Some("retries"), "not supported yet");
-}
-
-#[test]
 fn listener_tls_is_not_supported_yet() {
     let problem = single_problem(&with_listener_line(
         r#"tls = { cert = "certs/site.pem", key = "certs/site.key" }"#,
@@ -1168,19 +1164,6 @@ fn invalid_trusted_proxy_is_refused_at_its_value() {
     let problem = single_problem(&text);
     // `trusted_proxies = ["10.0.0.0/8", ` is 33 characters
     assert_problem(&problem, 3, 34, Some("trusted_proxies"), "invalid network");
-}
-
-#[test]
-fn request_timeout_is_not_supported_yet() {
-    let problem = single_problem(&[MINIMAL, "timeouts = { request = \"5s\" }\n"].concat());
-    // line 9: `timeouts = { request = ` is 23 characters
-    assert_problem(
-        &problem,
-        9,
-        24,
-        Some("timeouts.request"),
-        "not supported yet",
-    );
 }
 
 #[test]
@@ -1346,7 +1329,7 @@ fn several_not_supported_keys_are_all_reported() {
         &[
             "[admin]\nlisten = \"127.0.0.1:9901\"\n\n",
             MINIMAL,
-            "\n[upstreams.api.retries]\nattempts = 2\n",
+            "slow_start = \"30s\"\n",
         ]
         .concat(),
     );
@@ -1355,8 +1338,8 @@ fn several_not_supported_keys_are_all_reported() {
         .map(|p| (p.line, p.column, p.key.as_deref()))
         .collect();
     // MINIMAL starts on line 4 here, so its line 8 is line 11 and the
-    // retries header is on line 13
-    assert_eq!(found, [(1, 1, Some("admin")), (13, 1, Some("retries"))]);
+    // slow_start is on line 12
+    assert_eq!(found, [(1, 1, Some("admin")), (12, 14, Some("slow_start"))]);
 }
 
 #[test]
@@ -1715,5 +1698,86 @@ fn outlier_detection_defaults_and_bounds() {
         46,
         Some("outlier_detection.consecutive_failures"),
         "between 1 and 1000",
+    );
+}
+
+// === retries ===
+
+#[test]
+fn without_a_retries_table_only_unsent_requests_are_retried() {
+    assert_eq!(
+        accept(MINIMAL).upstreams[0].retries,
+        RetryPolicy::UNSENT_ONLY
+    );
+}
+
+#[test]
+fn retries_defaults_and_every_key() {
+    let config = accept(&[MINIMAL, "retries = {}\n"].concat());
+    assert_eq!(
+        config.upstreams[0].retries,
+        RetryPolicy {
+            attempts: 2,
+            after_send: true,
+            budget: Some(RetryBudgetConfig {
+                percent: 20,
+                min_per_second: 10,
+            }),
+            max_body_bytes: 65536,
+            backoff: Duration::from_millis(25),
+        }
+    );
+    let config = accept(
+        &[
+            MINIMAL,
+            "\n[upstreams.api.retries]\nattempts = 0\nbudget = 0.5\nmin_retries_per_second = 0\n\
+             max_body_bytes = 0\nbackoff = \"0ms\"\n",
+        ]
+        .concat(),
+    );
+    let retries = config.upstreams[0].retries;
+    assert_eq!(retries.attempts, 0);
+    assert_eq!(
+        retries.budget,
+        Some(RetryBudgetConfig {
+            percent: 50,
+            min_per_second: 0
+        })
+    );
+    assert_eq!(
+        (retries.max_body_bytes, retries.backoff),
+        (0, Duration::ZERO)
+    );
+}
+
+#[test]
+fn bad_retry_values_are_refused_at_the_value() {
+    // `retries = { ` is 12 characters: values start at column 13 + key + 3.
+    for (entry, key, message) in [
+        ("attempts = 11", "retries.attempts", "between 0 and 10"),
+        ("budget = 1.5", "retries.budget", "between 0.0 and 1.0"),
+        ("budget = -0.1", "retries.budget", "between 0.0 and 1.0"),
+        (
+            "max_body_bytes = -1",
+            "retries.max_body_bytes",
+            "between 0 and",
+        ),
+        (
+            "min_retries_per_second = -1",
+            "retries.min_retries_per_second",
+            "between 0 and",
+        ),
+    ] {
+        let column = 13 + entry.find('=').unwrap() + 2;
+        let problem = single_problem(&[MINIMAL, &format!("retries = {{ {entry} }}\n")].concat());
+        assert_problem(&problem, 9, column, Some(key), message);
+    }
+    let problem = single_problem(&[MINIMAL, "timeouts = { request = \"0s\" }\n"].concat());
+    assert_problem(
+        &problem,
+        9,
+        24,
+        Some("timeouts.request"),
+        "greater than zero",
     );
 }

@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use atomic_waker::AtomicWaker;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tracing::{debug, warn};
 
@@ -23,8 +24,9 @@ pub use error::ProxyError;
 pub use forward::ClientFacts;
 
 use crate::balance::RequestKey;
+use crate::config::RetryPolicy;
 use crate::snapshot::Snapshot;
-use crate::upstream::RequestBody;
+use crate::upstream::{ClientBodyError, RequestBody, UpstreamError};
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -161,7 +163,6 @@ async fn proxy(
         headers: request.headers(),
     };
     let pick = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
-    let backend = pick.backend;
 
     let upgrade = forward::requested_upgrade(request.version(), request.headers());
     let mut request = request;
@@ -180,20 +181,24 @@ async fn proxy(
     if let Some(protocol) = &upgrade {
         forward::keep_upgrade(&mut parts.headers, protocol.clone());
     }
-    if no_host && let Ok(backend_host) = HeaderValue::from_str(&backend.address.to_string()) {
-        parts.headers.insert(header::HOST, backend_host);
-    }
     let body = if incoming.is_end_stream() {
         RequestBody::Empty
+    } else if buffers_for_retry(&upstream.retries, &parts) {
+        // Small enough to keep whole, so that a retry can send it again.
+        RequestBody::Full(Some(
+            incoming
+                .collect()
+                .await
+                .map_err(|err| UpstreamError::ClientBody(ClientBodyError(err)))?
+                .to_bytes(),
+        ))
     } else {
         RequestBody::Streaming(incoming)
     };
-    let mut response = upstream
-        .send(backend, Request::from_parts(parts, body))
-        .await
-        .inspect_err(|err| {
-            warn!(upstream = %upstream.name, backend = %backend.address, error = %err, "backend request failed");
-        })?;
+    let (mut response, pick) = upstream
+        .forward(client, pick, Request::from_parts(parts, body), no_host)
+        .await?;
+    let backend = pick.backend;
     forward::rewrite_response(response.headers_mut());
     if let Some(cookie) = pick.set_cookie {
         response
@@ -213,6 +218,20 @@ async fn proxy(
         tunnel::spawn(client, backend_side, RequestGuard::new(connection.clone()));
     }
     Ok(response)
+}
+
+/// Whether the request body is read whole before forwarding: only when a retry
+/// could replay it (an idempotent method under a policy that retries sent
+/// requests) and its announced length is within `max_body_bytes`.
+fn buffers_for_retry(policy: &RetryPolicy, parts: &http::request::Parts) -> bool {
+    policy.after_send
+        && policy.attempts > 0
+        && crate::upstream::is_idempotent(&parts.method)
+        && parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|length| length <= policy.max_body_bytes)
 }
 
 fn error_response(err: &ProxyError) -> Response<ProxyBody> {

@@ -31,6 +31,9 @@ pub enum UpstreamError {
     /// No response head within `timeouts.response`.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
+    /// No response head within `timeouts.request`, over all tries.
+    #[error("no response within the request deadline of {0:?}")]
+    RequestTimeout(Duration),
 }
 
 impl UpstreamError {
@@ -38,7 +41,9 @@ impl UpstreamError {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout(_)
+            UpstreamError::ConnectTimeout(_)
+                | UpstreamError::ResponseTimeout(_)
+                | UpstreamError::RequestTimeout(_)
         )
     }
 

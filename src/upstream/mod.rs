@@ -7,9 +7,10 @@ mod outlier;
 mod pool;
 mod request_body;
 mod response_body;
+mod retry;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Request, Response};
@@ -19,9 +20,14 @@ pub use error::UpstreamError;
 pub use pool::Pool;
 pub use request_body::{ClientBodyError, RequestBody};
 pub use response_body::ResponseBody;
+pub use retry::is_idempotent;
+use retry::{Replay, RetryBudget, retryable_error, retryable_status};
+use tracing::{debug, warn};
 
 use crate::balance::{Balancer, RequestKey, Sticky};
-use crate::config::{HealthCheckConfig, OutlierConfig, UpstreamConfig, UpstreamTimeouts};
+use crate::config::{
+    HealthCheckConfig, OutlierConfig, RetryPolicy, UpstreamConfig, UpstreamTimeouts,
+};
 
 /// A named group of backends and the strategy that spreads requests over them.
 #[derive(Debug)]
@@ -35,6 +41,9 @@ pub struct Upstream {
     pub outlier_detection: Option<OutlierConfig>,
     /// Percentage of usable backends under which every backend is used (0 = off).
     pub panic_threshold: u32,
+    pub retries: RetryPolicy,
+    /// Present when the policy has a budget.
+    retry_budget: Option<RetryBudget>,
     pub timeouts: UpstreamTimeouts,
 }
 
@@ -83,6 +92,8 @@ impl Upstream {
             health_check: config.health_check.clone(),
             outlier_detection: config.outlier_detection,
             panic_threshold: config.panic_threshold,
+            retries: config.retries,
+            retry_budget: config.retries.budget.map(RetryBudget::new),
             timeouts: config.timeouts,
         }
     }
@@ -91,18 +102,29 @@ impl Upstream {
     /// one: the one its affinity cookie names, else the strategy's choice. In panic
     /// mode every backend counts as usable.
     pub fn pick(&self, request: &RequestKey<'_>) -> Option<Pick<'_>> {
+        self.pick_where(request, &|_| true)
+    }
+
+    /// [`Upstream::pick`] among the backends `allowed` admits.
+    fn pick_where(
+        &self,
+        request: &RequestKey<'_>,
+        allowed: &dyn Fn(usize) -> bool,
+    ) -> Option<Pick<'_>> {
         let backends = &self.backends;
         let panic = self.in_panic();
-        let usable = |i: usize| panic || backends[i].state.is_usable();
+        let usable = |i: usize| allowed(i) && (panic || backends[i].state.is_usable());
         let sticky = self.sticky.as_ref();
         if let Some(i) = sticky.and_then(|s| s.stuck(request)).filter(|&i| usable(i)) {
             return Some(Pick {
+                index: i,
                 backend: &backends[i],
                 set_cookie: None,
             });
         }
         let i = self.balancer.pick(request, backends, &mut |i| usable(i))?;
         Some(Pick {
+            index: i,
             backend: &backends[i],
             set_cookie: sticky.map(|s| s.set_cookie(i)),
         })
@@ -119,13 +141,139 @@ impl Upstream {
         usable * 100 < self.panic_threshold as usize * self.backends.len()
     }
 
-    /// Sends `request` (origin-form URI, headers already rewritten) to `backend`
-    /// and returns the response head; the body streams afterwards.
-    pub async fn send(
+    /// Sends `request` (origin-form URI, headers already rewritten) to the picked
+    /// backend, and tries again where the retry policy allows: on another backend
+    /// when there is one, after a backoff, within the budget and `timeouts.request`.
+    /// Returns the response head (the body streams afterwards) and the backend
+    /// that gave it. `name_backend` sets `Host` to each tried backend's address.
+    pub async fn forward<'u>(
+        &'u self,
+        client: IpAddr,
+        mut pick: Pick<'u>,
+        request: Request<RequestBody>,
+        name_backend: bool,
+    ) -> Result<(Response<ResponseBody>, Pick<'u>), UpstreamError> {
+        let tries = self.tries(client, &mut pick, request, name_backend);
+        let result = match self.timeouts.request {
+            None => tries.await,
+            Some(deadline) => tokio::time::timeout(deadline, tries)
+                .await
+                .unwrap_or(Err(UpstreamError::RequestTimeout(deadline))),
+        };
+        match result {
+            Ok(response) => Ok((response, pick)),
+            Err(err) => {
+                warn!(upstream = %self.name, backend = %pick.backend.address, error = %err, "backend request failed");
+                Err(err)
+            }
+        }
+    }
+
+    async fn tries<'u>(
+        &'u self,
+        client: IpAddr,
+        pick: &mut Pick<'u>,
+        mut request: Request<RequestBody>,
+        name_backend: bool,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let policy = &self.retries;
+        if let Some(budget) = &self.retry_budget {
+            budget.record_request(std::time::Instant::now());
+        }
+        let replay = Replay::of(&request, policy);
+        let mut tried: Vec<usize> = Vec::new();
+        for retry in 1..=policy.attempts + 1 {
+            if name_backend {
+                request.headers_mut().insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_str(&pick.backend.address.to_string())
+                        .expect("a socket address is a valid header value"),
+                );
+            }
+            let last = retry > policy.attempts;
+            let result = self.send(pick.backend, request).await;
+            // What to send again, if this try may be retried.
+            let again = match result {
+                Ok(response) if last || !retryable_status(response.status()) => {
+                    return Ok(response);
+                }
+                Ok(response) => match &replay {
+                    Some(replay) if self.may_retry(pick, retry) => {
+                        debug!(upstream = %self.name, backend = %pick.backend.address, status = response.status().as_u16(), "retrying after the backend's answer");
+                        replay.request()
+                    }
+                    _ => return Ok(response),
+                },
+                Err(failure) if last => return Err(failure.error),
+                Err(Failure {
+                    error,
+                    unsent: Some(unsent),
+                }) => {
+                    if !self.may_retry(pick, retry) {
+                        return Err(error);
+                    }
+                    debug!(upstream = %self.name, backend = %pick.backend.address, error = %error, "retrying a request that was not sent");
+                    unsent
+                }
+                Err(Failure {
+                    error,
+                    unsent: None,
+                }) => match &replay {
+                    Some(replay) if retryable_error(&error) && self.may_retry(pick, retry) => {
+                        debug!(upstream = %self.name, backend = %pick.backend.address, error = %error, "retrying after a failed exchange");
+                        replay.request()
+                    }
+                    _ => return Err(error),
+                },
+            };
+            tried.push(pick.index);
+            let pause = retry::backoff(policy, retry);
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            *pick = self.pick_retry(client, &again, &tried).unwrap_or(*pick);
+            request = again;
+        }
+        unreachable!("the last try returns")
+    }
+
+    /// Whether the budget has room for one more retry (spending it if so).
+    fn may_retry(&self, pick: &Pick<'_>, retry: u32) -> bool {
+        let Some(budget) = &self.retry_budget else {
+            return true;
+        };
+        if budget.try_retry(std::time::Instant::now()) {
+            return true;
+        }
+        warn!(upstream = %self.name, backend = %pick.backend.address, retry, "retry budget spent: not retrying");
+        false
+    }
+
+    /// The backend for a retry of `request`: a usable one not tried yet, else any
+    /// usable one (the same backend again beats no try at all).
+    fn pick_retry(
+        &self,
+        client: IpAddr,
+        request: &Request<RequestBody>,
+        tried: &[usize],
+    ) -> Option<Pick<'_>> {
+        let key = RequestKey {
+            client,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            headers: request.headers(),
+        };
+        self.pick_where(&key, &|i| !tried.contains(&i))
+            .or_else(|| self.pick(&key))
+    }
+
+    /// One try: sends `request` to `backend` and returns the response head. Keeps
+    /// the backend's in-flight count, latency and failure record.
+    async fn send(
         &self,
         backend: &Backend,
         request: Request<RequestBody>,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
+    ) -> Result<Response<ResponseBody>, Failure> {
         let state = &backend.state;
         state.start_request();
         // Lowers the in-flight count if no response body takes over that duty.
@@ -136,7 +284,7 @@ impl Upstream {
         // The client's body breaking says nothing about the backend.
         let failed = match &result {
             Ok((response, _)) => response.status().is_server_error(),
-            Err(err) => !matches!(err, UpstreamError::ClientBody(_)),
+            Err(failure) => !matches!(failure.error, UpstreamError::ClientBody(_)),
         };
         if let Some(outlier) = &self.outlier_detection {
             outlier::observe(outlier, &self.name, &self.backends, backend, failed);
@@ -162,9 +310,28 @@ impl Upstream {
     }
 }
 
+/// How one try ended without a response.
+#[derive(Debug)]
+struct Failure {
+    error: UpstreamError,
+    /// The request, when none of it reached the backend: it can go elsewhere as is.
+    unsent: Option<Request<RequestBody>>,
+}
+
+impl Failure {
+    fn sent(error: UpstreamError) -> Self {
+        Failure {
+            error,
+            unsent: None,
+        }
+    }
+}
+
 /// A backend chosen for one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Pick<'a> {
+    /// The backend's position in [`Upstream::backends`].
+    pub index: usize,
     pub backend: &'a Backend,
     /// A `Set-Cookie` header for the response, when the request was not already
     /// stuck to this backend by its affinity cookie.
@@ -203,6 +370,7 @@ fn probe_timeouts(timeout: std::time::Duration) -> UpstreamTimeouts {
         connect: timeout,
         response: timeout,
         idle: std::time::Duration::ZERO,
+        request: None,
     }
 }
 
@@ -223,19 +391,30 @@ async fn exchange(
     backend: &Backend,
     mut request: Request<RequestBody>,
     timeouts: &UpstreamTimeouts,
-) -> Result<(Response<hyper::body::Incoming>, Option<pool::Connection>), UpstreamError> {
+) -> Result<(Response<hyper::body::Incoming>, Option<pool::Connection>), Failure> {
     if let Some(mut connection) = reuse(backend, timeouts).await {
         match send_on(&mut connection, request, timeouts).await {
             Ok(response) => return Ok((response, Some(connection))),
             Err(SendFailure::NotSent(returned)) => request = returned,
-            Err(SendFailure::Failed(err)) => return Err(err),
+            Err(SendFailure::Failed(error)) => return Err(Failure::sent(error)),
         }
     }
-    let mut connection = pool::connect(backend.address, timeouts.connect).await?;
+    let mut connection = match pool::connect(backend.address, timeouts.connect).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            return Err(Failure {
+                error,
+                unsent: Some(request),
+            });
+        }
+    };
     match send_on(&mut connection, request, timeouts).await {
         Ok(response) => Ok((response, Some(connection))),
-        Err(SendFailure::NotSent(_)) => Err(UpstreamError::ClosedBeforeSend),
-        Err(SendFailure::Failed(err)) => Err(err),
+        Err(SendFailure::NotSent(request)) => Err(Failure {
+            error: UpstreamError::ClosedBeforeSend,
+            unsent: Some(request),
+        }),
+        Err(SendFailure::Failed(error)) => Err(Failure::sent(error)),
     }
 }
 

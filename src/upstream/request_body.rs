@@ -12,6 +12,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 #[derive(Debug)]
 pub enum RequestBody {
     Empty,
+    /// A body read whole beforehand, kept so a retry can send it again; `None`
+    /// once sent.
+    Full(Option<Bytes>),
     /// The client's body, streamed as it arrives.
     Streaming(Incoming),
 }
@@ -32,6 +35,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Streaming(incoming) => {
                 Pin::new(incoming).poll_frame(cx).map_err(ClientBodyError)
             }
@@ -40,14 +44,16 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Empty => true,
+            RequestBody::Empty | RequestBody::Full(None) => true,
+            RequestBody::Full(Some(_)) => false,
             RequestBody::Streaming(incoming) => incoming.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
+            RequestBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             RequestBody::Streaming(incoming) => incoming.size_hint(),
         }
     }

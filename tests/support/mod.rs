@@ -97,6 +97,8 @@ pub struct Backend {
     /// Request heads received so far, in arrival order.
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     accept: JoinHandle<()>,
+    /// The tasks serving accepted connections, for [`Backend::kill`].
+    served: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Backend {
@@ -119,6 +121,17 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Dies as a crashed process would: the port closes (connects are refused) and
+    /// every open connection is dropped, mid-request or idle.
+    pub fn kill(&self) {
+        self.accept.abort();
+        for task in self.served.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         self.accept.abort();
@@ -133,13 +146,33 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_backend(listener, handler)
+}
+
+/// [`spawn_backend`] on a given address: a backend that comes back after [`Backend::kill`].
+pub async fn spawn_backend_at<F, Fut>(addr: SocketAddr, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind(addr).await.unwrap();
+    serve_backend(listener, handler)
+}
+
+fn serve_backend<F, Fut>(listener: TcpListener, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(Mutex::new(Vec::new()));
+    let served = Arc::new(Mutex::new(Vec::new()));
     let handler = Arc::new(handler);
     let accept = {
         let connections = connections.clone();
         let requests = requests.clone();
+        let served = served.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -158,12 +191,13 @@ where
                     let response = handler(request);
                     async move { Ok::<_, std::convert::Infallible>(response.await) }
                 });
-                tokio::spawn(async move {
+                let task = tokio::spawn(async move {
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
                 });
+                served.lock().unwrap().push(task.abort_handle());
             }
         })
     };
@@ -172,6 +206,7 @@ where
         connections,
         requests,
         accept,
+        served,
     }
 }
 
@@ -220,6 +255,7 @@ where
         connections,
         requests: Arc::new(Mutex::new(Vec::new())),
         accept,
+        served: Arc::new(Mutex::new(Vec::new())),
     }
 }
 
