@@ -150,15 +150,89 @@ impl Upstream {
         &'u self,
         client: IpAddr,
         mut pick: Pick<'u>,
-        request: Request<RequestBody>,
+        mut request: Request<RequestBody>,
         name_backend: bool,
     ) -> Result<(Response<ResponseBody>, Pick<'u>), UpstreamError> {
-        let tries = self.tries(client, &mut pick, request, name_backend);
-        let result = match self.timeouts.request {
-            None => tries.await,
-            Some(deadline) => tokio::time::timeout(deadline, tries)
-                .await
-                .unwrap_or(Err(UpstreamError::RequestTimeout(deadline))),
+        // One async fn for all tries, not one nested per layer: every layer of
+        // futures copies the state of the ones inside it when it starts them.
+        let deadline = self
+            .timeouts
+            .request
+            .map(|limit| (tokio::time::Instant::now() + limit, limit));
+        let policy = &self.retries;
+        if let Some(budget) = &self.retry_budget {
+            budget.record_request(std::time::Instant::now());
+        }
+        let replay = Replay::of(&request, policy);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut retry = 0;
+        let result = loop {
+            if name_backend {
+                request.headers_mut().insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_str(&pick.backend.address.to_string())
+                        .expect("a socket address is a valid header value"),
+                );
+            }
+            let last = retry >= policy.attempts;
+            let result = match deadline {
+                None => self.send(pick.backend, request).await,
+                Some((at, limit)) => {
+                    match tokio::time::timeout_at(at, self.send(pick.backend, request)).await {
+                        Ok(result) => result,
+                        Err(_elapsed) => break Err(UpstreamError::RequestTimeout(limit)),
+                    }
+                }
+            };
+            retry += 1;
+            // What to send again, if this try may be retried.
+            let again = match result {
+                Ok(response) if last || !retryable_status(response.status()) => {
+                    break Ok(response);
+                }
+                Ok(response) => match &replay {
+                    Some(replay) if self.may_retry(&pick, retry) => {
+                        debug!(upstream = %self.name, backend = %pick.backend.address, status = response.status().as_u16(), "retrying after the backend's answer");
+                        replay.request()
+                    }
+                    _ => break Ok(response),
+                },
+                Err(failure) if last => break Err(failure.error),
+                Err(Failure {
+                    error,
+                    unsent: Some(unsent),
+                }) => {
+                    if !self.may_retry(&pick, retry) {
+                        break Err(error);
+                    }
+                    debug!(upstream = %self.name, backend = %pick.backend.address, error = %error, "retrying a request that was not sent");
+                    *unsent
+                }
+                Err(Failure {
+                    error,
+                    unsent: None,
+                }) => match &replay {
+                    Some(replay) if retryable_error(&error) && self.may_retry(&pick, retry) => {
+                        debug!(upstream = %self.name, backend = %pick.backend.address, error = %error, "retrying after a failed exchange");
+                        replay.request()
+                    }
+                    _ => break Err(error),
+                },
+            };
+            tried.push(pick.index);
+            let pause = retry::backoff(policy, retry);
+            if !pause.is_zero() {
+                let wake = tokio::time::Instant::now() + pause;
+                match deadline {
+                    Some((at, limit)) if at <= wake => {
+                        tokio::time::sleep_until(at).await;
+                        break Err(UpstreamError::RequestTimeout(limit));
+                    }
+                    _ => tokio::time::sleep_until(wake).await,
+                }
+            }
+            pick = self.pick_retry(client, &again, &tried).unwrap_or(pick);
+            request = again;
         };
         match result {
             Ok(response) => Ok((response, pick)),
@@ -167,74 +241,6 @@ impl Upstream {
                 Err(err)
             }
         }
-    }
-
-    async fn tries<'u>(
-        &'u self,
-        client: IpAddr,
-        pick: &mut Pick<'u>,
-        mut request: Request<RequestBody>,
-        name_backend: bool,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let policy = &self.retries;
-        if let Some(budget) = &self.retry_budget {
-            budget.record_request(std::time::Instant::now());
-        }
-        let replay = Replay::of(&request, policy);
-        let mut tried: Vec<usize> = Vec::new();
-        for retry in 1..=policy.attempts + 1 {
-            if name_backend {
-                request.headers_mut().insert(
-                    http::header::HOST,
-                    http::HeaderValue::from_str(&pick.backend.address.to_string())
-                        .expect("a socket address is a valid header value"),
-                );
-            }
-            let last = retry > policy.attempts;
-            let result = self.send(pick.backend, request).await;
-            // What to send again, if this try may be retried.
-            let again = match result {
-                Ok(response) if last || !retryable_status(response.status()) => {
-                    return Ok(response);
-                }
-                Ok(response) => match &replay {
-                    Some(replay) if self.may_retry(pick, retry) => {
-                        debug!(upstream = %self.name, backend = %pick.backend.address, status = response.status().as_u16(), "retrying after the backend's answer");
-                        replay.request()
-                    }
-                    _ => return Ok(response),
-                },
-                Err(failure) if last => return Err(failure.error),
-                Err(Failure {
-                    error,
-                    unsent: Some(unsent),
-                }) => {
-                    if !self.may_retry(pick, retry) {
-                        return Err(error);
-                    }
-                    debug!(upstream = %self.name, backend = %pick.backend.address, error = %error, "retrying a request that was not sent");
-                    unsent
-                }
-                Err(Failure {
-                    error,
-                    unsent: None,
-                }) => match &replay {
-                    Some(replay) if retryable_error(&error) && self.may_retry(pick, retry) => {
-                        debug!(upstream = %self.name, backend = %pick.backend.address, error = %error, "retrying after a failed exchange");
-                        replay.request()
-                    }
-                    _ => return Err(error),
-                },
-            };
-            tried.push(pick.index);
-            let pause = retry::backoff(policy, retry);
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-            *pick = self.pick_retry(client, &again, &tried).unwrap_or(*pick);
-            request = again;
-        }
-        unreachable!("the last try returns")
     }
 
     /// Whether the budget has room for one more retry (spending it if so).
@@ -315,7 +321,8 @@ impl Upstream {
 struct Failure {
     error: UpstreamError,
     /// The request, when none of it reached the backend: it can go elsewhere as is.
-    unsent: Option<Request<RequestBody>>,
+    /// Boxed: results of every try carry this type, and the failure is rare.
+    unsent: Option<Box<Request<RequestBody>>>,
 }
 
 impl Failure {
@@ -399,12 +406,14 @@ async fn exchange(
             Err(SendFailure::Failed(error)) => return Err(Failure::sent(error)),
         }
     }
-    let mut connection = match pool::connect(backend.address, timeouts.connect).await {
+    // Boxed: the connect future is large and rarely awaited with a warm pool, and
+    // every future around this one would carry (and copy) its size otherwise.
+    let mut connection = match Box::pin(pool::connect(backend.address, timeouts.connect)).await {
         Ok(connection) => connection,
         Err(error) => {
             return Err(Failure {
                 error,
-                unsent: Some(request),
+                unsent: Some(Box::new(request)),
             });
         }
     };
@@ -412,7 +421,7 @@ async fn exchange(
         Ok(response) => Ok((response, Some(connection))),
         Err(SendFailure::NotSent(request)) => Err(Failure {
             error: UpstreamError::ClosedBeforeSend,
-            unsent: Some(request),
+            unsent: Some(Box::new(request)),
         }),
         Err(SendFailure::Failed(error)) => Err(Failure::sent(error)),
     }
