@@ -414,10 +414,10 @@ fn broken_configs() -> Vec<Broken> {
         ),
         broken(
             "max-connections-per-backend",
-            [VALID, "max_connections_per_backend = 5\n"].concat(),
+            [VALID, "max_connections_per_backend = -5\n"].concat(),
             9,
             31,
-            "`max_connections_per_backend`: limits other than 0",
+            "`max_connections_per_backend`: must be between 0 and",
         ),
         broken(
             "syntax",

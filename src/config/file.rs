@@ -48,7 +48,7 @@ pub struct FileListener {
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub proxy_protocol: Option<Spanned<toml::Value>>,
-    pub max_connections: Option<Spanned<toml::Value>>,
+    pub max_connections: Option<Spanned<i64>>,
     pub max_concurrent_streams: Option<Spanned<toml::Value>>,
 }
 
@@ -68,6 +68,7 @@ pub struct FileUpstream {
     #[serde(default)]
     pub backends: Vec<Spanned<FileBackend>>,
     pub max_connections_per_backend: Option<Spanned<i64>>,
+    pub queue_timeout: Option<Spanned<DurationValue>>,
     pub timeouts: Option<FileTimeouts>,
     pub hash_key: Option<Spanned<String>>,
     pub hash_balance_factor: Option<Spanned<f64>>,
@@ -81,7 +82,6 @@ pub struct FileUpstream {
     pub tls: Option<Spanned<toml::Value>>,
     pub protocol: Option<Spanned<toml::Value>>,
     pub send_proxy_protocol: Option<Spanned<toml::Value>>,
-    pub queue_timeout: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Debug, Deserialize)]

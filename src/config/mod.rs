@@ -45,6 +45,9 @@ pub struct ListenerConfig {
     /// Peers whose `X-Forwarded-*` headers are believed (an L4 or L7 balancer in
     /// front); the client address is then read from `X-Forwarded-For`.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Open client connections at most; past it weir stops accepting and new
+    /// connections wait in the kernel's backlog. 0 = unlimited.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,11 @@ pub struct UpstreamConfig {
     /// (Envoy's panic mode); 0 = off.
     pub panic_threshold: u32,
     pub retries: RetryPolicy,
+    /// Concurrent requests per backend; 0 = unlimited.
+    pub max_connections_per_backend: u32,
+    /// How long a request waits for a slot when every backend is at its limit;
+    /// `None` answers 503 at once.
+    pub queue_timeout: Option<Duration>,
     pub backends: Vec<BackendConfig>,
     pub timeouts: UpstreamTimeouts,
 }
@@ -549,7 +557,6 @@ fn validate_listener(
 ) -> ListenerConfig {
     problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.proxy_protocol, "proxy_protocol");
-    problems.not_supported(&raw.max_connections, "max_connections");
     problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
 
     let name = item_name(&raw.name, || format!("listener-{index}"), problems);
@@ -581,8 +588,16 @@ fn validate_listener(
             }
         }
     };
+    let max_connections = int_in(
+        &raw.max_connections,
+        "max_connections",
+        0..=10_000_000,
+        0,
+        problems,
+    );
     ListenerConfig {
         name,
+        max_connections,
         listen: raw.listen.get_ref().0,
         header_timeout,
         idle_timeout,
@@ -735,22 +750,30 @@ fn validate_upstream(
     problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.protocol, "protocol");
     problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
-    problems.not_supported(&raw.queue_timeout, "queue_timeout");
-    if let Some(limit) = &raw.max_connections_per_backend {
-        match *limit.get_ref() {
-            0 => {}
-            n if n < 0 => problems.spanned(
-                limit,
-                "max_connections_per_backend",
-                "must be 0 (unlimited) or more",
-            ),
-            _ => problems.spanned(
-                limit,
-                "max_connections_per_backend",
-                "limits other than 0 (unlimited) are not supported yet by this version of weir",
-            ),
+    let max_connections_per_backend = int_in(
+        &raw.max_connections_per_backend,
+        "max_connections_per_backend",
+        0..=1_000_000,
+        0,
+        problems,
+    );
+    let queue_timeout = raw.queue_timeout.as_ref().and_then(|timeout| {
+        if max_connections_per_backend == 0 {
+            problems.spanned(
+                timeout,
+                "queue_timeout",
+                "queue_timeout only applies with max_connections_per_backend above 0",
+            );
+            None
+        } else {
+            Some(positive_duration(
+                &Some(timeout.clone()),
+                "queue_timeout",
+                Duration::ZERO,
+                problems,
+            ))
         }
-    }
+    });
 
     let strategy = match &raw.strategy {
         None => StrategyKind::RoundRobin,
@@ -915,6 +938,8 @@ fn validate_upstream(
         outlier_detection,
         panic_threshold,
         retries,
+        max_connections_per_backend,
+        queue_timeout,
         backends,
         timeouts,
     }

@@ -1093,15 +1093,31 @@ fn unlimited_max_connections_per_backend_is_accepted() {
 }
 
 #[test]
-fn max_connections_per_backend_limit_is_not_supported_yet() {
-    let problem = single_problem(&[MINIMAL, "max_connections_per_backend = 5\n"].concat());
-    // `max_connections_per_backend = ` is 30 characters
+fn limits_and_queue_timeout_are_accepted() {
+    let config = accept(&[&with_listener_line("max_connections = 8000") as &str, ""].concat());
+    assert_eq!(config.listeners[0].max_connections, 8000);
+    let config = accept(
+        &[
+            MINIMAL,
+            "max_connections_per_backend = 5\nqueue_timeout = \"2s\"\n",
+        ]
+        .concat(),
+    );
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.max_connections_per_backend, 5);
+    assert_eq!(upstream.queue_timeout, Some(Duration::from_secs(2)));
+    assert_eq!(accept(MINIMAL).listeners[0].max_connections, 0);
+}
+
+#[test]
+fn queue_timeout_needs_a_connection_limit() {
+    let problem = single_problem(&[MINIMAL, "queue_timeout = \"1s\"\n"].concat());
     assert_problem(
         &problem,
         9,
-        31,
-        Some("max_connections_per_backend"),
-        "not supported yet",
+        17,
+        Some("queue_timeout"),
+        "only applies with max_connections_per_backend",
     );
 }
 
@@ -1113,7 +1129,7 @@ fn negative_max_connections_per_backend_is_rejected() {
         9,
         31,
         Some("max_connections_per_backend"),
-        "must be 0 (unlimited) or more",
+        "must be between 0 and 1000000",
     );
 }
 
@@ -1170,7 +1186,6 @@ fn invalid_trusted_proxy_is_refused_at_its_value() {
 fn other_listener_keys_of_the_contract_are_not_supported_yet() {
     for (key, value) in [
         ("proxy_protocol", "true"),
-        ("max_connections", "1000"),
         ("max_concurrent_streams", "100"),
     ] {
         let problem = single_problem(&with_listener_line(&format!("{key} = {value}")));
@@ -1284,7 +1299,6 @@ fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
         ("tls", "true"),
         ("protocol", r#""h2c""#),
         ("send_proxy_protocol", "true"),
-        ("queue_timeout", r#""1s""#),
     ] {
         let problem = single_problem(&[MINIMAL, &format!("{key} = {value}\n")].concat());
         assert_problem(&problem, 9, key.len() + 4, Some(key), "not supported yet");

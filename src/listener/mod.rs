@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, debug_span, error, info};
 
 use crate::config::ListenerConfig;
@@ -64,7 +65,18 @@ impl Listener {
         let graceful = GracefulShutdown::new();
         let trusted_proxies: Arc<[ipnet::IpNet]> = self.config.trusted_proxies.clone().into();
         let mut backoff = ACCEPT_BACKOFF_START;
+        // With max_connections, a permit is taken before each accept: when none is
+        // left the loop stops accepting, and the kernel's backlog holds the rest.
+        let permits = (self.config.max_connections > 0)
+            .then(|| Arc::new(Semaphore::new(self.config.max_connections as usize)));
         loop {
+            let permit = match &permits {
+                None => None,
+                Some(permits) => tokio::select! {
+                    permit = permits.clone().acquire_owned() => permit.ok(),
+                    () = shutdown.wait() => break,
+                },
+            };
             let accepted = tokio::select! {
                 accepted = self.tcp.accept() => accepted,
                 () = shutdown.wait() => break,
@@ -82,7 +94,16 @@ impl Listener {
                     let span = debug_span!("conn", listener = %name, client.addr = %peer);
                     let serving =
                         serve_connection(stream, connection, &self.config, &builder, &graceful);
-                    tokio::spawn(serving.instrument(span));
+                    match permit {
+                        None => tokio::spawn(serving.instrument(span)),
+                        Some(permit) => tokio::spawn(
+                            async move {
+                                serving.await;
+                                drop(permit);
+                            }
+                            .instrument(span),
+                        ),
+                    };
                 }
                 Err(err) => {
                     error!(listener = %name, error = %err, "accept failed; retrying in {backoff:?}");

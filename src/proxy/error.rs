@@ -28,7 +28,9 @@ impl ProxyError {
             }
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend | ProxyError::Upstream(UpstreamError::AtCapacity) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream(err) if err.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
@@ -36,6 +38,9 @@ impl ProxyError {
 
     /// The plain-text body: the status and a few words, never internal details.
     pub fn body(&self) -> &'static str {
+        if let ProxyError::Upstream(UpstreamError::AtCapacity) = self {
+            return "503 every backend is at its connection limit\n";
+        }
         match self.status() {
             StatusCode::BAD_REQUEST => "400 bad request\n",
             StatusCode::METHOD_NOT_ALLOWED => "405 method not allowed\n",
@@ -69,6 +74,7 @@ mod tests {
             (ProxyError::MethodNotAllowed("x"), 405),
             (ProxyError::NoRoute, 404),
             (ProxyError::NoBackend, 503),
+            (UpstreamError::AtCapacity.into(), 503),
             (UpstreamError::Connect(refused).into(), 502),
             (UpstreamError::ClosedBeforeSend.into(), 502),
             (

@@ -35,7 +35,18 @@ pub struct BackendState {
     consecutive_failures: AtomicU32,
     /// Times ejected in a row, lengthening each ejection.
     ejections: AtomicU32,
+    /// Shared by the backends of one upstream: requests queued for a free slot.
+    slots: Arc<SlotWaiters>,
     pool: Pool,
+}
+
+/// Requests waiting for a backend of the upstream to fall under
+/// `max_connections_per_backend`, and the signal that one did.
+#[derive(Debug, Default)]
+pub struct SlotWaiters {
+    pub freed: tokio::sync::Notify,
+    /// Read by every finishing request: the signal is sent only when someone waits.
+    pub waiting: AtomicU32,
 }
 
 // === impl Backend ===
@@ -58,13 +69,14 @@ impl Candidate for Backend {
 
 impl Default for BackendState {
     fn default() -> Self {
-        BackendState::new(true)
+        BackendState::new(true, Arc::default())
     }
 }
 
 impl BackendState {
-    /// A backend never seen before, healthy or not until checked.
-    pub fn new(healthy: bool) -> Self {
+    /// A backend never seen before, healthy or not until checked; `slots` is shared
+    /// with the other backends of its upstream.
+    pub fn new(healthy: bool, slots: Arc<SlotWaiters>) -> Self {
         BackendState {
             in_flight: AtomicU32::new(0),
             latency: PeakEwma::default(),
@@ -72,6 +84,7 @@ impl BackendState {
             ejected: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
+            slots,
             pool: Pool::new(DEFAULT_MAX_IDLE_PER_BACKEND),
         }
     }
@@ -106,12 +119,30 @@ impl BackendState {
         &self.pool
     }
 
+    pub fn slots(&self) -> &Arc<SlotWaiters> {
+        &self.slots
+    }
+
     pub(super) fn start_request(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a request in unless `limit` are in flight already.
+    pub(super) fn try_start_request(&self, limit: u32) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     pub(super) fn finish_request(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // SeqCst on both sides (here and in the waiter) so that either the waiter
+        // sees the freed slot or this sees the waiter; on x86 it costs nothing more.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.slots.waiting.load(Ordering::SeqCst) != 0 {
+            self.slots.freed.notify_waiters();
+        }
     }
 
     /// Counts a failed exchange; returns the failures in a row so far.

@@ -31,6 +31,10 @@ pub enum UpstreamError {
     /// No response head within `timeouts.response`.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
+    /// Every usable backend had `max_connections_per_backend` requests in flight
+    /// (for `queue_timeout`, when set). Nothing was sent.
+    #[error("every backend is at max_connections_per_backend")]
+    AtCapacity,
     /// No response head within `timeouts.request`, over all tries.
     #[error("no response within the request deadline of {0:?}")]
     RequestTimeout(Duration),

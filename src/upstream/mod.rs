@@ -42,6 +42,9 @@ pub struct Upstream {
     /// Percentage of usable backends under which every backend is used (0 = off).
     pub panic_threshold: u32,
     pub retries: RetryPolicy,
+    /// `max_connections_per_backend`, when set.
+    pub limit: Option<u32>,
+    pub queue_timeout: Option<std::time::Duration>,
     /// Present when the policy has a budget.
     retry_budget: Option<RetryBudget>,
     pub timeouts: UpstreamTimeouts,
@@ -62,6 +65,12 @@ impl Upstream {
             .health_check
             .as_ref()
             .is_none_or(|check| check.initially_healthy);
+        // One queue per upstream, kept across configs like the backends' states.
+        let slots = previous
+            .iter()
+            .find(|((upstream, _), _)| *upstream == config.name)
+            .map(|(_, state)| state.slots().clone())
+            .unwrap_or_default();
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -71,7 +80,9 @@ impl Upstream {
                 state: previous
                     .get(&(config.name.clone(), b.address))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(BackendState::new(initially_healthy))),
+                    .unwrap_or_else(|| {
+                        Arc::new(BackendState::new(initially_healthy, slots.clone()))
+                    }),
             })
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
@@ -93,6 +104,9 @@ impl Upstream {
             outlier_detection: config.outlier_detection,
             panic_threshold: config.panic_threshold,
             retries: config.retries,
+            limit: (config.max_connections_per_backend > 0)
+                .then_some(config.max_connections_per_backend),
+            queue_timeout: config.queue_timeout,
             retry_budget: config.retries.budget.map(RetryBudget::new),
             timeouts: config.timeouts,
         }
@@ -167,6 +181,14 @@ impl Upstream {
         let mut tried: Vec<usize> = Vec::new();
         let mut retry = 0;
         let result = loop {
+            match self.limit {
+                None => pick.backend.state.start_request(),
+                Some(limit) => {
+                    if let Err(err) = self.admit(client, &mut pick, &request, &tried, limit).await {
+                        break Err(err);
+                    }
+                }
+            }
             if name_backend {
                 request.headers_mut().insert(
                     http::header::HOST,
@@ -273,15 +295,65 @@ impl Upstream {
             .or_else(|| self.pick(&key))
     }
 
+    /// Counts the request in on the picked backend, or on another one with room
+    /// when it is at `limit`. When every usable backend is at its limit, waits up
+    /// to `queue_timeout` for a slot, else fails at once.
+    async fn admit<'u>(
+        &'u self,
+        client: IpAddr,
+        pick: &mut Pick<'u>,
+        request: &Request<RequestBody>,
+        tried: &[usize],
+        limit: u32,
+    ) -> Result<(), UpstreamError> {
+        let queue_until = self
+            .queue_timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout);
+        let room = |i: usize| self.backends[i].state.in_flight() < limit;
+        loop {
+            if pick.backend.state.try_start_request(limit) {
+                return Ok(());
+            }
+            let key = RequestKey {
+                client,
+                path: request.uri().path(),
+                query: request.uri().query(),
+                headers: request.headers(),
+            };
+            let other = self
+                .pick_where(&key, &|i| room(i) && !tried.contains(&i))
+                .or_else(|| self.pick_where(&key, &room));
+            if let Some(other) = other {
+                *pick = other;
+                continue;
+            }
+            let Some(until) = queue_until else {
+                return Err(UpstreamError::AtCapacity);
+            };
+            let slots = pick.backend.state.slots();
+            let freed = slots.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let _waiting = Waiting::register(slots);
+            // A slot freed between the pick above and the registration is seen here.
+            let missed = self.pick_where(&key, &room).is_some();
+            let woken = missed || tokio::time::timeout_at(until, freed).await.is_ok();
+            if !woken {
+                return Err(UpstreamError::AtCapacity);
+            }
+        }
+    }
+
     /// One try: sends `request` to `backend` and returns the response head. Keeps
-    /// the backend's in-flight count, latency and failure record.
+    /// the backend's latency and failure record. The backend's in-flight count must
+    /// have been raised for this request; it is lowered when the try ends or the
+    /// response body is done.
     async fn send(
         &self,
         backend: &Backend,
         request: Request<RequestBody>,
     ) -> Result<Response<ResponseBody>, Failure> {
         let state = &backend.state;
-        state.start_request();
         // Lowers the in-flight count if no response body takes over that duty.
         let mut guard = InFlightGuard(Some(state));
         // The clock is read only for strategies that use the latency.
@@ -378,6 +450,27 @@ fn probe_timeouts(timeout: std::time::Duration) -> UpstreamTimeouts {
         response: timeout,
         idle: std::time::Duration::ZERO,
         request: None,
+    }
+}
+
+/// Counts a request as queued for a slot while it lives (also when the request
+/// is dropped mid-wait).
+struct Waiting<'a>(&'a backend::SlotWaiters);
+
+impl<'a> Waiting<'a> {
+    fn register(slots: &'a backend::SlotWaiters) -> Self {
+        slots
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Waiting(slots)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
