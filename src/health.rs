@@ -129,6 +129,9 @@ async fn check_loop(
         };
         debug!(upstream, backend = %address, passed, outcome, "health check");
         if let Some(healthy) = streak.record(passed, state.is_healthy(), &config) {
+            if healthy {
+                state.start_warming();
+            }
             state.set_healthy(healthy);
             if healthy {
                 info!(upstream, backend = %address, passes = streak.passed, "backend is healthy");

@@ -53,9 +53,13 @@ impl Controlled {
         }
     }
 
-    /// Waits for `n` more health checks to arrive. The loop probes one at a time,
-    /// so once check k+1 arrives, the verdict of check k has been applied.
+    /// Waits for `n` health checks that arrive from now on (earlier ones still in
+    /// the channel are dropped). The loop probes one at a time, so once check k+1
+    /// arrives, the verdict of check k has been applied; one check may have read
+    /// the endpoint's state just before it was changed, so callers wait for
+    /// threshold + 2.
     async fn await_checks(&mut self, n: usize) {
+        while self.checks.try_recv().is_ok() {}
         for _ in 0..n {
             within("a health check", self.checks.recv()).await.unwrap();
         }
@@ -84,8 +88,8 @@ async fn a_backend_failing_its_checks_gets_no_traffic_until_it_passes_again() {
     assert!(bodies(&lb, 4).await.contains(&(200, "a".into())));
 
     a.passes_checks.store(false, Ordering::SeqCst);
-    // Two failed checks mark it down; the third shows the second was applied.
-    a.await_checks(3).await;
+    // Two failed checks mark it down; two more show they were applied.
+    a.await_checks(4).await;
     let before = a.backend.request_count();
     assert!(
         bodies(&lb, 10)
@@ -101,7 +105,7 @@ async fn a_backend_failing_its_checks_gets_no_traffic_until_it_passes_again() {
     );
 
     a.passes_checks.store(true, Ordering::SeqCst);
-    a.await_checks(3).await;
+    a.await_checks(4).await;
     assert!(bodies(&lb, 4).await.contains(&(200, "a".into())));
 }
 
@@ -147,7 +151,7 @@ async fn an_initially_unhealthy_backend_waits_for_its_checks() {
     );
 
     a.passes_checks.store(true, Ordering::SeqCst);
-    a.await_checks(3).await;
+    a.await_checks(4).await;
     assert_eq!(bodies(&lb, 3).await, vec![(200, "a".into()); 3]);
 }
 
@@ -160,8 +164,8 @@ async fn when_all_are_down_panic_mode_spreads_over_all_of_them() {
         let lb = start_lb(&config, &[("a", a.backend.addr), ("b", b.backend.addr)]).await;
         a.passes_checks.store(false, Ordering::SeqCst);
         b.passes_checks.store(false, Ordering::SeqCst);
-        a.await_checks(3).await;
-        b.await_checks(3).await;
+        a.await_checks(4).await;
+        b.await_checks(4).await;
         let seen = bodies(&lb, 4).await;
         if extra.is_empty() {
             assert!(seen.iter().all(|(status, _)| *status == 503), "{seen:?}");
@@ -176,9 +180,6 @@ async fn when_all_are_down_panic_mode_spreads_over_all_of_them() {
         b.passes_checks.store(true, Ordering::SeqCst);
         lb.trigger.trigger();
         lb.running.wait().await;
-        // Checks of the stopped weir may still be in the channel.
-        while a.checks.try_recv().is_ok() {}
-        while b.checks.try_recv().is_ok() {}
     }
 }
 
@@ -272,9 +273,40 @@ async fn a_client_stuck_to_a_backend_that_goes_down_is_moved_with_a_new_cookie()
     );
 
     a.passes_checks.store(false, Ordering::SeqCst);
-    a.await_checks(3).await;
+    a.await_checks(4).await;
     let (moved_to, fresh) = get_with(Some(cookie_for_a)).await;
     assert_eq!(moved_to, "b");
     let fresh = fresh.expect("a new cookie for the new backend");
     assert_eq!(get_with(Some(fresh)).await, ("b".into(), None));
+}
+
+#[tokio::test]
+async fn a_backend_that_comes_back_ramps_up_over_slow_start() {
+    let mut a = Controlled::spawn("a").await;
+    let b = Controlled::spawn("b").await;
+    let config = [
+        &one_upstream(&["a", "b"], "slow_start = \"3s\"") as &str,
+        CHECKS,
+    ]
+    .concat();
+    let lb = start_lb(&config, &[("a", a.backend.addr), ("b", b.backend.addr)]).await;
+    let share_of_a = |seen: &[(u16, String)]| {
+        seen.iter().filter(|r| r.1 == "a").count() as f64 / seen.len() as f64
+    };
+    // At start nothing warms up: round robin halves the traffic exactly.
+    assert_eq!(share_of_a(&bodies(&lb, 100).await), 0.5);
+
+    a.passes_checks.store(false, Ordering::SeqCst);
+    a.await_checks(4).await;
+    a.passes_checks.store(true, Ordering::SeqCst);
+    a.await_checks(4).await;
+    // Back, at about a tenth of its weight: well under its half.
+    let early = share_of_a(&bodies(&lb, 200).await);
+    assert!(
+        early > 0.0 && early < 0.35,
+        "share right after coming back: {early}"
+    );
+    // The ramp is a matter of time, so time passes here.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(share_of_a(&bodies(&lb, 100).await), 0.5, "warm again");
 }

@@ -84,6 +84,16 @@ impl Balancer {
         matches!(self, Balancer::LeastLatency(_))
     }
 
+    /// True when the strategy reads each backend's weight at every pick (so a
+    /// weight that changes, as in slow start, is honoured as is); false for the
+    /// strategies that precompute a table from the configured weights.
+    pub fn reads_weights(&self) -> bool {
+        matches!(
+            self,
+            Balancer::LeastConnections(_) | Balancer::PowerOfTwo(_) | Balancer::LeastLatency(_)
+        )
+    }
+
     /// Builds the strategy `kind` for backends with these names (stable identities,
     /// for hashing) and weights, by index. `load_bound_percent` bounds the hashing
     /// strategies' load (`hash_balance_factor`).

@@ -77,8 +77,8 @@ pub struct FileUpstream {
     pub outlier_detection: Option<Spanned<FileOutlierDetection>>,
     pub panic_threshold: Option<Spanned<i64>>,
     pub retries: Option<Spanned<FileRetries>>,
+    pub slow_start: Option<Spanned<DurationValue>>,
     // Accepted only to be refused by name until their issue lands.
-    pub slow_start: Option<Spanned<toml::Value>>,
     pub tls: Option<Spanned<toml::Value>>,
     pub protocol: Option<Spanned<toml::Value>>,
     pub send_proxy_protocol: Option<Spanned<toml::Value>>,

@@ -85,6 +85,8 @@ pub struct UpstreamConfig {
     /// (Envoy's panic mode); 0 = off.
     pub panic_threshold: u32,
     pub retries: RetryPolicy,
+    /// A backend that comes back ramps its weight from 10 % to 100 % over this.
+    pub slow_start: Option<Duration>,
     /// Concurrent requests per backend; 0 = unlimited.
     pub max_connections_per_backend: u32,
     /// How long a request waits for a slot when every backend is at its limit;
@@ -746,7 +748,6 @@ fn validate_upstream(
 ) -> UpstreamConfig {
     let raw_span = raw.span();
     let raw = raw.get_ref();
-    problems.not_supported(&raw.slow_start, "slow_start");
     problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.protocol, "protocol");
     problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
@@ -836,6 +837,15 @@ fn validate_upstream(
         }
     });
 
+    let slow_start = raw.slow_start.as_ref().and_then(|ramp| {
+        if hashing {
+            // A ramp would move keys back and forth; HAProxy and Envoy leave it out too.
+            problems.spanned(ramp, "slow_start", "slow_start does not apply to strategy \"hash\" or \"ip_hash\": their keys would move back and forth");
+            None
+        } else {
+            Some(positive_duration(&Some(ramp.clone()), "slow_start", Duration::ZERO, problems))
+        }
+    });
     if let Some(key) = &raw.hash_key
         && raw.strategy.as_ref().is_none_or(|s| s.get_ref() != "hash")
     {
@@ -940,6 +950,7 @@ fn validate_upstream(
         retries,
         max_connections_per_backend,
         queue_timeout,
+        slow_start,
         backends,
         timeouts,
     }

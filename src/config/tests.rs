@@ -1295,7 +1295,6 @@ fn ip_hash_is_accepted() {
 #[test]
 fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
     for (key, value) in [
-        ("slow_start", r#""30s""#),
         ("tls", "true"),
         ("protocol", r#""h2c""#),
         ("send_proxy_protocol", "true"),
@@ -1343,7 +1342,7 @@ fn several_not_supported_keys_are_all_reported() {
         &[
             "[admin]\nlisten = \"127.0.0.1:9901\"\n\n",
             MINIMAL,
-            "slow_start = \"30s\"\n",
+            "protocol = \"h2c\"\n",
         ]
         .concat(),
     );
@@ -1352,8 +1351,8 @@ fn several_not_supported_keys_are_all_reported() {
         .map(|p| (p.line, p.column, p.key.as_deref()))
         .collect();
     // MINIMAL starts on line 4 here, so its line 8 is line 11 and the
-    // slow_start is on line 12
-    assert_eq!(found, [(1, 1, Some("admin")), (12, 14, Some("slow_start"))]);
+    // protocol is on line 12
+    assert_eq!(found, [(1, 1, Some("admin")), (12, 12, Some("protocol"))]);
 }
 
 #[test]
@@ -1793,5 +1792,24 @@ fn bad_retry_values_are_refused_at_the_value() {
         24,
         Some("timeouts.request"),
         "greater than zero",
+    );
+}
+
+#[test]
+fn slow_start_takes_a_duration_but_not_with_hashing() {
+    let config = accept(&[MINIMAL, "slow_start = \"30s\"\n"].concat());
+    assert_eq!(
+        config.upstreams[0].slow_start,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(accept(MINIMAL).upstreams[0].slow_start, None);
+    let problem =
+        single_problem(&[MINIMAL, "strategy = \"ip_hash\"\nslow_start = \"30s\"\n"].concat());
+    assert_problem(
+        &problem,
+        10,
+        14,
+        Some("slow_start"),
+        "does not apply to strategy \"hash\"",
     );
 }

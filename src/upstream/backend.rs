@@ -3,7 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::balance::{Candidate, PeakEwma};
 use crate::config::defaults::DEFAULT_MAX_IDLE_PER_BACKEND;
@@ -15,6 +17,8 @@ use super::pool::Pool;
 pub struct Backend {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The upstream's `slow_start` ramp.
+    pub slow_start: Option<Duration>,
     /// Shared with every request to this backend and carried into the next config
     /// when the backend is still there, so a reload resets nothing traffic measured.
     pub state: Arc<BackendState>,
@@ -35,6 +39,9 @@ pub struct BackendState {
     consecutive_failures: AtomicU32,
     /// Times ejected in a row, lengthening each ejection.
     ejections: AtomicU32,
+    /// When the backend came back (nanoseconds since the process clock's start,
+    /// plus one); 0 when it is not warming up.
+    warming_since: AtomicU64,
     /// Shared by the backends of one upstream: requests queued for a free slot.
     slots: Arc<SlotWaiters>,
     pool: Pool,
@@ -49,11 +56,50 @@ pub struct SlotWaiters {
     pub waiting: AtomicU32,
 }
 
+/// Weights as strategies see them: scaled so that a warming backend's fraction
+/// of its weight stays an integer (ratios between backends are what count).
+pub const WEIGHT_SCALE: u32 = 1024;
+
+/// Share of its weight a backend takes when it starts warming up.
+const WARM_START: f64 = 0.1;
+
 // === impl Backend ===
+
+impl Backend {
+    /// The share of its weight the backend takes now: from 10 % when it came back
+    /// to 100 % once `slow_start` has passed; 1 when not warming (the common case
+    /// costs one relaxed load, and no clock read).
+    pub fn warmth(&self) -> f64 {
+        let Some(ramp) = self.slow_start else {
+            return 1.0;
+        };
+        let since = self.state.warming_since.load(Ordering::Relaxed);
+        if since == 0 {
+            return 1.0;
+        }
+        let elapsed = clock_nanos(Instant::now()).saturating_sub(since - 1);
+        let ramp = ramp.as_nanos().max(1) as u64;
+        if elapsed >= ramp {
+            // Warm: later picks skip the clock. Lost only to a newer warm-up.
+            let _ = self.state.warming_since.compare_exchange(
+                since,
+                0,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return 1.0;
+        }
+        WARM_START + (1.0 - WARM_START) * elapsed as f64 / ramp as f64
+    }
+}
 
 impl Candidate for Backend {
     fn weight(&self) -> u32 {
-        self.weight
+        let weight = self.weight * WEIGHT_SCALE;
+        if self.slow_start.is_none() {
+            return weight;
+        }
+        ((f64::from(weight) * self.warmth()) as u32).max(1)
     }
 
     fn in_flight(&self) -> u32 {
@@ -84,6 +130,7 @@ impl BackendState {
             ejected: AtomicBool::new(false),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
+            warming_since: AtomicU64::new(0),
             slots,
             pool: Pool::new(DEFAULT_MAX_IDLE_PER_BACKEND),
         }
@@ -117,6 +164,13 @@ impl BackendState {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// The backend came back (healthy again, ejection over, added by a reload):
+    /// with `slow_start`, its weight ramps up from here.
+    pub fn start_warming(&self) {
+        let now = clock_nanos(Instant::now()) + 1;
+        self.warming_since.store(now, Ordering::Relaxed);
     }
 
     pub fn slots(&self) -> &Arc<SlotWaiters> {
@@ -170,6 +224,7 @@ impl BackendState {
     /// Ends an ejection: the backend is back in rotation with a clean record.
     pub(super) fn return_from_ejection(&self) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.start_warming();
         self.ejected.store(false, Ordering::Relaxed);
     }
 
@@ -180,5 +235,58 @@ impl BackendState {
     /// Forgets past ejections, after the backend has behaved for a while.
     pub(super) fn forgive_ejections(&self) {
         self.ejections.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Nanoseconds from the first call in this process to `now`.
+fn clock_nanos(now: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    now.saturating_duration_since(*START.get_or_init(Instant::now))
+        .as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(weight: u32, slow_start: Option<Duration>) -> Backend {
+        Backend {
+            address: "127.0.0.1:9001".parse().unwrap(),
+            weight,
+            slow_start,
+            state: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn without_slow_start_or_warm_up_the_weight_is_whole() {
+        let plain = backend(3, None);
+        plain.state.start_warming();
+        assert_eq!(plain.weight(), 3 * WEIGHT_SCALE);
+        let idle = backend(3, Some(Duration::from_secs(30)));
+        assert_eq!((idle.warmth(), idle.weight()), (1.0, 3 * WEIGHT_SCALE));
+    }
+
+    #[test]
+    fn a_warming_backend_ramps_from_a_tenth_to_whole() {
+        let warming = backend(2, Some(Duration::from_secs(3600)));
+        warming.state.start_warming();
+        let warmth = warming.warmth();
+        assert!((0.1..0.11).contains(&warmth), "{warmth}");
+        assert!(
+            warming.weight() >= 204 && warming.weight() < 226,
+            "{}",
+            warming.weight()
+        );
+
+        let done = backend(2, Some(Duration::from_nanos(1)));
+        done.state.start_warming();
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(done.warmth(), 1.0);
+        assert_eq!(
+            done.state.warming_since.load(Ordering::Relaxed),
+            0,
+            "the ramp is over"
+        );
     }
 }

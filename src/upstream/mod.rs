@@ -45,6 +45,8 @@ pub struct Upstream {
     /// `max_connections_per_backend`, when set.
     pub limit: Option<u32>,
     pub queue_timeout: Option<std::time::Duration>,
+    /// With `slow_start` on a strategy of fixed weights (round robin, random).
+    slow_start_by_chance: bool,
     /// Present when the policy has a budget.
     retry_budget: Option<RetryBudget>,
     pub timeouts: UpstreamTimeouts,
@@ -77,24 +79,32 @@ impl Upstream {
             .map(|b| Backend {
                 address: b.address,
                 weight: b.weight.get(),
+                slow_start: config.slow_start,
                 state: previous
                     .get(&(config.name.clone(), b.address))
                     .cloned()
                     .unwrap_or_else(|| {
-                        Arc::new(BackendState::new(initially_healthy, slots.clone()))
+                        let state = BackendState::new(initially_healthy, slots.clone());
+                        // Added by a reload: it warms up like a backend that came back.
+                        if !previous.is_empty() {
+                            state.start_warming();
+                        }
+                        Arc::new(state)
                     }),
             })
             .collect();
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let names: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
+        let balancer = Balancer::new(
+            &config.strategy,
+            &names,
+            &weights,
+            config.hash_balance_percent,
+        );
         Upstream {
             name: config.name.clone(),
-            balancer: Balancer::new(
-                &config.strategy,
-                &names,
-                &weights,
-                config.hash_balance_percent,
-            ),
+            slow_start_by_chance: config.slow_start.is_some() && !balancer.reads_weights(),
+            balancer,
             sticky: config
                 .sticky
                 .as_ref()
@@ -136,7 +146,20 @@ impl Upstream {
                 set_cookie: None,
             });
         }
-        let i = self.balancer.pick(request, backends, &mut |i| usable(i))?;
+        // Strategies with a fixed weight table see a warming backend's lower weight
+        // as a chance to be passed over; the others read its weight live. A client
+        // already stuck to it stays.
+        let warm_enough = |i: usize| {
+            let warmth = backends[i].warmth();
+            warmth >= 1.0 || fastrand::f64() < warmth
+        };
+        let i = if self.slow_start_by_chance {
+            self.balancer
+                .pick(request, backends, &mut |i| usable(i) && warm_enough(i))
+                .or_else(|| self.balancer.pick(request, backends, &mut |i| usable(i)))
+        } else {
+            self.balancer.pick(request, backends, &mut |i| usable(i))
+        }?;
         Some(Pick {
             index: i,
             backend: &backends[i],
