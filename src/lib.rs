@@ -11,17 +11,19 @@
 //! - [`health`]: active health check loops, following the running snapshot.
 //! - [`proxy`]: the request path and the one mapping from errors to responses.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
+//! - [`control`]: the running listeners, snapshot and checks, and the reload.
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
 //! Dependencies point one way: config → router/balance → upstream → snapshot →
-//! proxy → listener → `run`.
+//! health / proxy → listener → control → `run`.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
 pub mod listener;
@@ -32,81 +34,51 @@ pub mod snapshot;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use tokio::task::JoinSet;
-use tracing::info;
-
 use config::Config;
-use health::HealthChecks;
-use listener::Listener;
+use control::Control;
 use shutdown::Shutdown;
-use snapshot::Snapshot;
 
 /// A running weir: its listeners are bound and accepting.
 pub struct Running {
-    /// Bound addresses, in config order (the real ports when the config said 0).
+    /// Bound addresses at start, in config order (the real ports when the config
+    /// said 0).
     pub addresses: Vec<SocketAddr>,
-    tasks: JoinSet<()>,
-    /// Stopped when weir stops.
-    _health_checks: HealthChecks,
+    control: Arc<Control>,
 }
 
 impl Running {
+    /// The control plane: reloads, the config and snapshot in force.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
     /// Waits until every listener has drained after the shutdown signal.
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn wait(self) {
+        self.control.wait().await;
     }
 }
 
 /// Binds every listener of `config` and starts serving. Binding errors are returned
 /// before anything is served; the listeners stop and drain when `shutdown` fires.
-pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Running> {
-    let config = Arc::new(config);
-    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(config.clone(), None)));
-
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for listener in &config.listeners {
-        let bound = Listener::bind(listener.clone()).await.map_err(|err| {
-            std::io::Error::new(
-                err.kind(),
-                format!(
-                    "cannot listen on {} ({}): {err}",
-                    listener.listen, listener.name
-                ),
-            )
-        })?;
-        listeners.push(bound);
-    }
-
-    let mut addresses = Vec::with_capacity(listeners.len());
-    let mut tasks = JoinSet::new();
-    for listener in listeners {
-        let address = listener.local_addr()?;
-        info!(listener = %listener.config.name, address = %address, "listening");
-        addresses.push(address);
-        tasks.spawn(listener.serve(
-            snapshots.clone(),
-            shutdown.clone(),
-            config.runtime.shutdown_timeout,
-        ));
-    }
-    for upstream in &config.upstreams {
-        let backends: Vec<String> = upstream
-            .backends
-            .iter()
-            .map(|b| format!("{} (weight {})", b.address, b.weight))
-            .collect();
-        info!(upstream = %upstream.name, strategy = ?upstream.strategy, backends = %backends.join(", "), "upstream ready");
-    }
-    let mut health_checks = HealthChecks::default();
-    health_checks.sync(&snapshots.load());
+/// A reload re-reads `config_path`, when given.
+pub async fn start_from(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: Shutdown,
+) -> std::io::Result<Running> {
+    let control = Control::start(config, config_path, shutdown).await?;
     Ok(Running {
-        addresses,
-        tasks,
-        _health_checks: health_checks,
+        addresses: control.addresses().await,
+        control,
     })
+}
+
+/// [`start_from`] a config that has no file to re-read.
+pub async fn start(config: Config, shutdown: Shutdown) -> std::io::Result<Running> {
+    start_from(config, None, shutdown).await
 }
 
 /// Runs weir with `config` until `shutdown` fires and the drain is over.

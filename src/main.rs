@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -11,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use weir::config;
+use weir::control::Control;
 use weir::shutdown::{self, ShutdownTrigger};
 
 /// weir: a reverse-proxy load balancer for HTTP.
@@ -79,8 +81,8 @@ fn run_daemon(path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|err| anyhow::anyhow!("invalid config:\n{err}"))?;
     runtime(config.runtime.workers)?.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
-        let running = weir::start(config, shutdown).await?;
-        tokio::spawn(watch_signals(trigger));
+        let running = weir::start_from(config, Some(path.to_owned()), shutdown).await?;
+        tokio::spawn(watch_signals(trigger, running.control()));
         running.wait().await;
         info!("drained; exiting");
         Ok(())
@@ -104,7 +106,7 @@ fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
              Ctrl-C to stop.",
             backends.len()
         );
-        tokio::spawn(watch_signals(trigger));
+        tokio::spawn(watch_signals(trigger, running.control()));
         running.wait().await;
         Ok(())
     })
@@ -125,8 +127,8 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-/// SIGTERM / SIGINT start the drain; SIGHUP (reload) is acknowledged.
-async fn watch_signals(trigger: ShutdownTrigger) {
+/// SIGTERM / SIGINT start the drain; SIGHUP re-reads the config file.
+async fn watch_signals(trigger: ShutdownTrigger, control: Arc<Control>) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -139,7 +141,12 @@ async fn watch_signals(trigger: ShutdownTrigger) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => warn!("SIGHUP: config reload is not supported yet by this version; nothing changed"),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading the config");
+                let control = control.clone();
+                // The outcome is logged by the reload itself.
+                tokio::spawn(async move { control.reload_from_file().await });
+            }
         }
     }
     info!("shutdown signal received; draining");

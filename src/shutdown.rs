@@ -22,6 +22,11 @@ impl ShutdownTrigger {
 }
 
 impl Shutdown {
+    /// True once the drain has been triggered.
+    pub fn has_fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves when the drain starts (at once if it already has).
     pub async fn wait(&mut self) {
         // An error means the trigger is gone without firing: wait forever then.

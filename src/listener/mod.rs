@@ -35,65 +35,105 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// A bound listener, not yet accepting.
 #[derive(Debug)]
 pub struct Listener {
-    pub config: ListenerConfig,
     tcp: TcpListener,
+    address: SocketAddr,
+}
+
+/// What a listener reads for each connection it accepts, built from its config.
+/// A reload swaps it in whole; connections already open keep the one they started
+/// with.
+pub struct ListenerSettings {
+    pub config: ListenerConfig,
+    name: Arc<str>,
+    builder: auto::Builder<TokioExecutor>,
+    trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// With `max_connections`: one permit per open connection.
+    permits: Option<Arc<Semaphore>>,
+}
+
+impl ListenerSettings {
+    /// Settings for `config`; the connection count carries over from `previous`
+    /// when the limit did not change.
+    pub fn new(config: ListenerConfig, previous: Option<&ListenerSettings>) -> Self {
+        let permits = match previous {
+            Some(previous) if previous.config.max_connections == config.max_connections => {
+                previous.permits.clone()
+            }
+            _ => (config.max_connections > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_connections as usize))),
+        };
+        ListenerSettings {
+            name: Arc::from(config.name.as_str()),
+            builder: http_builder(&config),
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            permits,
+            config,
+        }
+    }
 }
 
 // === impl Listener ===
 
 impl Listener {
-    pub async fn bind(config: ListenerConfig) -> io::Result<Self> {
-        let tcp = TcpListener::bind(config.listen).await?;
-        Ok(Listener { config, tcp })
+    pub async fn bind(address: SocketAddr) -> io::Result<Self> {
+        let tcp = TcpListener::bind(address).await?;
+        let address = tcp.local_addr()?;
+        Ok(Listener { tcp, address })
     }
 
     /// The bound address (the real port when the config asked for port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
     }
 
-    /// Accepts and serves connections until `shutdown` fires, then stops accepting
-    /// and gives open connections up to `grace` to finish their requests.
+    /// Accepts and serves connections until `shutdown` or `stop` fires, then stops
+    /// accepting and gives open connections up to `grace` to finish their requests.
+    /// Each accepted connection uses the settings current at its accept.
     pub async fn serve(
         self,
+        settings: Arc<ArcSwap<ListenerSettings>>,
         snapshots: Arc<ArcSwap<Snapshot>>,
         mut shutdown: Shutdown,
+        mut stop: Shutdown,
         grace: Duration,
     ) {
-        let name: Arc<str> = Arc::from(self.config.name.as_str());
-        let builder = Arc::new(http_builder(&self.config));
         let graceful = GracefulShutdown::new();
-        let trusted_proxies: Arc<[ipnet::IpNet]> = self.config.trusted_proxies.clone().into();
         let mut backoff = ACCEPT_BACKOFF_START;
-        // With max_connections, a permit is taken before each accept: when none is
-        // left the loop stops accepting, and the kernel's backlog holds the rest.
-        let permits = (self.config.max_connections > 0)
-            .then(|| Arc::new(Semaphore::new(self.config.max_connections as usize)));
         loop {
-            let permit = match &permits {
+            let current = settings.load_full();
+            // With max_connections, a permit is taken before each accept: when none
+            // is left the loop stops accepting, and the kernel's backlog holds the rest.
+            let permit = match &current.permits {
                 None => None,
                 Some(permits) => tokio::select! {
                     permit = permits.clone().acquire_owned() => permit.ok(),
                     () = shutdown.wait() => break,
+                    () = stop.wait() => break,
                 },
             };
             let accepted = tokio::select! {
                 accepted = self.tcp.accept() => accepted,
                 () = shutdown.wait() => break,
+                () = stop.wait() => break,
             };
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_START;
                     let connection = Arc::new(Connection::new(
-                        name.clone(),
+                        current.name.clone(),
                         peer,
                         false,
                         snapshots.clone(),
-                        &trusted_proxies,
+                        &current.trusted_proxies,
                     ));
-                    let span = debug_span!("conn", listener = %name, client.addr = %peer);
-                    let serving =
-                        serve_connection(stream, connection, &self.config, &builder, &graceful);
+                    let span = debug_span!("conn", listener = %current.name, client.addr = %peer);
+                    let serving = serve_connection(
+                        stream,
+                        connection,
+                        &current.config,
+                        &current.builder,
+                        &graceful,
+                    );
                     match permit {
                         None => tokio::spawn(serving.instrument(span)),
                         Some(permit) => tokio::spawn(
@@ -106,16 +146,18 @@ impl Listener {
                     };
                 }
                 Err(err) => {
-                    error!(listener = %name, error = %err, "accept failed; retrying in {backoff:?}");
+                    error!(listener = %current.name, error = %err, "accept failed; retrying in {backoff:?}");
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = shutdown.wait() => break,
+                        () = stop.wait() => break,
                     }
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
             }
         }
         drop(self.tcp);
+        let name = settings.load().name.clone();
         let open = graceful.count();
         info!(listener = %name, open_connections = open, "stopped accepting; draining");
         if tokio::time::timeout(grace, graceful.shutdown())

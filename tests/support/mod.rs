@@ -259,6 +259,11 @@ where
     }
 }
 
+/// A loopback address with a free port, for a listener a test binds later.
+pub async fn free_addr() -> SocketAddr {
+    refused_addr().await
+}
+
 /// An address on which nothing listens: bound, then released.
 pub async fn refused_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -293,6 +298,11 @@ pub async fn start_lb(text: &str, backends: &[(&str, SocketAddr)]) -> Lb {
     }
     let config = weir::config::parse(&text, "test.toml")
         .unwrap_or_else(|err| panic!("invalid test config:\n{err}\n---\n{text}"));
+    start_lb_config(config).await
+}
+
+/// Starts weir with a parsed config; [`Lb::addr`] is its first listener.
+pub async fn start_lb_config(config: weir::config::Config) -> Lb {
     let (trigger, shutdown) = weir::shutdown::channel();
     let running = weir::start(config, shutdown).await.unwrap();
     Lb {

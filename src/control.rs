@@ -1,0 +1,275 @@
+//! The running daemon's control plane: the listeners it serves, the snapshot that
+//! requests read, the health checks; and the reload that changes them together.
+//!
+//! A reload binds the listeners it adds before it changes anything, so a reload
+//! that cannot bind fails whole. It then swaps the snapshot (requests in flight
+//! keep the one they started with), hands new settings to the listeners it keeps
+//! (their sockets stay open), stops and drains the ones it removes, and starts and
+//! stops health checks to match. Reloads are serialised.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use tracing::{error, info, warn};
+
+use crate::config::{self, Config, ConfigError, ListenerConfig};
+use crate::health::HealthChecks;
+use crate::listener::{Listener, ListenerSettings};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::snapshot::Snapshot;
+
+/// Shared by everything that may reload: the signal handler and the admin API.
+pub struct Control {
+    /// The file a reload reads; `None` when weir was started from a config value.
+    config_path: Option<PathBuf>,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    shutdown: Shutdown,
+    state: Mutex<State>,
+}
+
+struct State {
+    config: Arc<Config>,
+    /// In config order.
+    listeners: Vec<RunningListener>,
+    health: HealthChecks,
+    /// Every listener task, removed ones included until they have drained.
+    tasks: JoinSet<()>,
+    /// Set once the drain has begun: no reload after that.
+    closed: bool,
+}
+
+struct RunningListener {
+    /// The configured address: across configs, a listener is the same one when
+    /// this is (port 0 included).
+    listen: SocketAddr,
+    bound: SocketAddr,
+    settings: Arc<ArcSwap<ListenerSettings>>,
+    stop: ShutdownTrigger,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address} ({name}): {source}")]
+    Bind {
+        address: SocketAddr,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("weir is shutting down")]
+    ShuttingDown,
+    #[error("weir was started without a config file; there is nothing to re-read")]
+    NoFile,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub listeners_added: usize,
+    pub listeners_removed: usize,
+    pub listeners_kept: usize,
+    pub upstreams: usize,
+    pub backends: usize,
+}
+
+impl Control {
+    /// Binds every listener of `config` and starts serving. Binding errors are
+    /// returned before anything is served.
+    pub async fn start(
+        config: Config,
+        config_path: Option<PathBuf>,
+        shutdown: Shutdown,
+    ) -> io::Result<Arc<Control>> {
+        let config = Arc::new(config);
+        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(config.clone(), None)));
+        let mut bound = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            bound.push((listener.clone(), bind(listener).await.map_err(into_io)?));
+        }
+        let control = Arc::new(Control {
+            config_path,
+            snapshots,
+            shutdown,
+            state: Mutex::new(State {
+                config: config.clone(),
+                listeners: Vec::new(),
+                health: HealthChecks::default(),
+                tasks: JoinSet::new(),
+                closed: false,
+            }),
+        });
+        {
+            let mut state = control.state.lock().await;
+            for (listener_config, listener) in bound {
+                let running = control.spawn_listener(&mut state, listener_config, listener);
+                state.listeners.push(running);
+            }
+            state.health.sync(&control.snapshots.load());
+        }
+        for upstream in &config.upstreams {
+            let backends: Vec<String> = upstream
+                .backends
+                .iter()
+                .map(|b| format!("{} (weight {})", b.address, b.weight))
+                .collect();
+            info!(upstream = %upstream.name, strategy = ?upstream.strategy, backends = %backends.join(", "), "upstream ready");
+        }
+        Ok(control)
+    }
+
+    /// The bound address of each listener, in config order.
+    pub async fn addresses(&self) -> Vec<SocketAddr> {
+        let state = self.state.lock().await;
+        state.listeners.iter().map(|l| l.bound).collect()
+    }
+
+    /// The config in force.
+    pub async fn config(&self) -> Arc<Config> {
+        self.state.lock().await.config.clone()
+    }
+
+    /// The snapshot requests read now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.load_full()
+    }
+
+    /// Re-reads the config file and applies it; an invalid file changes nothing.
+    /// The outcome is logged either way.
+    pub async fn reload_from_file(&self) -> Result<ReloadSummary, ReloadError> {
+        let result = match &self.config_path {
+            None => Err(ReloadError::NoFile),
+            Some(path) => match config::load(path) {
+                Ok(config) => self.apply(config).await,
+                Err(err) => Err(err.into()),
+            },
+        };
+        match &result {
+            Ok(summary) => info!(?summary, "config reloaded"),
+            Err(err) => error!("config reload failed; the running config stays:\n{err}"),
+        }
+        result
+    }
+
+    /// Puts `config` in force (see the module's documentation for the order).
+    pub async fn apply(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let mut state = self.state.lock().await;
+        if state.closed || self.shutdown.has_fired() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        if config.runtime != state.config.runtime {
+            warn!("[runtime] changes take effect at the next start, not on reload");
+        }
+        // Bind first: a listener that cannot be bound fails the reload whole.
+        let mut fresh = Vec::new();
+        for listener in &config.listeners {
+            if !state.listeners.iter().any(|l| l.listen == listener.listen) {
+                fresh.push((listener.clone(), bind(listener).await?));
+            }
+        }
+        let config = Arc::new(config);
+        let previous = self.snapshots.load_full();
+        self.snapshots
+            .store(Arc::new(Snapshot::build(config.clone(), Some(&previous))));
+
+        let mut summary = ReloadSummary {
+            listeners_added: fresh.len(),
+            upstreams: config.upstreams.len(),
+            backends: config.upstreams.iter().map(|u| u.backends.len()).sum(),
+            ..ReloadSummary::default()
+        };
+        let mut kept = Vec::new();
+        for running in std::mem::take(&mut state.listeners) {
+            match config.listeners.iter().find(|l| l.listen == running.listen) {
+                Some(listener) => {
+                    let settings =
+                        ListenerSettings::new(listener.clone(), Some(&running.settings.load()));
+                    running.settings.store(Arc::new(settings));
+                    kept.push(running);
+                }
+                None => {
+                    info!(address = %running.bound, "listener removed; draining its connections");
+                    running.stop.trigger();
+                    summary.listeners_removed += 1;
+                }
+            }
+        }
+        summary.listeners_kept = kept.len();
+        for (listener_config, listener) in fresh {
+            kept.push(self.spawn_listener(&mut state, listener_config, listener));
+        }
+        // Config order, so that `addresses` lines up with the file.
+        kept.sort_by_key(|running| {
+            config
+                .listeners
+                .iter()
+                .position(|l| l.listen == running.listen)
+        });
+        state.listeners = kept;
+        state.health.sync(&self.snapshots.load());
+        state.config = config;
+        Ok(summary)
+    }
+
+    /// Waits for the drain signal, then for every listener to drain; stops the
+    /// health checks last.
+    pub async fn wait(&self) {
+        self.shutdown.clone().wait().await;
+        let mut tasks = {
+            let mut state = self.state.lock().await;
+            state.closed = true;
+            std::mem::take(&mut state.tasks)
+        };
+        while tasks.join_next().await.is_some() {}
+        self.state.lock().await.health = HealthChecks::default();
+    }
+
+    fn spawn_listener(
+        &self,
+        state: &mut State,
+        config: ListenerConfig,
+        listener: Listener,
+    ) -> RunningListener {
+        let bound = listener.local_addr();
+        info!(listener = %config.name, address = %bound, "listening");
+        let listen = config.listen;
+        let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings::new(config, None)));
+        let (stop, stopped) = shutdown::channel();
+        state.tasks.spawn(listener.serve(
+            settings.clone(),
+            self.snapshots.clone(),
+            self.shutdown.clone(),
+            stopped,
+            state.config.runtime.shutdown_timeout,
+        ));
+        RunningListener {
+            listen,
+            bound,
+            settings,
+            stop,
+        }
+    }
+}
+
+async fn bind(listener: &ListenerConfig) -> Result<Listener, ReloadError> {
+    Listener::bind(listener.listen)
+        .await
+        .map_err(|source| ReloadError::Bind {
+            address: listener.listen,
+            name: listener.name.clone(),
+            source,
+        })
+}
+
+fn into_io(err: ReloadError) -> io::Error {
+    match err {
+        ReloadError::Bind { ref source, .. } => io::Error::new(source.kind(), err.to_string()),
+        other => io::Error::other(other.to_string()),
+    }
+}
