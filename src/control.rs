@@ -11,6 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
@@ -20,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::config::{self, Config, ConfigError, ListenerConfig};
 use crate::health::HealthChecks;
 use crate::listener::{Listener, ListenerSettings};
+use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::snapshot::Snapshot;
 
@@ -29,6 +31,9 @@ pub struct Control {
     config_path: Option<PathBuf>,
     snapshots: Arc<ArcSwap<Snapshot>>,
     shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    /// Backends readiness waits for (see [`HealthChecks::unchecked`]).
+    unchecked: Arc<AtomicUsize>,
     state: Mutex<State>,
 }
 
@@ -88,19 +93,27 @@ impl Control {
         shutdown: Shutdown,
     ) -> io::Result<Arc<Control>> {
         let config = Arc::new(config);
-        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(config.clone(), None)));
+        let metrics = Arc::new(Metrics::new());
+        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            config.clone(),
+            None,
+            &metrics,
+        )));
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             bound.push((listener.clone(), bind(listener).await.map_err(into_io)?));
         }
+        let health = HealthChecks::default();
         let control = Arc::new(Control {
             config_path,
             snapshots,
             shutdown,
+            metrics,
+            unchecked: health.unchecked(),
             state: Mutex::new(State {
                 config: config.clone(),
                 listeners: Vec::new(),
-                health: HealthChecks::default(),
+                health,
                 tasks: JoinSet::new(),
                 closed: false,
             }),
@@ -113,6 +126,8 @@ impl Control {
             }
             state.health.sync(&control.snapshots.load());
         }
+        control.metrics.record_reload(true);
+
         for upstream in &config.upstreams {
             let backends: Vec<String> = upstream
                 .backends
@@ -140,20 +155,45 @@ impl Control {
         self.snapshots.load_full()
     }
 
+    /// The metrics of this weir, for the admin API.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// True once the drain has begun.
+    pub fn draining(&self) -> bool {
+        self.shutdown.has_fired()
+    }
+
+    /// True once every backend that started unhealthy has had its first check.
+    pub fn first_checks_done(&self) -> bool {
+        self.unchecked.load(Ordering::SeqCst) == 0
+    }
+
     /// Re-reads the config file and applies it; an invalid file changes nothing.
-    /// The outcome is logged either way.
+    /// The outcome is logged and counted either way.
     pub async fn reload_from_file(&self) -> Result<ReloadSummary, ReloadError> {
         let result = match &self.config_path {
             None => Err(ReloadError::NoFile),
             Some(path) => match config::load(path) {
-                Ok(config) => self.apply(config).await,
-                Err(err) => Err(err.into()),
+                Ok(config) => self.apply_counted(config).await,
+                Err(err) => {
+                    self.metrics.record_reload(false);
+                    Err(err.into())
+                }
             },
         };
         match &result {
             Ok(summary) => info!(?summary, "config reloaded"),
             Err(err) => error!("config reload failed; the running config stays:\n{err}"),
         }
+        result
+    }
+
+    /// [`Control::apply`], counted in `weir_config_reloads_total`.
+    pub async fn apply_counted(&self, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let result = self.apply(config).await;
+        self.metrics.record_reload(result.is_ok());
         result
     }
 
@@ -166,6 +206,9 @@ impl Control {
         if config.runtime != state.config.runtime {
             warn!("[runtime] changes take effect at the next start, not on reload");
         }
+        if config.admin != state.config.admin {
+            warn!("[admin] changes take effect at the next start, not on reload");
+        }
         // Bind first: a listener that cannot be bound fails the reload whole.
         let mut fresh = Vec::new();
         for listener in &config.listeners {
@@ -175,8 +218,11 @@ impl Control {
         }
         let config = Arc::new(config);
         let previous = self.snapshots.load_full();
-        self.snapshots
-            .store(Arc::new(Snapshot::build(config.clone(), Some(&previous))));
+        self.snapshots.store(Arc::new(Snapshot::build(
+            config.clone(),
+            Some(&previous),
+            &self.metrics,
+        )));
 
         let mut summary = ReloadSummary {
             listeners_added: fresh.len(),
@@ -188,8 +234,11 @@ impl Control {
         for running in std::mem::take(&mut state.listeners) {
             match config.listeners.iter().find(|l| l.listen == running.listen) {
                 Some(listener) => {
-                    let settings =
-                        ListenerSettings::new(listener.clone(), Some(&running.settings.load()));
+                    let settings = ListenerSettings::new(
+                        listener.clone(),
+                        Some(&running.settings.load()),
+                        &self.metrics,
+                    );
                     running.settings.store(Arc::new(settings));
                     kept.push(running);
                 }
@@ -239,7 +288,11 @@ impl Control {
         let bound = listener.local_addr();
         info!(listener = %config.name, address = %bound, "listening");
         let listen = config.listen;
-        let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings::new(config, None)));
+        let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings::new(
+            config,
+            None,
+            &self.metrics,
+        )));
         let (stop, stopped) = shutdown::channel();
         state.tasks.spawn(listener.serve(
             settings.clone(),

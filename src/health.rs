@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
 use tracing::{debug, info, warn};
 
 use crate::config::HealthCheckConfig;
+use crate::metrics::BackendMetrics;
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, BackendState};
 
@@ -23,6 +25,10 @@ use crate::upstream::{self, BackendState};
 #[derive(Debug, Default)]
 pub struct HealthChecks {
     running: HashMap<(String, SocketAddr), Running>,
+    /// Backends that started unhealthy with weir and have not been checked yet
+    /// (readiness waits for them); counted at the first sync only.
+    unchecked: Arc<AtomicUsize>,
+    synced: bool,
 }
 
 #[derive(Debug)]
@@ -42,7 +48,10 @@ impl HealthChecks {
                 let key = (upstream.name.clone(), backend.address);
                 match &upstream.health_check {
                     Some(config) => {
-                        wanted.insert(key, (config, backend.state.clone()));
+                        wanted.insert(
+                            key,
+                            (config, backend.state.clone(), backend.metrics.clone()),
+                        );
                     }
                     // Without checks nothing can mark it down again.
                     None => {
@@ -52,7 +61,7 @@ impl HealthChecks {
             }
         }
         self.running.retain(|key, running| {
-            let keep = wanted.get(key).is_some_and(|(config, state)| {
+            let keep = wanted.get(key).is_some_and(|(config, state, _)| {
                 **config == running.config && Arc::ptr_eq(state, &running.state)
             });
             if !keep {
@@ -60,15 +69,20 @@ impl HealthChecks {
             }
             keep
         });
-        for (key, (config, state)) in wanted {
+        let first_sync = !std::mem::replace(&mut self.synced, true);
+        for (key, (config, state, metrics)) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
+            let unchecked = (first_sync && !config.initially_healthy)
+                .then(|| FirstCheck::pending(self.unchecked.clone()));
             let task = tokio::spawn(check_loop(
                 key.0.clone(),
                 key.1,
                 state.clone(),
                 config.clone(),
+                metrics,
+                unchecked,
             ));
             self.running.insert(
                 key,
@@ -82,11 +96,37 @@ impl HealthChecks {
     }
 }
 
+impl HealthChecks {
+    /// Backends that started unhealthy and have not had their first check yet;
+    /// shared, to read without a lock.
+    pub fn unchecked(&self) -> Arc<AtomicUsize> {
+        self.unchecked.clone()
+    }
+}
+
 impl Drop for HealthChecks {
     fn drop(&mut self) {
         for running in self.running.values() {
             running.task.abort();
         }
+    }
+}
+
+/// A backend readiness waits for, until its first check is done (or its loop is
+/// stopped before that).
+#[derive(Debug)]
+struct FirstCheck(Arc<AtomicUsize>);
+
+impl FirstCheck {
+    fn pending(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        FirstCheck(count)
+    }
+}
+
+impl Drop for FirstCheck {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -117,6 +157,8 @@ async fn check_loop(
     address: SocketAddr,
     state: Arc<BackendState>,
     config: HealthCheckConfig,
+    metrics: BackendMetrics,
+    mut unchecked: Option<FirstCheck>,
 ) {
     let host = config.host.clone().unwrap_or_else(|| address.to_string());
     let mut streak = Streak::default();
@@ -134,11 +176,15 @@ async fn check_loop(
             }
             state.set_healthy(healthy);
             if healthy {
+                metrics.became_healthy.inc();
                 info!(upstream, backend = %address, passes = streak.passed, "backend is healthy");
             } else {
+                metrics.became_unhealthy.inc();
                 warn!(upstream, backend = %address, failures = streak.failed, last = %outcome, "backend is unhealthy");
             }
         }
+        // The first check is done: readiness no longer waits for this backend.
+        drop(unchecked.take());
         tokio::time::sleep(jittered(config.interval)).await;
     }
 }

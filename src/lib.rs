@@ -7,11 +7,13 @@
 //! - [`balance`]: strategies that pick a backend. Pure.
 //! - [`upstream`]: backends, their runtime state and pooled connections; one
 //!   exchange with one backend.
+//! - [`metrics`]: the Prometheus families and the handles resolved per config.
 //! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
 //! - [`health`]: active health check loops, following the running snapshot.
 //! - [`proxy`]: the request path and the one mapping from errors to responses.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
 //! - [`control`]: the running listeners, snapshot and checks, and the reload.
+//! - [`admin`]: the admin API (metrics, health, status, reload).
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
@@ -21,12 +23,14 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod health;
 pub mod listener;
+pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod shutdown;
@@ -39,7 +43,7 @@ use std::sync::Arc;
 
 use config::Config;
 use control::Control;
-use shutdown::Shutdown;
+use shutdown::{Shutdown, ShutdownTrigger};
 
 /// A running weir: its listeners are bound and accepting.
 pub struct Running {
@@ -47,6 +51,7 @@ pub struct Running {
     /// said 0).
     pub addresses: Vec<SocketAddr>,
     control: Arc<Control>,
+    admin_stop: ShutdownTrigger,
 }
 
 impl Running {
@@ -58,6 +63,7 @@ impl Running {
     /// Waits until every listener has drained after the shutdown signal.
     pub async fn wait(self) {
         self.control.wait().await;
+        self.admin_stop.trigger();
     }
 }
 
@@ -69,10 +75,28 @@ pub async fn start_from(
     config_path: Option<PathBuf>,
     shutdown: Shutdown,
 ) -> std::io::Result<Running> {
+    let admin =
+        match &config.admin {
+            None => None,
+            Some(admin) => Some(tokio::net::TcpListener::bind(admin.listen).await.map_err(
+                |err| {
+                    std::io::Error::new(
+                        err.kind(),
+                        format!("cannot listen on {} (admin): {err}", admin.listen),
+                    )
+                },
+            )?),
+        };
     let control = Control::start(config, config_path, shutdown).await?;
+    // The admin API outlives the drain, so that /readyz can say "draining".
+    let (admin_stop, admin_stopped) = shutdown::channel();
+    if let Some(admin) = admin {
+        tokio::spawn(admin::serve(admin, control.clone(), admin_stopped));
+    }
     Ok(Running {
         addresses: control.addresses().await,
         control,
+        admin_stop,
     })
 }
 

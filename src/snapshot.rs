@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::router::Router;
 use crate::upstream::{BackendStates, Upstream};
 
@@ -13,23 +14,42 @@ pub struct Snapshot {
     pub router: Router,
     /// Same order as `config.upstreams`; routes refer to them by index.
     pub upstreams: Vec<Upstream>,
+    /// Request counters and histograms, one entry per listener of the config.
+    pub requests: Vec<RequestMetrics>,
 }
 
 impl Snapshot {
     /// Builds the snapshot of `config`; backends also present in `previous` keep
     /// their runtime state (in-flight counts, pooled connections, health).
-    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>) -> Self {
+    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, metrics: &Metrics) -> Self {
         let states = previous.map(Snapshot::backend_states).unwrap_or_default();
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, &states))
+            .map(|u| Upstream::new(u, &states, metrics))
+            .collect();
+        let routes: Vec<(&str, &str)> = config
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), config.upstreams[r.upstream].name.as_str()))
+            .collect();
+        let upstream_names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        let requests = config
+            .listeners
+            .iter()
+            .map(|l| metrics.requests(&l.name, &routes, &upstream_names))
             .collect();
         Snapshot {
             router: Router::new(config.routes.clone()),
             upstreams,
+            requests,
             config,
         }
+    }
+
+    /// The request metrics of the listener named `listener`.
+    pub fn request_metrics(&self, listener: &str) -> Option<&RequestMetrics> {
+        self.requests.iter().find(|m| m.listener == listener)
     }
 
     fn backend_states(&self) -> BackendStates {
@@ -59,14 +79,17 @@ backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
 
     #[test]
     fn backends_kept_across_builds_share_their_state() {
+        let metrics = Metrics::new();
         let first = Snapshot::build(
             Arc::new(crate::config::parse(TEXT, "a.toml").unwrap()),
             None,
+            &metrics,
         );
         let changed = TEXT.replace("127.0.0.1:9002", "127.0.0.1:9003");
         let second = Snapshot::build(
             Arc::new(crate::config::parse(&changed, "a.toml").unwrap()),
             Some(&first),
+            &metrics,
         );
         let (old, new) = (&first.upstreams[0].backends, &second.upstreams[0].backends);
         assert!(Arc::ptr_eq(&old[0].state, &new[0].state));

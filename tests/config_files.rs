@@ -385,11 +385,11 @@ fn broken_configs() -> Vec<Broken> {
             "`sticky`: invalid type: boolean `true`, expected a table",
         ),
         broken(
-            "admin",
-            ["[admin]\nlisten = \"127.0.0.1:9901\"\n", VALID].concat(),
+            "logging",
+            ["[logging]\nlevel = \"info\"\n", VALID].concat(),
             1,
             1,
-            "`admin`: not supported yet",
+            "`logging`: not supported yet",
         ),
         broken(
             "health-check-path",

@@ -18,7 +18,11 @@ fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
          [upstreams.u]\nbackends = [{{ address = \"{address}\" }}]\ntimeouts = {{ response = \"{response_timeout}\" }}\n"
     );
     let config = weir::config::parse(&text, "test.toml").unwrap();
-    Upstream::new(&config.upstreams[0], &Default::default())
+    Upstream::new(
+        &config.upstreams[0],
+        &Default::default(),
+        &weir::metrics::Metrics::new(),
+    )
 }
 
 /// Picks the backend and forwards `request` to it, as the proxy does.

@@ -18,7 +18,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub runtime: Option<FileRuntime>,
-    pub admin: Option<Spanned<toml::Value>>,
+    pub admin: Option<Spanned<FileAdmin>>,
     pub logging: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub listeners: Vec<Spanned<FileListener>>,
@@ -50,6 +50,12 @@ pub struct FileListener {
     pub proxy_protocol: Option<Spanned<toml::Value>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_concurrent_streams: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    pub listen: Spanned<AddressValue>,
 }
 
 #[derive(Debug, Deserialize)]

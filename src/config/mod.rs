@@ -22,10 +22,17 @@ use file::{FileConfig, FileListener, FileRoute, FileUpstream};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub runtime: RuntimeConfig,
+    /// The admin API's listener (metrics, health, status, reload); none when absent.
+    pub admin: Option<AdminConfig>,
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     /// In name order; routes refer to them by index.
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +211,30 @@ pub struct Secret(pub String);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(..)")
+    }
+}
+
+impl StrategyKind {
+    /// The name as written in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StrategyKind::RoundRobin => "round_robin",
+            StrategyKind::LeastConnections => "least_connections",
+            StrategyKind::PowerOfTwo => "p2c",
+            StrategyKind::Random => "random",
+            StrategyKind::Hash(_) => "hash",
+            StrategyKind::IpHash => "ip_hash",
+            StrategyKind::Ewma => "ewma",
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(host) => f.write_str(host),
+            HostPattern::Suffix(suffix) => write!(f, "*{suffix}"),
+        }
     }
 }
 
@@ -447,7 +478,6 @@ fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
 // === validation ===
 
 fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
-    problems.not_supported(&raw.admin, "admin");
     problems.not_supported(&raw.logging, "logging");
 
     let workers = raw.runtime.as_ref().and_then(|r| r.workers.as_ref());
@@ -485,7 +515,7 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
     }
     let mut addresses = HashSet::new();
     let mut names = HashSet::new();
-    let listeners = raw
+    let listeners: Vec<ListenerConfig> = raw
         .listeners
         .iter()
         .enumerate()
@@ -544,8 +574,20 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         })
         .collect();
 
+    let admin = raw.admin.as_ref().map(|admin| {
+        let listen = admin.get_ref().listen.get_ref().0;
+        if listen.port() != 0 && listeners.iter().any(|l: &ListenerConfig| l.listen == listen) {
+            problems.spanned(
+                &admin.get_ref().listen,
+                "admin.listen",
+                format!("{listen} is also a proxy listener; admin paths never answer on a public listener"),
+            );
+        }
+        AdminConfig { listen }
+    });
     Config {
         runtime,
+        admin,
         listeners,
         routes,
         upstreams,

@@ -1136,9 +1136,24 @@ fn negative_max_connections_per_backend_is_rejected() {
 // === keys of the contract whose feature is not built yet ===
 
 #[test]
-fn admin_is_not_supported_yet() {
-    let problem = single_problem(&["[admin]\nlisten = \"127.0.0.1:9901\"\n\n", MINIMAL].concat());
-    assert_problem(&problem, 1, 1, Some("admin"), "not supported yet");
+fn admin_takes_a_listen_address_apart_from_the_listeners() {
+    let config = accept(&["[admin]\nlisten = \"127.0.0.1:9901\"\n\n", MINIMAL].concat());
+    assert_eq!(
+        config.admin,
+        Some(AdminConfig {
+            listen: "127.0.0.1:9901".parse().unwrap()
+        })
+    );
+    assert_eq!(accept(MINIMAL).admin, None);
+    // MINIMAL's listener is 127.0.0.1:8080.
+    let problem = single_problem(&["[admin]\nlisten = \"127.0.0.1:8080\"\n\n", MINIMAL].concat());
+    assert_problem(
+        &problem,
+        2,
+        10,
+        Some("admin.listen"),
+        "also a proxy listener",
+    );
 }
 
 #[test]
@@ -1340,7 +1355,7 @@ backends = [{ address = "127.0.0.1:9001", weight = 0 }]
 fn several_not_supported_keys_are_all_reported() {
     let problems = refuse(
         &[
-            "[admin]\nlisten = \"127.0.0.1:9901\"\n\n",
+            "[logging]\nlevel = \"info\"\n\n",
             MINIMAL,
             "protocol = \"h2c\"\n",
         ]
@@ -1352,7 +1367,7 @@ fn several_not_supported_keys_are_all_reported() {
         .collect();
     // MINIMAL starts on line 4 here, so its line 8 is line 11 and the
     // protocol is on line 12
-    assert_eq!(found, [(1, 1, Some("admin")), (12, 12, Some("protocol"))]);
+    assert_eq!(found, [(1, 1, Some("logging")), (12, 12, Some("protocol"))]);
 }
 
 #[test]

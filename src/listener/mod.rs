@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, debug_span, error, info};
 
 use crate::config::ListenerConfig;
+use crate::metrics::{ListenerMetrics, Metrics};
 use crate::proxy::{self, Connection};
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
@@ -49,12 +50,17 @@ pub struct ListenerSettings {
     trusted_proxies: Arc<[ipnet::IpNet]>,
     /// With `max_connections`: one permit per open connection.
     permits: Option<Arc<Semaphore>>,
+    metrics: ListenerMetrics,
 }
 
 impl ListenerSettings {
     /// Settings for `config`; the connection count carries over from `previous`
     /// when the limit did not change.
-    pub fn new(config: ListenerConfig, previous: Option<&ListenerSettings>) -> Self {
+    pub fn new(
+        config: ListenerConfig,
+        previous: Option<&ListenerSettings>,
+        metrics: &Metrics,
+    ) -> Self {
         let permits = match previous {
             Some(previous) if previous.config.max_connections == config.max_connections => {
                 previous.permits.clone()
@@ -63,6 +69,7 @@ impl ListenerSettings {
                 .then(|| Arc::new(Semaphore::new(config.max_connections as usize))),
         };
         ListenerSettings {
+            metrics: metrics.listener(&config.name),
             name: Arc::from(config.name.as_str()),
             builder: http_builder(&config),
             trusted_proxies: config.trusted_proxies.clone().into(),
@@ -134,16 +141,17 @@ impl Listener {
                         &current.builder,
                         &graceful,
                     );
-                    match permit {
-                        None => tokio::spawn(serving.instrument(span)),
-                        Some(permit) => tokio::spawn(
-                            async move {
-                                serving.await;
-                                drop(permit);
-                            }
-                            .instrument(span),
-                        ),
-                    };
+                    let metrics = current.metrics.clone();
+                    metrics.connections_total.inc();
+                    metrics.connections_active.inc();
+                    tokio::spawn(
+                        async move {
+                            serving.await;
+                            metrics.connections_active.dec();
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(err) => {
                     error!(listener = %current.name, error = %err, "accept failed; retrying in {backoff:?}");

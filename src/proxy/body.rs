@@ -2,11 +2,14 @@
 //! local answer, carrying the connection's request guard until it is done.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::snapshot::Snapshot;
 use crate::upstream::ResponseBody;
 
 use super::RequestGuard;
@@ -17,6 +20,31 @@ pub struct ProxyBody {
     /// Keeps the request counted as in flight on its client connection until the
     /// response has been written (or abandoned), so idle timeouts leave it alone.
     _request: Option<RequestGuard>,
+    /// Records the request's duration when the body is done or dropped.
+    _finish: Option<Finish>,
+}
+
+/// The end of a request: when the response body is done (or abandoned), its
+/// duration goes into the histogram of its listener and upstream.
+#[derive(Debug)]
+pub struct Finish {
+    /// Kept to the end: the histograms of the config the request started with.
+    pub snapshot: Arc<Snapshot>,
+    /// Index of the listener in [`Snapshot::requests`].
+    pub slot: usize,
+    pub upstream: Option<usize>,
+    pub started: Instant,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        let metrics = &self.snapshot.requests[self.slot];
+        let histogram = match self.upstream {
+            Some(upstream) => &metrics.duration_by_upstream[upstream],
+            None => &metrics.unrouted_duration,
+        };
+        histogram.observe(self.started.elapsed().as_secs_f64());
+    }
 }
 
 #[derive(Debug)]
@@ -30,13 +58,20 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             _request: Some(request),
+            _finish: None,
         }
+    }
+
+    /// Records the request's end through `finish` when this body is done.
+    pub fn finish_with(&mut self, finish: Finish) {
+        self._finish = Some(finish);
     }
 
     pub fn local(text: &'static str) -> Self {
         ProxyBody {
             kind: Kind::Local(Some(Bytes::from_static(text.as_bytes()))),
             _request: None,
+            _finish: None,
         }
     }
 }

@@ -23,16 +23,13 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::Upstream(UpstreamError::ClientBody(_)) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend | ProxyError::Upstream(UpstreamError::AtCapacity) => {
-                StatusCode::SERVICE_UNAVAILABLE
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(err) => {
+                StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::BAD_GATEWAY)
             }
-            ProxyError::Upstream(err) if err.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -10,6 +10,7 @@ mod validate;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use atomic_waker::AtomicWaker;
@@ -19,7 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tracing::{debug, warn};
 
-pub use body::ProxyBody;
+pub use body::{Finish, ProxyBody};
 pub use error::ProxyError;
 pub use forward::ClientFacts;
 
@@ -112,10 +113,17 @@ impl Drop for RequestGuard {
 
 /// Serves one request of `connection` against the current snapshot.
 pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
     // One snapshot for the whole request, even if a reload happens meanwhile.
     let snapshot = connection.snapshots.load_full();
+    // None only for a listener that a reload removed while this connection drains.
+    let slot = snapshot
+        .requests
+        .iter()
+        .position(|m| *m.listener == *connection.listener);
     let guard = RequestGuard::new(connection);
-    match proxy(&snapshot, &guard.0, request).await {
+    let mut routed = None;
+    let mut response = match proxy(&snapshot, &guard.0, request, &mut routed).await {
         Ok(response) => response.map(|body| ProxyBody::upstream(body, guard)),
         Err(err) => {
             // Backend failures were logged where they happened, with their backend.
@@ -124,13 +132,36 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
             }
             error_response(&err)
         }
+    };
+    if let Some(slot) = slot {
+        let metrics = &snapshot.requests[slot];
+        let code = response.status().as_u16();
+        match routed {
+            Some(Routed { route, .. }) => metrics.by_route[route].inc(code),
+            None => metrics.unrouted.inc(code),
+        }
+        response.body_mut().finish_with(Finish {
+            upstream: routed.map(|r| r.upstream),
+            snapshot,
+            slot,
+            started,
+        });
     }
+    response
+}
+
+/// Where the router sent a request: indices into the snapshot.
+#[derive(Debug, Clone, Copy)]
+struct Routed {
+    route: usize,
+    upstream: usize,
 }
 
 async fn proxy(
     snapshot: &Snapshot,
     connection: &Arc<Connection>,
     request: Request<Incoming>,
+    routed: &mut Option<Routed>,
 ) -> Result<Response<crate::upstream::ResponseBody>, ProxyError> {
     // The flag belongs to this request's head; cleared so the next head starts clean.
     if request.headers().contains_key(header::TRANSFER_ENCODING)
@@ -148,7 +179,12 @@ async fn proxy(
         .router
         .route(host_str, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
-    let upstream = &snapshot.upstreams[snapshot.router.get(route).upstream];
+    let upstream_index = snapshot.router.get(route).upstream;
+    *routed = Some(Routed {
+        route,
+        upstream: upstream_index,
+    });
+    let upstream = &snapshot.upstreams[upstream_index];
     // Behind trusted proxies the client is read from X-Forwarded-For.
     let client = match &connection.facts.trusted_proxies {
         Some(trusted) => {

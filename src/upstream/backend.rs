@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::balance::{Candidate, PeakEwma};
 use crate::config::defaults::DEFAULT_MAX_IDLE_PER_BACKEND;
+use crate::metrics::BackendMetrics;
 
 use super::pool::Pool;
 
@@ -19,6 +20,7 @@ pub struct Backend {
     pub weight: u32,
     /// The upstream's `slow_start` ramp.
     pub slow_start: Option<Duration>,
+    pub metrics: BackendMetrics,
     /// Shared with every request to this backend and carried into the next config
     /// when the backend is still there, so a reload resets nothing traffic measured.
     pub state: Arc<BackendState>,
@@ -254,6 +256,7 @@ mod tests {
             address: "127.0.0.1:9001".parse().unwrap(),
             weight,
             slow_start,
+            metrics: crate::metrics::Metrics::new().backend("u", "b"),
             state: Arc::default(),
         }
     }

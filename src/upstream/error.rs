@@ -51,6 +51,17 @@ impl UpstreamError {
         )
     }
 
+    /// The status a client gets for this failure when no retry is left (the one
+    /// mapping; the proxy's error type defers to it).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            UpstreamError::ClientBody(_) => 400,
+            UpstreamError::AtCapacity => 503,
+            err if err.is_timeout() => 504,
+            _ => 502,
+        }
+    }
+
     /// True when the request never reached the backend, so sending it elsewhere is
     /// safe whatever its method.
     pub fn nothing_sent(&self) -> bool {

@@ -28,6 +28,7 @@ use crate::balance::{Balancer, RequestKey, Sticky};
 use crate::config::{
     HealthCheckConfig, OutlierConfig, RetryPolicy, UpstreamConfig, UpstreamTimeouts,
 };
+use crate::metrics::{Metrics, UpstreamMetrics};
 
 /// A named group of backends and the strategy that spreads requests over them.
 #[derive(Debug)]
@@ -49,6 +50,7 @@ pub struct Upstream {
     slow_start_by_chance: bool,
     /// Present when the policy has a budget.
     retry_budget: Option<RetryBudget>,
+    metrics: UpstreamMetrics,
     pub timeouts: UpstreamTimeouts,
 }
 
@@ -61,7 +63,7 @@ pub type BackendStates = HashMap<(String, SocketAddr), Arc<BackendState>>;
 impl Upstream {
     /// Builds the upstream of `config`, reusing the state of backends found in
     /// `previous`.
-    pub fn new(config: &UpstreamConfig, previous: &BackendStates) -> Self {
+    pub fn new(config: &UpstreamConfig, previous: &BackendStates, metrics: &Metrics) -> Self {
         // A backend new to weir starts as the health checks say (healthy without).
         let initially_healthy = config
             .health_check
@@ -80,6 +82,7 @@ impl Upstream {
                 address: b.address,
                 weight: b.weight.get(),
                 slow_start: config.slow_start,
+                metrics: metrics.backend(&config.name, &b.address.to_string()),
                 state: previous
                     .get(&(config.name.clone(), b.address))
                     .cloned()
@@ -118,6 +121,7 @@ impl Upstream {
                 .then_some(config.max_connections_per_backend),
             queue_timeout: config.queue_timeout,
             retry_budget: config.retries.budget.map(RetryBudget::new),
+            metrics: metrics.upstream(&config.name),
             timeouts: config.timeouts,
         }
     }
@@ -264,6 +268,7 @@ impl Upstream {
                     _ => break Err(error),
                 },
             };
+            self.metrics.retries.inc();
             tried.push(pick.index);
             let pause = retry::backoff(policy, retry);
             if !pause.is_zero() {
@@ -296,6 +301,7 @@ impl Upstream {
         if budget.try_retry(std::time::Instant::now()) {
             return true;
         }
+        self.metrics.budget_exhausted.inc();
         warn!(upstream = %self.name, backend = %pick.backend.address, retry, "retry budget spent: not retrying");
         false
     }
@@ -380,18 +386,29 @@ impl Upstream {
         // Lowers the in-flight count if no response body takes over that duty.
         let mut guard = InFlightGuard(Some(state));
         // The clock is read only for strategies that use the latency.
-        let started = self.balancer.uses_latency().then(std::time::Instant::now);
+        let started = std::time::Instant::now();
         let result = exchange(backend, request, &self.timeouts).await;
+        let now = std::time::Instant::now();
         // The client's body breaking says nothing about the backend.
-        let failed = match &result {
-            Ok((response, _)) => response.status().is_server_error(),
-            Err(failure) => !matches!(failure.error, UpstreamError::ClientBody(_)),
+        let (failed, code) = match &result {
+            Ok((response, _)) => (
+                response.status().is_server_error(),
+                response.status().as_u16(),
+            ),
+            Err(failure) => (
+                !matches!(failure.error, UpstreamError::ClientBody(_)),
+                failure.error.status_code(),
+            ),
         };
+        backend.metrics.requests.inc(code);
+        backend
+            .metrics
+            .duration
+            .observe((now - started).as_secs_f64());
         if let Some(outlier) = &self.outlier_detection {
             outlier::observe(outlier, &self.name, &self.backends, backend, failed);
         }
-        if let Some(started) = started {
-            let now = std::time::Instant::now();
+        if self.balancer.uses_latency() {
             let latency = if failed {
                 // A failure (or a 5xx) counts as slow, so traffic moves away from it.
                 (now - started).max(crate::balance::FAILURE_PENALTY)
@@ -604,7 +621,7 @@ mod tests {
             "test.toml",
         )
         .unwrap();
-        Upstream::new(&config.upstreams[0], &BackendStates::new())
+        Upstream::new(&config.upstreams[0], &BackendStates::new(), &Metrics::new())
     }
 
     /// Picks for a request carrying `cookie`: (backend port, the cookie set if any).

@@ -37,6 +37,7 @@ pub(super) fn observe(
     let Some(times) = state.eject() else {
         return;
     };
+    backend.metrics.ejections.inc();
     let duration = config
         .base_ejection_time
         .saturating_mul(times)

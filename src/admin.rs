@@ -1,0 +1,198 @@
+//! The admin API, on its own listener (`admin.listen`) and never on a proxy
+//! listener: `/metrics`, `/healthz`, `/readyz`, `/status` and `POST /reload`.
+//! Its requests are not proxied and not counted in `weir_requests_total`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+
+use crate::control::{Control, ReloadError};
+use crate::shutdown::Shutdown;
+
+/// Serves the admin API on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: Shutdown) {
+    if let Ok(address) = listener.local_addr() {
+        info!(address = %address, "admin API listening");
+    }
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    debug!(error = %err, "admin accept failed");
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(answer(&control, request).await) }
+            });
+            if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(error = %err, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn answer(control: &Control, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            control.metrics().refresh(&control.snapshot());
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                control.metrics().encode(),
+            )
+        }
+        (&Method::GET | &Method::HEAD, "/healthz") => plain(StatusCode::OK, "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => {
+            if control.draining() {
+                plain(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !control.first_checks_done() {
+                plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for the first health checks\n",
+                )
+            } else {
+                plain(StatusCode::OK, "ready\n")
+            }
+        }
+        (&Method::GET | &Method::HEAD, "/status") => {
+            json_response(StatusCode::OK, &status(control).await)
+        }
+        (&Method::POST, "/reload") => match control.reload_from_file().await {
+            Ok(summary) => json_response(
+                StatusCode::OK,
+                &json!({
+                    "result": "success",
+                    "listeners_added": summary.listeners_added,
+                    "listeners_kept": summary.listeners_kept,
+                    "listeners_removed": summary.listeners_removed,
+                    "upstreams": summary.upstreams,
+                    "backends": summary.backends,
+                }),
+            ),
+            Err(err) => {
+                let status = match err {
+                    ReloadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                json_response(
+                    status,
+                    &json!({ "result": "failure", "error": err.to_string() }),
+                )
+            }
+        },
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => plain(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz, /readyz, /status or POST /reload\n",
+        ),
+    }
+}
+
+/// `/status`: listeners, routes, upstreams and their backends, as documented in
+/// `docs/observability.md`.
+async fn status(control: &Control) -> Value {
+    let snapshot = control.snapshot();
+    let addresses = control.addresses().await;
+    let config = &snapshot.config;
+    let listeners: Vec<Value> = config
+        .listeners
+        .iter()
+        .zip(addresses.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(listener, bound)| {
+            json!({
+                "name": listener.name,
+                "listen": listener.listen.to_string(),
+                "address": bound.map(ToString::to_string),
+                "max_connections": listener.max_connections,
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|route| {
+            json!({
+                "name": route.name,
+                "host": route.host.as_ref().map(|h| h.to_string()),
+                "path_prefix": route.path_prefix,
+                "upstream": config.upstreams[route.upstream].name,
+            })
+        })
+        .collect();
+    let upstreams: Vec<Value> = snapshot
+        .upstreams
+        .iter()
+        .zip(&config.upstreams)
+        .map(|(upstream, upstream_config)| {
+            let backends: Vec<Value> = upstream
+                .backends
+                .iter()
+                .map(|backend| {
+                    let state = &backend.state;
+                    json!({
+                        "address": backend.address.to_string(),
+                        "weight": backend.weight,
+                        "effective_weight": f64::from(backend.weight) * backend.warmth(),
+                        "healthy": state.is_healthy(),
+                        "ejected": state.is_ejected(),
+                        "usable": state.is_usable(),
+                        "active_requests": state.in_flight(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": upstream.name,
+                "strategy": upstream_config.strategy.name(),
+                "usable_backends": upstream.backends.iter().filter(|b| b.state.is_usable()).count(),
+                "backends": backends,
+            })
+        })
+        .collect();
+    json!({
+        "draining": control.draining(),
+        "listeners": listeners,
+        "routes": routes,
+        "upstreams": upstreams,
+    })
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    text(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut body = value.to_string();
+    body.push('\n');
+    text(status, "application/json", body)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

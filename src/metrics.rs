@@ -1,0 +1,370 @@
+//! Prometheus metrics: the families of SPEC.md, registered once per process, and
+//! the label handles the request path uses, resolved once per config so that a
+//! request never looks a label set up by its strings.
+//!
+//! Gauges that mirror state weir keeps anyway (requests in flight per backend,
+//! health) are not updated per request: [`Metrics::refresh`] sets them from that
+//! state when `/metrics` is scraped.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::snapshot::Snapshot;
+
+/// Bucket bounds in seconds: proxy latencies, from half a millisecond to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Status codes whose counters are created with the config; others are looked up
+/// when first seen (sorted, for the binary search).
+const COMMON_CODES: [u16; 27] = [
+    200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 413,
+    429, 431, 500, 501, 502, 503, 504, 505,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    upstream_active: IntGaugeVec,
+    backend_healthy: IntGaugeVec,
+    health_transitions: IntCounterVec,
+    ejections: IntCounterVec,
+    healthy_backends: IntGaugeVec,
+    retries: IntCounterVec,
+    budget_exhausted: IntCounterVec,
+    connections_active: IntGaugeVec,
+    connections_total: IntCounterVec,
+    reloads: IntCounterVec,
+    last_reload_success: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// Counters of one label set, by status code.
+#[derive(Debug, Clone)]
+pub struct CodeCounters {
+    family: IntCounterVec,
+    /// The label values before `code`.
+    labels: Vec<String>,
+    common: Vec<IntCounter>,
+}
+
+impl CodeCounters {
+    fn new(family: &IntCounterVec, labels: &[&str]) -> Self {
+        let common = COMMON_CODES
+            .iter()
+            .map(|code| {
+                let mut values: Vec<&str> = labels.to_vec();
+                let code = code.to_string();
+                values.push(&code);
+                family.with_label_values(&values)
+            })
+            .collect();
+        CodeCounters {
+            family: family.clone(),
+            labels: labels.iter().map(|l| (*l).to_owned()).collect(),
+            common,
+        }
+    }
+
+    /// Counts one `code`.
+    pub fn inc(&self, code: u16) {
+        match COMMON_CODES.binary_search(&code) {
+            Ok(index) => self.common[index].inc(),
+            Err(_) => {
+                let code = code.to_string();
+                let mut values: Vec<&str> = self.labels.iter().map(String::as_str).collect();
+                values.push(&code);
+                self.family.with_label_values(&values).inc();
+            }
+        }
+    }
+}
+
+/// The handles of one backend.
+#[derive(Debug, Clone)]
+pub struct BackendMetrics {
+    pub requests: CodeCounters,
+    pub duration: Histogram,
+    pub ejections: IntCounter,
+    pub became_healthy: IntCounter,
+    pub became_unhealthy: IntCounter,
+}
+
+/// The handles of one upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    pub retries: IntCounter,
+    pub budget_exhausted: IntCounter,
+}
+
+/// The handles of one listener.
+#[derive(Debug, Clone)]
+pub struct ListenerMetrics {
+    pub connections_active: IntGauge,
+    pub connections_total: IntCounter,
+}
+
+/// The request counters and duration histograms of one listener, by route and
+/// by upstream, plus those of requests that match no route.
+#[derive(Debug, Clone)]
+pub struct RequestMetrics {
+    pub listener: String,
+    pub by_route: Vec<CodeCounters>,
+    pub unrouted: CodeCounters,
+    pub duration_by_upstream: Vec<Histogram>,
+    pub unrouted_duration: Histogram,
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(family.clone()))
+        .expect("metric registered once");
+    family
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(family.clone()))
+        .expect("metric registered once");
+    family
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    let family = HistogramVec::new(opts, labels).expect("valid metric");
+    registry
+        .register(Box::new(family.clone()))
+        .expect("metric registered once");
+    family
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let last_reload_success = Gauge::new(
+            "weir_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last config load or reload that succeeded.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_reload_success.clone()))
+            .expect("metric registered once");
+        #[cfg(target_os = "linux")]
+        {
+            // CPU, RSS, open file descriptors, start time: process_* metrics.
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = registry.register(Box::new(process));
+        }
+        Metrics {
+            requests: counter_vec(
+                r,
+                "weir_requests_total",
+                "Client requests answered, by listener, route, upstream and status code.",
+                &["listener", "route", "upstream", "code"],
+            ),
+            request_duration: histogram_vec(
+                r,
+                "weir_request_duration_seconds",
+                "Client request duration, from the request head to the end of the response body.",
+                &["listener", "upstream"],
+            ),
+            upstream_requests: counter_vec(
+                r,
+                "weir_upstream_requests_total",
+                "Tries sent to backends, by backend and status code (502 or 504 when the try failed without a response).",
+                &["upstream", "backend", "code"],
+            ),
+            upstream_duration: histogram_vec(
+                r,
+                "weir_upstream_request_duration_seconds",
+                "Backend time to the response head, per try.",
+                &["upstream", "backend"],
+            ),
+            upstream_active: gauge_vec(
+                r,
+                "weir_upstream_active_requests",
+                "Requests in flight on the backend.",
+                &["upstream", "backend"],
+            ),
+            backend_healthy: gauge_vec(
+                r,
+                "weir_backend_healthy",
+                "1 when the backend is usable (healthy and not ejected), else 0.",
+                &["upstream", "backend"],
+            ),
+            health_transitions: counter_vec(
+                r,
+                "weir_backend_health_transitions_total",
+                "Health check verdict changes.",
+                &["upstream", "backend", "to"],
+            ),
+            ejections: counter_vec(
+                r,
+                "weir_backend_ejections_total",
+                "Ejections by outlier detection.",
+                &["upstream", "backend"],
+            ),
+            healthy_backends: gauge_vec(
+                r,
+                "weir_upstream_healthy_backends",
+                "Usable backends of the upstream.",
+                &["upstream"],
+            ),
+            retries: counter_vec(r, "weir_retries_total", "Retries sent.", &["upstream"]),
+            budget_exhausted: counter_vec(
+                r,
+                "weir_retry_budget_exhausted_total",
+                "Retries not sent because the retry budget was spent.",
+                &["upstream"],
+            ),
+            connections_active: gauge_vec(
+                r,
+                "weir_connections_active",
+                "Open client connections.",
+                &["listener"],
+            ),
+            connections_total: counter_vec(
+                r,
+                "weir_connections_total",
+                "Client connections accepted.",
+                &["listener"],
+            ),
+            reloads: counter_vec(
+                r,
+                "weir_config_reloads_total",
+                "Config reloads, by result.",
+                &["result"],
+            ),
+            last_reload_success,
+            registry,
+        }
+    }
+
+    pub fn backend(&self, upstream: &str, backend: &str) -> BackendMetrics {
+        BackendMetrics {
+            requests: CodeCounters::new(&self.upstream_requests, &[upstream, backend]),
+            duration: self
+                .upstream_duration
+                .with_label_values(&[upstream, backend]),
+            ejections: self.ejections.with_label_values(&[upstream, backend]),
+            became_healthy: self
+                .health_transitions
+                .with_label_values(&[upstream, backend, "healthy"]),
+            became_unhealthy: self.health_transitions.with_label_values(&[
+                upstream,
+                backend,
+                "unhealthy",
+            ]),
+        }
+    }
+
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            retries: self.retries.with_label_values(&[upstream]),
+            budget_exhausted: self.budget_exhausted.with_label_values(&[upstream]),
+        }
+    }
+
+    pub fn listener(&self, listener: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            connections_active: self.connections_active.with_label_values(&[listener]),
+            connections_total: self.connections_total.with_label_values(&[listener]),
+        }
+    }
+
+    /// The request handles of `listener`, for routes and upstreams named in config
+    /// order.
+    pub fn requests(
+        &self,
+        listener: &str,
+        routes: &[(&str, &str)],
+        upstreams: &[&str],
+    ) -> RequestMetrics {
+        RequestMetrics {
+            listener: listener.to_owned(),
+            by_route: routes
+                .iter()
+                .map(|(route, upstream)| {
+                    CodeCounters::new(&self.requests, &[listener, route, upstream])
+                })
+                .collect(),
+            unrouted: CodeCounters::new(&self.requests, &[listener, "", ""]),
+            duration_by_upstream: upstreams
+                .iter()
+                .map(|upstream| {
+                    self.request_duration
+                        .with_label_values(&[listener, upstream])
+                })
+                .collect(),
+            unrouted_duration: self.request_duration.with_label_values(&[listener, ""]),
+        }
+    }
+
+    /// Counts a reload (or the first load) and its result.
+    pub fn record_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.with_label_values(&[result]).inc();
+        if success {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            self.last_reload_success.set(now);
+        }
+    }
+
+    /// Sets the gauges that mirror backend state from `snapshot`; series of
+    /// backends no longer configured are dropped.
+    pub fn refresh(&self, snapshot: &Snapshot) {
+        self.upstream_active.reset();
+        self.backend_healthy.reset();
+        self.healthy_backends.reset();
+        for upstream in &snapshot.upstreams {
+            let mut usable = 0;
+            for backend in &upstream.backends {
+                let address = backend.address.to_string();
+                let labels = [upstream.name.as_str(), address.as_str()];
+                self.upstream_active
+                    .with_label_values(&labels)
+                    .set(i64::from(backend.state.in_flight()));
+                let up = backend.state.is_usable();
+                usable += i64::from(up);
+                self.backend_healthy
+                    .with_label_values(&labels)
+                    .set(i64::from(up));
+            }
+            self.healthy_backends
+                .with_label_values(&[upstream.name.as_str()])
+                .set(usable);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buffer = Vec::new();
+        let families = self.registry.gather();
+        // Encoding into a Vec cannot fail on IO; a family that does not encode is
+        // a bug of weir's own registration and shows as a missing metric.
+        let _ = TextEncoder::new().encode(&families, &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
