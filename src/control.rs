@@ -18,6 +18,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError, ListenerConfig};
 use crate::health::HealthChecks;
 use crate::listener::{Listener, ListenerSettings};
@@ -68,6 +69,8 @@ pub enum ReloadError {
         #[source]
         source: io::Error,
     },
+    #[error("{0}")]
+    AccessLog(#[source] io::Error),
     #[error("weir is shutting down")]
     ShuttingDown,
     #[error("weir was started without a config file; there is nothing to re-read")]
@@ -94,11 +97,9 @@ impl Control {
     ) -> io::Result<Arc<Control>> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            config.clone(),
-            None,
-            &metrics,
-        )));
+        let mut snapshot = Snapshot::build(config.clone(), None, &metrics);
+        snapshot.access_log = AccessLog::open(&config.logging, None)?;
+        let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
             bound.push((listener.clone(), bind(listener).await.map_err(into_io)?));
@@ -218,11 +219,12 @@ impl Control {
         }
         let config = Arc::new(config);
         let previous = self.snapshots.load_full();
-        self.snapshots.store(Arc::new(Snapshot::build(
-            config.clone(),
-            Some(&previous),
-            &self.metrics,
-        )));
+        // Same file and format: the same writer, its file reopened (log rotation).
+        let access_log = AccessLog::open(&config.logging, previous.access_log.as_ref())
+            .map_err(ReloadError::AccessLog)?;
+        let mut snapshot = Snapshot::build(config.clone(), Some(&previous), &self.metrics);
+        snapshot.access_log = access_log;
+        self.snapshots.store(Arc::new(snapshot));
 
         let mut summary = ReloadSummary {
             listeners_added: fresh.len(),

@@ -8,6 +8,7 @@
 //! - [`upstream`]: backends, their runtime state and pooled connections; one
 //!   exchange with one backend.
 //! - [`metrics`]: the Prometheus families and the handles resolved per config.
+//! - [`access_log`]: one line per request, written off the request path.
 //! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
 //! - [`health`]: active health check loops, following the running snapshot.
 //! - [`proxy`]: the request path and the one mapping from errors to responses.
@@ -23,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
+use tracing_subscriber::EnvFilter;
 use weir::config;
 use weir::control::Control;
 use weir::shutdown::{self, ShutdownTrigger};
@@ -41,17 +42,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let log_level = init_logging();
 
     let result = match (&cli.command, &cli.config) {
         (Some(Command::Demo { listen }), _) => run_demo(*listen),
         (None, Some(path)) if cli.check => return check(path),
-        (None, Some(path)) => run_daemon(path),
+        (None, Some(path)) => run_daemon(path, log_level),
         (None, None) => unreachable!("clap requires --config without a subcommand"),
     };
     match result {
@@ -77,12 +73,13 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run_daemon(path: &std::path::Path) -> anyhow::Result<()> {
+fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|err| anyhow::anyhow!("invalid config:\n{err}"))?;
+    log_level.set(&config.logging.level);
     runtime(config.runtime.workers)?.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
         let running = weir::start_from(config, Some(path.to_owned()), shutdown).await?;
-        tokio::spawn(watch_signals(trigger, running.control()));
+        tokio::spawn(watch_signals(trigger, running.control(), Some(log_level)));
         running.wait().await;
         info!("drained; exiting");
         Ok(())
@@ -106,7 +103,7 @@ fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
              Ctrl-C to stop.",
             backends.len()
         );
-        tokio::spawn(watch_signals(trigger, running.control()));
+        tokio::spawn(watch_signals(trigger, running.control(), None));
         running.wait().await;
         Ok(())
     })
@@ -128,7 +125,11 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// SIGTERM / SIGINT start the drain; SIGHUP re-reads the config file.
-async fn watch_signals(trigger: ShutdownTrigger, control: Arc<Control>) {
+async fn watch_signals(
+    trigger: ShutdownTrigger,
+    control: Arc<Control>,
+    log_level: Option<LogLevel>,
+) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -143,12 +144,54 @@ async fn watch_signals(trigger: ShutdownTrigger, control: Arc<Control>) {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 info!("SIGHUP: reloading the config");
-                let control = control.clone();
+                let (control, log_level) = (control.clone(), log_level.clone());
                 // The outcome is logged by the reload itself.
-                tokio::spawn(async move { control.reload_from_file().await });
+                tokio::spawn(async move {
+                    if control.reload_from_file().await.is_ok()
+                        && let Some(log_level) = log_level
+                    {
+                        log_level.set(&control.config().await.logging.level);
+                    }
+                });
             }
         }
     }
     info!("shutdown signal received; draining");
     trigger.trigger();
+}
+
+/// The log filter, changeable while running: `[logging] level`, unless `RUST_LOG`
+/// says otherwise (then it wins, at start and on reload).
+#[derive(Clone)]
+struct LogLevel {
+    handle: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    from_env: bool,
+}
+
+impl LogLevel {
+    fn set(&self, level: &str) {
+        if self.from_env {
+            return;
+        }
+        if let Err(err) = self.handle.reload(EnvFilter::new(level)) {
+            warn!(error = %err, "cannot change the log level");
+        }
+    }
+}
+
+/// Logs to stderr, at `RUST_LOG` or info until the config says otherwise.
+fn init_logging() -> LogLevel {
+    use tracing_subscriber::prelude::*;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(
+        from_env.clone().unwrap_or_else(|| EnvFilter::new("info")),
+    );
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    LogLevel {
+        handle,
+        from_env: from_env.is_some(),
+    }
 }

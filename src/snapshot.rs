@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::router::Router;
@@ -16,6 +17,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Upstream>,
     /// Request counters and histograms, one entry per listener of the config.
     pub requests: Vec<RequestMetrics>,
+    /// Set by the control plane, which owns the writer.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Snapshot {
@@ -43,6 +46,7 @@ impl Snapshot {
             router: Router::new(config.routes.clone()),
             upstreams,
             requests,
+            access_log: None,
             config,
         }
     }

@@ -385,11 +385,11 @@ fn broken_configs() -> Vec<Broken> {
             "`sticky`: invalid type: boolean `true`, expected a table",
         ),
         broken(
-            "logging",
-            ["[logging]\nlevel = \"info\"\n", VALID].concat(),
-            1,
-            1,
-            "`logging`: not supported yet",
+            "logging-level",
+            ["[logging]\nlevel = \"loud\"\n", VALID].concat(),
+            2,
+            9,
+            "`level`: expected one of: error, warn, info, debug, trace",
         ),
         broken(
             "health-check-path",

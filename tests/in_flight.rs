@@ -40,7 +40,7 @@ async fn send(
     };
     let pick = upstream.pick(&key).expect("a usable backend");
     upstream
-        .forward(client, pick, request, false)
+        .forward(client, pick, request, false, &mut Default::default())
         .await
         .map(|(response, _)| response)
 }

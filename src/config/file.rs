@@ -19,7 +19,7 @@ use toml::Spanned;
 pub struct FileConfig {
     pub runtime: Option<FileRuntime>,
     pub admin: Option<Spanned<FileAdmin>>,
-    pub logging: Option<Spanned<toml::Value>>,
+    pub logging: Option<FileLogging>,
     #[serde(default)]
     pub listeners: Vec<Spanned<FileListener>>,
     #[serde(default)]
@@ -50,6 +50,14 @@ pub struct FileListener {
     pub proxy_protocol: Option<Spanned<toml::Value>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_concurrent_streams: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogging {
+    pub level: Option<Spanned<String>>,
+    pub access_log: Option<Spanned<String>>,
+    pub access_log_format: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

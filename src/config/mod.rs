@@ -24,10 +24,44 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// The admin API's listener (metrics, health, status, reload); none when absent.
     pub admin: Option<AdminConfig>,
+    pub logging: LoggingConfig,
     pub listeners: Vec<ListenerConfig>,
     pub routes: Vec<RouteConfig>,
     /// In name order; routes refer to them by index.
     pub upstreams: Vec<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggingConfig {
+    /// `error`, `warn`, `info`, `debug` or `trace` (`RUST_LOG` overrides it).
+    pub level: String,
+    pub access_log: AccessLogTarget,
+    pub access_log_format: AccessLogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".to_owned(),
+            access_log: AccessLogTarget::Off,
+            access_log_format: AccessLogFormat::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Apache/nginx combined format, with weir's fields appended.
+    Combined,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,8 +512,6 @@ fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
 // === validation ===
 
 fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
-    problems.not_supported(&raw.logging, "logging");
-
     let workers = raw.runtime.as_ref().and_then(|r| r.workers.as_ref());
     if let Some(w) = workers
         && *w.get_ref() > MAX_WORKERS
@@ -585,13 +617,62 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         }
         AdminConfig { listen }
     });
+    let logging = raw
+        .logging
+        .as_ref()
+        .map(|logging| validate_logging(logging, problems))
+        .unwrap_or_default();
     Config {
         runtime,
         admin,
+        logging,
         listeners,
         routes,
         upstreams,
     }
+}
+
+fn validate_logging(raw: &file::FileLogging, problems: &mut Problems<'_>) -> LoggingConfig {
+    let mut logging = LoggingConfig::default();
+    if let Some(level) = &raw.level {
+        match level.get_ref().as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => {
+                logging.level = level.get_ref().clone()
+            }
+            _ => problems.spanned(
+                level,
+                "level",
+                "expected one of: error, warn, info, debug, trace",
+            ),
+        }
+    }
+    if let Some(target) = &raw.access_log {
+        logging.access_log = match target.get_ref().as_str() {
+            "off" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "" => {
+                problems.spanned(
+                    target,
+                    "access_log",
+                    "expected \"off\", \"stdout\" or a file path",
+                );
+                AccessLogTarget::Off
+            }
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        };
+    }
+    if let Some(format) = &raw.access_log_format {
+        match format.get_ref().as_str() {
+            "json" => logging.access_log_format = AccessLogFormat::Json,
+            "combined" => logging.access_log_format = AccessLogFormat::Combined,
+            _ => problems.spanned(
+                format,
+                "access_log_format",
+                "expected \"json\" or \"combined\"",
+            ),
+        }
+    }
+    logging
 }
 
 fn validate_listener(

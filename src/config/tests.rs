@@ -1157,10 +1157,44 @@ fn admin_takes_a_listen_address_apart_from_the_listeners() {
 }
 
 #[test]
-fn logging_is_not_supported_yet() {
-    let problem = single_problem(&[MINIMAL, "\n[logging]\nlevel = \"info\"\n"].concat());
-    // line 9 is blank, the header is on line 10
-    assert_problem(&problem, 10, 1, Some("logging"), "not supported yet");
+fn logging_defaults_and_every_key() {
+    assert_eq!(accept(MINIMAL).logging, LoggingConfig::default());
+    assert_eq!(LoggingConfig::default().access_log, AccessLogTarget::Off);
+    let config = accept(
+        &[
+            MINIMAL,
+            "\n[logging]\nlevel = \"debug\"\naccess_log = \"/var/log/weir/access.log\"\naccess_log_format = \"combined\"\n",
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        config.logging,
+        LoggingConfig {
+            level: "debug".into(),
+            access_log: AccessLogTarget::File("/var/log/weir/access.log".into()),
+            access_log_format: AccessLogFormat::Combined,
+        }
+    );
+    let config = accept(&[MINIMAL, "\n[logging]\naccess_log = \"stdout\"\n"].concat());
+    assert_eq!(config.logging.access_log, AccessLogTarget::Stdout);
+}
+
+#[test]
+fn bad_logging_values_are_refused_at_the_value() {
+    // The [logging] header is on line 10, the key on line 11.
+    for (entry, column, key, message) in [
+        ("level = \"loud\"", 9, "level", "expected one of"),
+        ("access_log = \"\"", 14, "access_log", "a file path"),
+        (
+            "access_log_format = \"xml\"",
+            21,
+            "access_log_format",
+            "\"json\" or \"combined\"",
+        ),
+    ] {
+        let problem = single_problem(&[MINIMAL, &format!("\n[logging]\n{entry}\n")].concat());
+        assert_problem(&problem, 11, column, Some(key), message);
+    }
 }
 
 #[test]
@@ -1355,7 +1389,7 @@ backends = [{ address = "127.0.0.1:9001", weight = 0 }]
 fn several_not_supported_keys_are_all_reported() {
     let problems = refuse(
         &[
-            "[logging]\nlevel = \"info\"\n\n",
+            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nproxy_protocol = true\n\n",
             MINIMAL,
             "protocol = \"h2c\"\n",
         ]
@@ -1365,9 +1399,12 @@ fn several_not_supported_keys_are_all_reported() {
         .iter()
         .map(|p| (p.line, p.column, p.key.as_deref()))
         .collect();
-    // MINIMAL starts on line 4 here, so its line 8 is line 11 and the
-    // protocol is on line 12
-    assert_eq!(found, [(1, 1, Some("logging")), (12, 12, Some("protocol"))]);
+    // MINIMAL starts on line 5 here, so its line 8 is line 12 and the
+    // protocol is on line 13
+    assert_eq!(
+        found,
+        [(3, 18, Some("proxy_protocol")), (13, 12, Some("protocol"))]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
+use crate::access_log;
 use crate::snapshot::Snapshot;
 use crate::upstream::ResponseBody;
 
@@ -30,20 +31,33 @@ pub struct ProxyBody {
 pub struct Finish {
     /// Kept to the end: the histograms of the config the request started with.
     pub snapshot: Arc<Snapshot>,
-    /// Index of the listener in [`Snapshot::requests`].
-    pub slot: usize,
+    /// Index of the listener in [`Snapshot::requests`] (none for a listener a
+    /// reload removed).
+    pub slot: Option<usize>,
     pub upstream: Option<usize>,
     pub started: Instant,
+    /// Response body bytes sent so far.
+    pub bytes: u64,
+    /// The access log line to complete and write, when the log is on.
+    pub log: Option<Box<access_log::Entry>>,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        let metrics = &self.snapshot.requests[self.slot];
-        let histogram = match self.upstream {
-            Some(upstream) => &metrics.duration_by_upstream[upstream],
-            None => &metrics.unrouted_duration,
-        };
-        histogram.observe(self.started.elapsed().as_secs_f64());
+        let duration = self.started.elapsed();
+        if let Some(slot) = self.slot {
+            let metrics = &self.snapshot.requests[slot];
+            let histogram = match self.upstream {
+                Some(upstream) => &metrics.duration_by_upstream[upstream],
+                None => &metrics.unrouted_duration,
+            };
+            histogram.observe(duration.as_secs_f64());
+        }
+        if let (Some(mut entry), Some(log)) = (self.log.take(), &self.snapshot.access_log) {
+            entry.bytes = self.bytes;
+            entry.duration = duration;
+            log.record(&entry);
+        }
     }
 }
 
@@ -84,10 +98,17 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if let (Some(finish), Poll::Ready(Some(Ok(frame)))) = (&mut this._finish, &frame)
+            && let Some(data) = frame.data_ref()
+        {
+            finish.bytes += data.len() as u64;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -24,10 +24,11 @@ pub use body::{Finish, ProxyBody};
 pub use error::ProxyError;
 pub use forward::ClientFacts;
 
+use crate::access_log;
 use crate::balance::RequestKey;
 use crate::config::RetryPolicy;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClientBodyError, RequestBody, UpstreamError};
+use crate::upstream::{ClientBodyError, RequestBody, Tries, UpstreamError};
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -121,9 +122,30 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
         .requests
         .iter()
         .position(|m| *m.listener == *connection.listener);
+    // The access log's view of the request, taken before the request is consumed.
+    let log = snapshot.access_log.as_ref().map(|_| {
+        Box::new(access_log::Entry {
+            time: std::time::SystemTime::now(),
+            client: connection.peer.ip(),
+            method: request.method().clone(),
+            target: request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| request.uri().to_string(), |p| p.as_str().to_owned()),
+            version: request.version(),
+            status: 0,
+            bytes: 0,
+            upstream: None,
+            backend: None,
+            duration: std::time::Duration::ZERO,
+            attempts: 0,
+            referer: request.headers().get(header::REFERER).cloned(),
+            user_agent: request.headers().get(header::USER_AGENT).cloned(),
+        })
+    });
     let guard = RequestGuard::new(connection);
-    let mut routed = None;
-    let mut response = match proxy(&snapshot, &guard.0, request, &mut routed).await {
+    let mut outcome = Outcome::default();
+    let mut response = match proxy(&snapshot, &guard.0, request, &mut outcome).await {
         Ok(response) => response.map(|body| ProxyBody::upstream(body, guard)),
         Err(err) => {
             // Backend failures were logged where they happened, with their backend.
@@ -133,21 +155,46 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
             error_response(&err)
         }
     };
+    let code = response.status().as_u16();
     if let Some(slot) = slot {
         let metrics = &snapshot.requests[slot];
-        let code = response.status().as_u16();
-        match routed {
+        match outcome.routed {
             Some(Routed { route, .. }) => metrics.by_route[route].inc(code),
             None => metrics.unrouted.inc(code),
         }
+    }
+    let log = log.map(|mut entry| {
+        entry.status = code;
+        if let Some(client) = outcome.client {
+            entry.client = client;
+        }
+        entry.upstream = outcome
+            .routed
+            .map(|r| snapshot.upstreams[r.upstream].name.clone());
+        entry.backend = outcome.tries.backend;
+        entry.attempts = outcome.tries.count;
+        entry
+    });
+    if slot.is_some() || log.is_some() {
         response.body_mut().finish_with(Finish {
-            upstream: routed.map(|r| r.upstream),
+            upstream: outcome.routed.map(|r| r.upstream),
             snapshot,
             slot,
             started,
+            bytes: 0,
+            log,
         });
     }
     response
+}
+
+/// What became of a request, filled in as the proxy goes.
+#[derive(Debug, Default)]
+struct Outcome {
+    routed: Option<Routed>,
+    /// The client address as weir sees it (behind trusted proxies, the forwarded one).
+    client: Option<std::net::IpAddr>,
+    tries: Tries,
 }
 
 /// Where the router sent a request: indices into the snapshot.
@@ -161,7 +208,7 @@ async fn proxy(
     snapshot: &Snapshot,
     connection: &Arc<Connection>,
     request: Request<Incoming>,
-    routed: &mut Option<Routed>,
+    outcome: &mut Outcome,
 ) -> Result<Response<crate::upstream::ResponseBody>, ProxyError> {
     // The flag belongs to this request's head; cleared so the next head starts clean.
     if request.headers().contains_key(header::TRANSFER_ENCODING)
@@ -180,7 +227,7 @@ async fn proxy(
         .route(host_str, request.uri().path())
         .ok_or(ProxyError::NoRoute)?;
     let upstream_index = snapshot.router.get(route).upstream;
-    *routed = Some(Routed {
+    outcome.routed = Some(Routed {
         route,
         upstream: upstream_index,
     });
@@ -192,6 +239,7 @@ async fn proxy(
         }
         None => connection.peer.ip(),
     };
+    outcome.client = Some(client);
     let key = RequestKey {
         client,
         path: request.uri().path(),
@@ -232,7 +280,13 @@ async fn proxy(
         RequestBody::Streaming(incoming)
     };
     let (mut response, pick) = upstream
-        .forward(client, pick, Request::from_parts(parts, body), no_host)
+        .forward(
+            client,
+            pick,
+            Request::from_parts(parts, body),
+            no_host,
+            &mut outcome.tries,
+        )
         .await?;
     let backend = pick.backend;
     forward::rewrite_response(response.headers_mut());

@@ -193,6 +193,7 @@ impl Upstream {
         mut pick: Pick<'u>,
         mut request: Request<RequestBody>,
         name_backend: bool,
+        tries: &mut Tries,
     ) -> Result<(Response<ResponseBody>, Pick<'u>), UpstreamError> {
         // One async fn for all tries, not one nested per layer: every layer of
         // futures copies the state of the ones inside it when it starts them.
@@ -224,6 +225,8 @@ impl Upstream {
                 );
             }
             let last = retry >= policy.attempts;
+            tries.count = retry + 1;
+            tries.backend = Some(pick.backend.address);
             let result = match deadline {
                 None => self.send(pick.backend, request).await,
                 Some((at, limit)) => {
@@ -444,6 +447,15 @@ impl Failure {
             unsent: None,
         }
     }
+}
+
+/// What the tries of one request came to, for its access log line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tries {
+    /// Tries sent (1 without retries).
+    pub count: u32,
+    /// The backend of the last try.
+    pub backend: Option<SocketAddr>,
 }
 
 /// A backend chosen for one request.

@@ -1,0 +1,321 @@
+//! The access log: one line per request, written by a thread of its own so that a
+//! slow disk never slows a request. Requests hand their line to a bounded queue;
+//! when the writer falls that far behind, lines are dropped and counted rather
+//! than making requests wait. The file is reopened on reload (log rotation).
+
+use std::fs::OpenOptions;
+use std::io::{self, BufWriter, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderValue, Method};
+use tracing::{error, warn};
+
+use crate::config::{AccessLogFormat, AccessLogTarget, LoggingConfig};
+
+/// Lines that may wait for the writer; beyond, new lines are dropped.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// A running access log, shared by the snapshots of one target and format.
+#[derive(Debug)]
+pub struct AccessLog {
+    target: AccessLogTarget,
+    format: AccessLogFormat,
+    queue: SyncSender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Reopen,
+}
+
+/// What one line says about one request.
+#[derive(Debug)]
+pub struct Entry {
+    pub time: SystemTime,
+    pub client: IpAddr,
+    pub method: Method,
+    /// Path and query, as requested.
+    pub target: String,
+    pub version: http::Version,
+    pub status: u16,
+    pub bytes: u64,
+    pub upstream: Option<String>,
+    pub backend: Option<SocketAddr>,
+    pub duration: Duration,
+    pub attempts: u32,
+    pub referer: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+}
+
+impl AccessLog {
+    /// The access log `logging` asks for: `None` when off. Keeps `previous`
+    /// (reopening its file) when the target and format are the same.
+    pub fn open(
+        logging: &LoggingConfig,
+        previous: Option<&Arc<AccessLog>>,
+    ) -> io::Result<Option<Arc<AccessLog>>> {
+        if logging.access_log == AccessLogTarget::Off {
+            return Ok(None);
+        }
+        if let Some(previous) = previous
+            && previous.target == logging.access_log
+            && previous.format == logging.access_log_format
+        {
+            let _ = previous.queue.try_send(Message::Reopen);
+            return Ok(Some(previous.clone()));
+        }
+        let sink = open_sink(&logging.access_log)?;
+        let (queue, lines) = sync_channel(QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let target = logging.access_log.clone();
+        {
+            let (target, dropped) = (target.clone(), dropped.clone());
+            std::thread::Builder::new()
+                .name("weir-access-log".into())
+                .spawn(move || write_lines(lines, sink, &target, &dropped))?;
+        }
+        Ok(Some(Arc::new(AccessLog {
+            target,
+            format: logging.access_log_format,
+            queue,
+            dropped,
+        })))
+    }
+
+    /// Queues the line of `entry`; never blocks.
+    pub fn record(&self, entry: &Entry) {
+        let line = match self.format {
+            AccessLogFormat::Json => json_line(entry),
+            AccessLogFormat::Combined => combined_line(entry),
+        };
+        match self.queue.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+fn open_sink(target: &AccessLogTarget) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        AccessLogTarget::Off | AccessLogTarget::Stdout => Box::new(io::stdout()),
+        AccessLogTarget::File(path) => Box::new(open_file(path)?),
+    })
+}
+
+fn open_file(path: &PathBuf) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|err| io::Error::new(err.kind(), format!("access log {}: {err}", path.display())))
+}
+
+/// The writer thread: writes lines as they come, flushing whenever the queue is
+/// empty; ends when every sender is gone.
+fn write_lines(
+    lines: Receiver<Message>,
+    sink: Box<dyn Write + Send>,
+    target: &AccessLogTarget,
+    dropped: &AtomicU64,
+) {
+    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+    let mut reported = 0;
+    while let Ok(mut message) = lines.recv() {
+        loop {
+            match message {
+                Message::Line(line) => {
+                    if let Err(err) = out.write_all(&line) {
+                        error!(error = %err, "access log write failed");
+                    }
+                }
+                Message::Reopen => {
+                    let _ = out.flush();
+                    if let AccessLogTarget::File(path) = target {
+                        match open_file(path) {
+                            Ok(file) => out = BufWriter::with_capacity(64 * 1024, Box::new(file)),
+                            Err(err) => {
+                                error!(error = %err, "access log reopen failed; writing on to the old file")
+                            }
+                        }
+                    }
+                }
+            }
+            match lines.try_recv() {
+                Ok(next) => message = next,
+                Err(_) => break,
+            }
+        }
+        let _ = out.flush();
+        let now_dropped = dropped.load(Ordering::Relaxed);
+        if now_dropped != reported {
+            warn!(
+                dropped = now_dropped - reported,
+                "access log writer fell behind; lines dropped"
+            );
+            reported = now_dropped;
+        }
+    }
+    let _ = out.flush();
+}
+
+fn json_line(entry: &Entry) -> Vec<u8> {
+    let value = serde_json::json!({
+        "time": rfc3339(entry.time),
+        "client": entry.client.to_string(),
+        "method": entry.method.as_str(),
+        "path": entry.target,
+        "protocol": format!("{:?}", entry.version),
+        "status": entry.status,
+        "bytes": entry.bytes,
+        "upstream": entry.upstream,
+        "backend": entry.backend.map(|b| b.to_string()),
+        "duration": entry.duration.as_secs_f64(),
+        "attempts": entry.attempts,
+    });
+    let mut line = serde_json::to_vec(&value).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// nginx's `combined`, then upstream, backend, duration (s) and attempts.
+fn combined_line(entry: &Entry) -> Vec<u8> {
+    let header = |value: &Option<HeaderValue>| {
+        value
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| "-".to_owned(), |v| v.replace('"', "\\\""))
+    };
+    format!(
+        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {:.6} {}\n",
+        entry.client,
+        clf_time(entry.time),
+        entry.method,
+        entry.target.replace('"', "%22"),
+        entry.version,
+        entry.status,
+        entry.bytes,
+        header(&entry.referer),
+        header(&entry.user_agent),
+        entry.upstream.as_deref().unwrap_or("-"),
+        entry
+            .backend
+            .map_or_else(|| "-".to_owned(), |b| b.to_string()),
+        entry.duration.as_secs_f64(),
+        entry.attempts,
+    )
+    .into_bytes()
+}
+
+/// UTC date and time of `time`: (year, month, day, hour, minute, second, millis).
+fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rest = secs % 86_400;
+    (
+        year,
+        month,
+        day,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis(),
+    )
+}
+
+/// `2026-11-25T12:00:00.123Z`.
+fn rfc3339(time: SystemTime) -> String {
+    let (y, mo, d, h, mi, s, ms) = civil(time);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+}
+
+/// `25/Nov/2026:12:00:00 +0000`.
+fn clf_time(time: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s, _) = civil(time);
+    format!(
+        "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
+        MONTHS[(mo - 1) as usize]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            // 2026-11-25T12:34:56.789Z
+            time: UNIX_EPOCH + Duration::from_millis(1_795_610_096_789),
+            client: "192.0.2.7".parse().unwrap(),
+            method: Method::GET,
+            target: "/a?b=\"c\"".into(),
+            version: http::Version::HTTP_11,
+            status: 200,
+            bytes: 13,
+            upstream: Some("app".into()),
+            backend: Some("127.0.0.1:9001".parse().unwrap()),
+            duration: Duration::from_micros(1500),
+            attempts: 1,
+            referer: None,
+            user_agent: Some(HeaderValue::from_static("curl/8.0")),
+        }
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(entry().time), "2026-11-25T12:34:56.789Z");
+        assert_eq!(clf_time(entry().time), "25/Nov/2026:12:34:56 +0000");
+        // A leap day.
+        let leap = UNIX_EPOCH + Duration::from_secs(1_709_164_800);
+        assert_eq!(rfc3339(leap), "2024-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn a_json_line_has_every_field() {
+        let line = String::from_utf8(json_line(&entry())).unwrap();
+        assert!(line.ends_with('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["time"], "2026-11-25T12:34:56.789Z");
+        assert_eq!(value["client"], "192.0.2.7");
+        assert_eq!(value["path"], "/a?b=\"c\"");
+        assert_eq!(
+            (value["status"].as_u64(), value["bytes"].as_u64()),
+            (Some(200), Some(13))
+        );
+        assert_eq!(value["backend"], "127.0.0.1:9001");
+        assert_eq!(value["duration"], 0.0015);
+        assert_eq!(value["attempts"], 1);
+    }
+
+    #[test]
+    fn a_combined_line_is_nginx_combined_plus_weirs_fields() {
+        let line = String::from_utf8(combined_line(&entry())).unwrap();
+        assert_eq!(
+            line,
+            "192.0.2.7 - - [25/Nov/2026:12:34:56 +0000] \"GET /a?b=%22c%22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app 127.0.0.1:9001 0.001500 1\n"
+        );
+    }
+}
