@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info};
 
 use crate::control::{Control, ReloadError};
+use crate::metrics::BackendReading;
 use crate::shutdown::Shutdown;
 
 /// Serves the admin API on `listener` until `shutdown` fires.
@@ -53,7 +54,20 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: S
 async fn answer(control: &Control, request: Request<Incoming>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            control.metrics().refresh(&control.snapshot());
+            let snapshot = control.snapshot();
+            let readings: Vec<BackendReading<'_>> = snapshot
+                .upstreams
+                .iter()
+                .flat_map(|upstream| {
+                    upstream.backends.iter().map(|backend| BackendReading {
+                        upstream: &upstream.name,
+                        backend: backend.address.to_string(),
+                        in_flight: backend.state.in_flight(),
+                        usable: backend.state.is_usable(),
+                    })
+                })
+                .collect();
+            control.metrics().refresh(&readings);
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -11,7 +11,6 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::snapshot::Snapshot;
 
 /// Bucket bounds in seconds: proxy latencies, from half a millisecond to 30 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -91,6 +90,15 @@ impl CodeCounters {
     }
 }
 
+/// One backend's state at scrape time.
+#[derive(Debug)]
+pub struct BackendReading<'a> {
+    pub upstream: &'a str,
+    pub backend: String,
+    pub in_flight: u32,
+    pub usable: bool,
+}
+
 /// The handles of one backend.
 #[derive(Debug, Clone)]
 pub struct BackendMetrics {
@@ -126,29 +134,37 @@ pub struct RequestMetrics {
     pub unrouted_duration: Histogram,
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let family = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+/// Registers `collector` with `registry` and hands it back.
+fn registered<C: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> C {
     registry
-        .register(Box::new(family.clone()))
+        .register(Box::new(collector.clone()))
         .expect("metric registered once");
-    family
+    collector
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let family = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("metric registered once");
-    family
+    registered(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-    let family = HistogramVec::new(opts, labels).expect("valid metric");
-    registry
-        .register(Box::new(family.clone()))
-        .expect("metric registered once");
-    family
+    registered(
+        registry,
+        HistogramVec::new(opts, labels).expect("valid metric"),
+    )
 }
 
 impl Default for Metrics {
@@ -161,14 +177,14 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
-        let last_reload_success = Gauge::new(
-            "weir_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last config load or reload that succeeded.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_reload_success.clone()))
-            .expect("metric registered once");
+        let last_reload_success = registered(
+            r,
+            Gauge::new(
+                "weir_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last config load or reload that succeeded.",
+            )
+            .expect("valid metric"),
+        );
         #[cfg(target_os = "linux")]
         {
             // CPU, RSS, open file descriptors, start time: process_* metrics.
@@ -332,29 +348,23 @@ impl Metrics {
         }
     }
 
-    /// Sets the gauges that mirror backend state from `snapshot`; series of
-    /// backends no longer configured are dropped.
-    pub fn refresh(&self, snapshot: &Snapshot) {
+    /// Sets the gauges that mirror backend state from `readings`, one per backend
+    /// of the config in force; series of backends no longer configured are dropped.
+    pub fn refresh(&self, readings: &[BackendReading<'_>]) {
         self.upstream_active.reset();
         self.backend_healthy.reset();
         self.healthy_backends.reset();
-        for upstream in &snapshot.upstreams {
-            let mut usable = 0;
-            for backend in &upstream.backends {
-                let address = backend.address.to_string();
-                let labels = [upstream.name.as_str(), address.as_str()];
-                self.upstream_active
-                    .with_label_values(&labels)
-                    .set(i64::from(backend.state.in_flight()));
-                let up = backend.state.is_usable();
-                usable += i64::from(up);
-                self.backend_healthy
-                    .with_label_values(&labels)
-                    .set(i64::from(up));
-            }
+        for reading in readings {
+            let labels = [reading.upstream, reading.backend.as_str()];
+            self.upstream_active
+                .with_label_values(&labels)
+                .set(i64::from(reading.in_flight));
+            self.backend_healthy
+                .with_label_values(&labels)
+                .set(i64::from(reading.usable));
             self.healthy_backends
-                .with_label_values(&[upstream.name.as_str()])
-                .set(usable);
+                .with_label_values(&[reading.upstream])
+                .add(i64::from(reading.usable));
         }
     }
 
