@@ -18,8 +18,8 @@
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
-//! Dependencies point one way: config → router/balance → upstream → snapshot →
-//! health / proxy → listener → control → `run`.
+//! Dependencies point one way: config → router/balance → metrics → upstream →
+//! access_log / snapshot → health / proxy → listener → control → admin → `run`.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
