@@ -219,6 +219,20 @@ async fn a_backend_killed_under_load_costs_no_request_and_comes_back() {
     within("400 answers", halfway.notified()).await;
     b.kill();
     let b_served = b.request_count();
+    // The checks mark it down within unhealthy_threshold × interval + 1 s. Health
+    // has no event to await from outside: its state is polled every 10 ms.
+    let snapshot = lb.running.control().snapshot();
+    let b_state = snapshot.upstreams[0].backends[1].state.clone();
+    within_for(
+        Duration::from_millis(2 * 100 + 1000),
+        "b marked down",
+        async {
+            while b_state.is_healthy() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        },
+    )
+    .await;
     let mut failures = Vec::new();
     while let Some(result) =
         within_for(Duration::from_secs(60), "the load", clients.join_next()).await
