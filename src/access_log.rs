@@ -147,7 +147,9 @@ fn write_lines(
                     if let AccessLogTarget::File(path) = target {
                         match open_file(path) {
                             Ok(file) => out = BufWriter::with_capacity(64 * 1024, Box::new(file)),
-                            Err(err) => error!(error = %err, "access log reopen failed; writing on to the old file"),
+                            Err(err) => {
+                                error!(error = %err, "access log reopen failed; writing on to the old file")
+                            }
                         }
                     }
                 }
@@ -158,7 +160,10 @@ fn write_lines(
         let _ = out.flush();
         let now_dropped = dropped.load(Ordering::Relaxed);
         if now_dropped != reported {
-            warn!(dropped = now_dropped - reported, "access log writer fell behind; lines dropped");
+            warn!(
+                dropped = now_dropped - reported,
+                "access log writer fell behind; lines dropped"
+            );
             reported = now_dropped;
         }
         if !open {

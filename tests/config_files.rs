@@ -173,6 +173,7 @@ fn full_example_mentions_every_supported_key() {
         "access_log =",
         "access_log_format =",
         "max_connections =",
+        "proxy_protocol =",
         "trusted_proxies =",
         "hash_key =",
         "hash_balance_factor =",

@@ -1288,3 +1288,64 @@ async fn upgrade_requests_are_tunnelled() {
     }
     assert_eq!(echoed, b"ping");
 }
+
+// === PROXY protocol ===
+
+fn proxy_protocol_lb_config(trusted: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\nproxy_protocol = true\n{trusted}\n\n{}",
+        one_upstream(&["app"], "")
+    )
+}
+
+#[tokio::test]
+async fn proxy_protocol_gives_the_client_address_behind_an_l4_balancer() {
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(&proxy_protocol_lb_config(""), &[("app", backend.addr)]).await;
+    // v1, then v2 (PROXY, TCP over IPv4), each followed by a request.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 9, 127, 0, 0, 1, 0x04, 0xd2, 0x01, 0xbb]);
+    for (header, client) in [
+        (
+            b"PROXY TCP4 203.0.113.7 127.0.0.1 56324 80\r\n".to_vec(),
+            "203.0.113.7",
+        ),
+        (v2, "198.51.100.9"),
+    ] {
+        let mut conn = RawConn::connect(lb.addr).await;
+        conn.send(&[header.as_slice(), b"GET / HTTP/1.1\r\nhost: t\r\n\r\n"].concat())
+            .await;
+        assert_eq!(conn.read_response().await.unwrap().status, 200);
+        assert_eq!(backend.last_request().headers["x-forwarded-for"], client);
+    }
+}
+
+#[tokio::test]
+async fn without_a_valid_proxy_header_the_connection_is_closed() {
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(&proxy_protocol_lb_config(""), &[("app", backend.addr)]).await;
+    for bytes in [
+        b"GET / HTTP/1.1\r\nhost: t\r\n\r\n".as_slice(),
+        b"PROXY TCP4 nonsense\r\nGET / HTTP/1.1\r\nhost: t\r\n\r\n".as_slice(),
+    ] {
+        let mut conn = RawConn::connect(lb.addr).await;
+        conn.send(bytes).await;
+        assert!(conn.closed_within_bound().await);
+    }
+    assert_eq!(backend.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_proxy_header_from_outside_trusted_proxies_closes_the_connection() {
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(
+        &proxy_protocol_lb_config("trusted_proxies = [\"10.0.0.0/8\"]"),
+        &[("app", backend.addr)],
+    )
+    .await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"PROXY TCP4 203.0.113.7 127.0.0.1 56324 80\r\nGET / HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await;
+    assert!(conn.closed_within_bound().await);
+    assert_eq!(backend.request_count(), 0);
+}

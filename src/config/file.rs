@@ -47,7 +47,7 @@ pub struct FileListener {
     pub tls: Option<Spanned<toml::Value>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
-    pub proxy_protocol: Option<Spanned<toml::Value>>,
+    pub proxy_protocol: Option<Spanned<bool>>,
     pub max_connections: Option<Spanned<i64>>,
     pub max_concurrent_streams: Option<Spanned<toml::Value>>,
 }

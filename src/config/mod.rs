@@ -89,6 +89,9 @@ pub struct ListenerConfig {
     /// Open client connections at most; past it weir stops accepting and new
     /// connections wait in the kernel's backlog. 0 = unlimited.
     pub max_connections: u32,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) whose
+    /// source address is the client's.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -681,7 +684,6 @@ fn validate_listener(
     problems: &mut Problems<'_>,
 ) -> ListenerConfig {
     problems.not_supported(&raw.tls, "tls");
-    problems.not_supported(&raw.proxy_protocol, "proxy_protocol");
     problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
 
     let name = item_name(&raw.name, || format!("listener-{index}"), problems);
@@ -723,6 +725,7 @@ fn validate_listener(
     ListenerConfig {
         name,
         max_connections,
+        proxy_protocol: raw.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
         listen: raw.listen.get_ref().0,
         header_timeout,
         idle_timeout,

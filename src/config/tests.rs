@@ -1233,10 +1233,7 @@ fn invalid_trusted_proxy_is_refused_at_its_value() {
 
 #[test]
 fn other_listener_keys_of_the_contract_are_not_supported_yet() {
-    for (key, value) in [
-        ("proxy_protocol", "true"),
-        ("max_concurrent_streams", "100"),
-    ] {
+    for (key, value) in [("max_concurrent_streams", "100")] {
         let problem = single_problem(&with_listener_line(&format!("{key} = {value}")));
         assert_problem(&problem, 3, key.len() + 4, Some(key), "not supported yet");
     }
@@ -1389,7 +1386,7 @@ backends = [{ address = "127.0.0.1:9001", weight = 0 }]
 fn several_not_supported_keys_are_all_reported() {
     let problems = refuse(
         &[
-            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nproxy_protocol = true\n\n",
+            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nmax_concurrent_streams = 8\n\n",
             MINIMAL,
             "protocol = \"h2c\"\n",
         ]
@@ -1403,7 +1400,7 @@ fn several_not_supported_keys_are_all_reported() {
     // protocol is on line 13
     assert_eq!(
         found,
-        [(3, 18, Some("proxy_protocol")), (13, 12, Some("protocol"))]
+        [(3, 26, Some("max_concurrent_streams")), (13, 12, Some("protocol"))]
     );
 }
 
@@ -1864,4 +1861,10 @@ fn slow_start_takes_a_duration_but_not_with_hashing() {
         Some("slow_start"),
         "does not apply to strategy \"hash\"",
     );
+}
+
+#[test]
+fn proxy_protocol_is_a_listener_switch() {
+    assert!(accept(&with_listener_line("proxy_protocol = true")).listeners[0].proxy_protocol);
+    assert!(!accept(MINIMAL).listeners[0].proxy_protocol);
 }

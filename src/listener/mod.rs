@@ -3,6 +3,7 @@
 //! shutdown.
 
 mod framing;
+mod proxy_protocol;
 mod timeouts;
 
 use std::convert::Infallible;
@@ -15,7 +16,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{Instrument, debug, debug_span, error, info};
@@ -126,27 +127,32 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_START;
-                    let connection = Arc::new(Connection::new(
-                        current.name.clone(),
-                        peer,
-                        false,
-                        snapshots.clone(),
-                        &current.trusted_proxies,
-                    ));
                     let span = debug_span!("conn", listener = %current.name, client.addr = %peer);
-                    let serving = serve_connection(
-                        stream,
-                        connection,
-                        &current.config,
-                        &current.builder,
-                        &graceful,
-                    );
                     let metrics = current.metrics.clone();
                     metrics.connections_total.inc();
                     metrics.connections_active.inc();
+                    let watcher = graceful.watcher();
+                    let (current, snapshots) = (current.clone(), snapshots.clone());
                     tokio::spawn(
                         async move {
-                            serving.await;
+                            if let Some(client) = client_of(stream, peer, &current).await {
+                                let (stream, client) = client;
+                                let connection = Arc::new(Connection::new(
+                                    current.name.clone(),
+                                    client,
+                                    false,
+                                    snapshots,
+                                    &current.trusted_proxies,
+                                ));
+                                serve_connection(
+                                    stream,
+                                    connection,
+                                    &current.config,
+                                    &current.builder,
+                                    watcher,
+                                )
+                                .await;
+                            }
                             metrics.connections_active.dec();
                             drop(permit);
                         }
@@ -192,13 +198,48 @@ fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The client of a new connection: the TCP peer, or with `proxy_protocol` the
+/// address of the PROXY header (read within `header_timeout`). `None` closes the
+/// connection: a PROXY header missing, malformed, or sent by a peer that is not
+/// one of `trusted_proxies` (when that list is set).
+async fn client_of(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    settings: &ListenerSettings,
+) -> Option<(TcpStream, SocketAddr)> {
+    if !settings.config.proxy_protocol {
+        return Some((stream, peer));
+    }
+    let trusted = &settings.trusted_proxies;
+    if !trusted.is_empty() && !trusted.iter().any(|net| net.contains(&peer.ip())) {
+        debug!("PROXY protocol from a peer outside trusted_proxies; closing");
+        return None;
+    }
+    let header = tokio::time::timeout(
+        settings.config.header_timeout,
+        proxy_protocol::read_header(&mut stream),
+    )
+    .await;
+    match header {
+        Ok(Ok(client)) => Some((stream, client.unwrap_or(peer))),
+        Ok(Err(err)) => {
+            debug!(error = %err, "closing");
+            None
+        }
+        Err(_elapsed) => {
+            debug!("no PROXY protocol header within header_timeout; closing");
+            None
+        }
+    }
+}
+
 /// Serves one client connection to its end.
 fn serve_connection(
     stream: TcpStream,
     connection: Arc<Connection>,
     config: &ListenerConfig,
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
 ) -> impl Future<Output = ()> + Send + 'static {
     let _ = stream.set_nodelay(true);
     let io = TimedIo::new(
@@ -211,7 +252,7 @@ fn serve_connection(
         let connection = connection.clone();
         async move { Ok::<_, Infallible>(proxy::serve(connection, request).await) }
     });
-    let serving = graceful.watch(
+    let serving = watcher.watch(
         builder
             .serve_connection_with_upgrades(io, service)
             .into_owned(),
