@@ -143,6 +143,7 @@ impl Listener {
                                     false,
                                     snapshots,
                                     &current.trusted_proxies,
+                                    current.config.idle_timeout,
                                 ));
                                 serve_connection(
                                     stream,

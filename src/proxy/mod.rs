@@ -38,6 +38,8 @@ pub struct Connection {
     pub listener: Arc<str>,
     pub peer: SocketAddr,
     pub facts: ClientFacts,
+    /// The listener's `idle_timeout`, which also ends a silent tunnel.
+    pub idle_timeout: std::time::Duration,
     /// Requests of this connection whose response is not finished; read by the
     /// connection's idle and header timeouts. Per connection, so never contended.
     pub active: AtomicUsize,
@@ -61,6 +63,7 @@ impl Connection {
         tls: bool,
         snapshots: Arc<ArcSwap<Snapshot>>,
         trusted_proxies: &Arc<[ipnet::IpNet]>,
+        idle_timeout: std::time::Duration,
     ) -> Self {
         let trusted = trusted_proxies
             .iter()
@@ -70,6 +73,7 @@ impl Connection {
             snapshots,
             listener,
             peer,
+            idle_timeout,
             facts: ClientFacts {
                 address: HeaderValue::from_str(&ip)
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
@@ -305,7 +309,12 @@ async fn proxy(
         };
         forward::keep_upgrade(response.headers_mut(), protocol);
         let backend_side = hyper::upgrade::on(&mut response);
-        tunnel::spawn(client, backend_side, RequestGuard::new(connection.clone()));
+        tunnel::spawn(
+            client,
+            backend_side,
+            RequestGuard::new(connection.clone()),
+            connection.idle_timeout,
+        );
     }
     Ok(response)
 }

@@ -1,16 +1,25 @@
 //! Tunnels for upgraded connections (WebSocket and other `Upgrade` protocols):
 //! once both sides have switched protocols, bytes are copied both ways until
-//! either side closes.
+//! either side closes, or until no byte has moved either way for `idle_timeout`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::RequestGuard;
 
 /// Runs the tunnel in its own task. `guard` keeps the client connection counted as
-/// busy for the tunnel's lifetime, so its header and idle timeouts stay out of it.
-pub fn spawn(client: OnUpgrade, backend: OnUpgrade, guard: RequestGuard) {
+/// busy for the tunnel's lifetime, so its header and idle timeouts stay out of it;
+/// the tunnel keeps its own idle clock instead.
+pub fn spawn(client: OnUpgrade, backend: OnUpgrade, guard: RequestGuard, idle_timeout: Duration) {
     tokio::spawn(async move {
         let _guard = guard;
         let (client, backend) = match tokio::try_join!(client, backend) {
@@ -20,10 +29,88 @@ pub fn spawn(client: OnUpgrade, backend: OnUpgrade, guard: RequestGuard) {
                 return;
             }
         };
-        let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-        match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-            Ok((up, down)) => debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
-            Err(err) => debug!(error = %err, "tunnel ended with an error"),
+        let start = Instant::now();
+        let last_activity = Arc::new(AtomicU64::new(0));
+        let mut client = Watched::new(TokioIo::new(client), &last_activity, start);
+        let mut backend = Watched::new(TokioIo::new(backend), &last_activity, start);
+        let idle = async {
+            loop {
+                let last = start + Duration::from_millis(last_activity.load(Ordering::Relaxed));
+                if last.elapsed() >= idle_timeout {
+                    return;
+                }
+                tokio::time::sleep_until(last + idle_timeout).await;
+            }
+        };
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut backend) => match copied {
+                Ok((up, down)) => debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
+                Err(err) => debug!(error = %err, "tunnel ended with an error"),
+            },
+            () = idle => debug!(?idle_timeout, "tunnel idle; closed"),
         }
     });
+}
+
+/// An IO that notes when bytes last moved through it (milliseconds since `start`).
+struct Watched<T> {
+    io: T,
+    last_activity: Arc<AtomicU64>,
+    start: Instant,
+}
+
+impl<T> Watched<T> {
+    fn new(io: T, last_activity: &Arc<AtomicU64>, start: Instant) -> Self {
+        Watched {
+            io,
+            last_activity: last_activity.clone(),
+            start,
+        }
+    }
+
+    fn touch(&self) {
+        let now = self.start.elapsed().as_millis() as u64;
+        self.last_activity.store(now, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.io).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled
+            && n > 0
+        {
+            this.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
