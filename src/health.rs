@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::HealthCheckConfig;
 use crate::metrics::BackendMetrics;
+use crate::proxy_protocol;
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, BackendState};
 
@@ -34,6 +35,8 @@ pub struct HealthChecks {
 #[derive(Debug)]
 struct Running {
     config: HealthCheckConfig,
+    /// The PROXY header checks start with, for backends that expect one.
+    preamble: Option<Vec<u8>>,
     state: Arc<BackendState>,
     task: AbortHandle,
 }
@@ -48,9 +51,15 @@ impl HealthChecks {
                 let key = (upstream.name.clone(), backend.address);
                 match &upstream.health_check {
                     Some(config) => {
+                        let preamble = upstream.send_proxy_protocol.map(proxy_protocol::local);
                         wanted.insert(
                             key,
-                            (config, backend.state.clone(), backend.metrics.clone()),
+                            (
+                                config,
+                                backend.state.clone(),
+                                backend.metrics.clone(),
+                                preamble,
+                            ),
                         );
                     }
                     // Without checks nothing can mark it down again.
@@ -61,8 +70,10 @@ impl HealthChecks {
             }
         }
         self.running.retain(|key, running| {
-            let keep = wanted.get(key).is_some_and(|(config, state, _)| {
-                **config == running.config && Arc::ptr_eq(state, &running.state)
+            let keep = wanted.get(key).is_some_and(|(config, state, _, preamble)| {
+                **config == running.config
+                    && Arc::ptr_eq(state, &running.state)
+                    && *preamble == running.preamble
             });
             if !keep {
                 running.task.abort();
@@ -70,7 +81,7 @@ impl HealthChecks {
             keep
         });
         let first_sync = !std::mem::replace(&mut self.synced, true);
-        for (key, (config, state, metrics)) in wanted {
+        for (key, (config, state, metrics, preamble)) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
@@ -83,11 +94,13 @@ impl HealthChecks {
                 config.clone(),
                 metrics,
                 unchecked,
+                preamble.clone(),
             ));
             self.running.insert(
                 key,
                 Running {
                     config: config.clone(),
+                    preamble,
                     state,
                     task: task.abort_handle(),
                 },
@@ -159,11 +172,19 @@ async fn check_loop(
     config: HealthCheckConfig,
     metrics: BackendMetrics,
     mut unchecked: Option<FirstCheck>,
+    preamble: Option<Vec<u8>>,
 ) {
     let host = config.host.clone().unwrap_or_else(|| address.to_string());
     let mut streak = Streak::default();
     loop {
-        let result = upstream::probe(address, &config.path, &host, config.timeout).await;
+        let result = upstream::probe(
+            address,
+            &config.path,
+            &host,
+            config.timeout,
+            preamble.as_deref(),
+        )
+        .await;
         let (passed, outcome) = match &result {
             Ok(status) if config.expect_status.contains(status.as_u16()) => (true, String::new()),
             Ok(status) => (false, format!("status {}", status.as_u16())),

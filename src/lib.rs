@@ -8,6 +8,7 @@
 //! - [`upstream`]: backends, their runtime state and pooled connections; one
 //!   exchange with one backend.
 //! - [`metrics`]: the Prometheus families and the handles resolved per config.
+//! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`access_log`]: one line per request, written off the request path.
 //! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
 //! - [`health`]: active health check loops, following the running snapshot.
@@ -34,6 +35,7 @@ pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod router;
 pub mod shutdown;
 pub mod snapshot;

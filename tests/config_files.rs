@@ -174,6 +174,7 @@ fn full_example_mentions_every_supported_key() {
         "access_log_format =",
         "max_connections =",
         "proxy_protocol =",
+        "send_proxy_protocol =",
         "trusted_proxies =",
         "hash_key =",
         "hash_balance_factor =",

@@ -10,7 +10,7 @@ use http::Request;
 use support::*;
 use tokio::sync::{Notify, mpsc};
 use weir::balance::RequestKey;
-use weir::upstream::{RequestBody, ResponseBody, Upstream, UpstreamError};
+use weir::upstream::{ClientEnds, RequestBody, ResponseBody, Upstream, UpstreamError};
 
 fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
     let text = format!(
@@ -40,7 +40,17 @@ async fn send(
     };
     let pick = upstream.pick(&key).expect("a usable backend");
     upstream
-        .forward(client, pick, request, false, &mut Default::default())
+        .forward(
+            ClientEnds {
+                address: client,
+                source: "127.0.0.1:1".parse().unwrap(),
+                destination: "127.0.0.1:2".parse().unwrap(),
+            },
+            pick,
+            request,
+            false,
+            &mut Default::default(),
+        )
         .await
         .map(|(response, _)| response)
 }

@@ -95,7 +95,7 @@ pub struct FileUpstream {
     // Accepted only to be refused by name until their issue lands.
     pub tls: Option<Spanned<toml::Value>>,
     pub protocol: Option<Spanned<toml::Value>>,
-    pub send_proxy_protocol: Option<Spanned<toml::Value>>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -131,6 +131,9 @@ pub struct UpstreamConfig {
     pub retries: RetryPolicy,
     /// A backend that comes back ramps its weight from 10 % to 100 % over this.
     pub slow_start: Option<Duration>,
+    /// Connections to backends start with a PROXY protocol header of this
+    /// version, carrying the client's address.
+    pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// Concurrent requests per backend; 0 = unlimited.
     pub max_connections_per_backend: u32,
     /// How long a request waits for a slot when every backend is at its limit;
@@ -876,7 +879,17 @@ fn validate_upstream(
     let raw = raw.get_ref();
     problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.protocol, "protocol");
-    problems.not_supported(&raw.send_proxy_protocol, "send_proxy_protocol");
+    let send_proxy_protocol =
+        raw.send_proxy_protocol
+            .as_ref()
+            .and_then(|version| match version.get_ref().as_str() {
+                "v1" => Some(crate::proxy_protocol::Version::V1),
+                "v2" => Some(crate::proxy_protocol::Version::V2),
+                _ => {
+                    problems.spanned(version, "send_proxy_protocol", "expected \"v1\" or \"v2\"");
+                    None
+                }
+            });
     let max_connections_per_backend = int_in(
         &raw.max_connections_per_backend,
         "max_connections_per_backend",
@@ -1077,6 +1090,7 @@ fn validate_upstream(
         max_connections_per_backend,
         queue_timeout,
         slow_start,
+        send_proxy_protocol,
         backends,
         timeouts,
     }

@@ -1339,11 +1339,7 @@ fn ip_hash_is_accepted() {
 
 #[test]
 fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
-    for (key, value) in [
-        ("tls", "true"),
-        ("protocol", r#""h2c""#),
-        ("send_proxy_protocol", "true"),
-    ] {
+    for (key, value) in [("tls", "true"), ("protocol", r#""h2c""#)] {
         let problem = single_problem(&[MINIMAL, &format!("{key} = {value}\n")].concat());
         assert_problem(&problem, 9, key.len() + 4, Some(key), "not supported yet");
     }
@@ -1869,4 +1865,21 @@ fn slow_start_takes_a_duration_but_not_with_hashing() {
 fn proxy_protocol_is_a_listener_switch() {
     assert!(accept(&with_listener_line("proxy_protocol = true")).listeners[0].proxy_protocol);
     assert!(!accept(MINIMAL).listeners[0].proxy_protocol);
+}
+
+#[test]
+fn send_proxy_protocol_takes_a_version() {
+    use crate::proxy_protocol::Version;
+    for (text, version) in [("v1", Version::V1), ("v2", Version::V2)] {
+        let config = accept(&[MINIMAL, &format!("send_proxy_protocol = \"{text}\"\n")].concat());
+        assert_eq!(config.upstreams[0].send_proxy_protocol, Some(version));
+    }
+    let problem = single_problem(&[MINIMAL, "send_proxy_protocol = \"v3\"\n"].concat());
+    assert_problem(
+        &problem,
+        9,
+        23,
+        Some("send_proxy_protocol"),
+        "expected \"v1\" or \"v2\"",
+    );
 }

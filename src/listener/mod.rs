@@ -3,7 +3,6 @@
 //! shutdown.
 
 mod framing;
-mod proxy_protocol;
 mod timeouts;
 
 use std::convert::Infallible;
@@ -24,6 +23,7 @@ use tracing::{Instrument, debug, debug_span, error, info};
 use crate::config::ListenerConfig;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::proxy::{self, Connection};
+use crate::proxy_protocol;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 
@@ -127,6 +127,13 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_START;
+                    // The bound address, unless it is a wildcard: then ask the
+                    // socket (a syscall spared on specific binds).
+                    let local = if self.address.ip().is_unspecified() {
+                        stream.local_addr().unwrap_or(self.address)
+                    } else {
+                        self.address
+                    };
                     let span = debug_span!("conn", listener = %current.name, client.addr = %peer);
                     let metrics = current.metrics.clone();
                     metrics.connections_total.inc();
@@ -140,6 +147,7 @@ impl Listener {
                                 let connection = Arc::new(Connection::new(
                                     current.name.clone(),
                                     client,
+                                    local,
                                     false,
                                     snapshots,
                                     &current.trusted_proxies,

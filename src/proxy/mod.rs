@@ -28,7 +28,7 @@ use crate::access_log;
 use crate::balance::RequestKey;
 use crate::config::RetryPolicy;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClientBodyError, RequestBody, Tries, UpstreamError};
+use crate::upstream::{ClientBodyError, ClientEnds, RequestBody, Tries, UpstreamError};
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -37,6 +37,8 @@ pub struct Connection {
     pub snapshots: Arc<ArcSwap<Snapshot>>,
     pub listener: Arc<str>,
     pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
     pub facts: ClientFacts,
     /// The listener's `idle_timeout`, which also ends a silent tunnel.
     pub idle_timeout: std::time::Duration,
@@ -60,6 +62,7 @@ impl Connection {
     pub fn new(
         listener: Arc<str>,
         peer: SocketAddr,
+        local: SocketAddr,
         tls: bool,
         snapshots: Arc<ArcSwap<Snapshot>>,
         trusted_proxies: &Arc<[ipnet::IpNet]>,
@@ -73,6 +76,7 @@ impl Connection {
             snapshots,
             listener,
             peer,
+            local,
             idle_timeout,
             facts: ClientFacts {
                 address: HeaderValue::from_str(&ip)
@@ -285,7 +289,11 @@ async fn proxy(
     };
     let (mut response, pick) = upstream
         .forward(
-            client,
+            ClientEnds {
+                address: client,
+                source: connection.peer,
+                destination: connection.local,
+            },
             pick,
             Request::from_parts(parts, body),
             no_host,

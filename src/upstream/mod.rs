@@ -29,6 +29,7 @@ use crate::config::{
     HealthCheckConfig, OutlierConfig, RetryPolicy, UpstreamConfig, UpstreamTimeouts,
 };
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::proxy_protocol;
 
 /// A named group of backends and the strategy that spreads requests over them.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ pub struct Upstream {
     /// `max_connections_per_backend`, when set.
     pub limit: Option<u32>,
     pub queue_timeout: Option<std::time::Duration>,
+    /// The PROXY protocol header each backend connection starts with.
+    pub send_proxy_protocol: Option<proxy_protocol::Version>,
     /// With `slow_start` on a strategy of fixed weights (round robin, random).
     slow_start_by_chance: bool,
     /// Present when the policy has a budget.
@@ -120,6 +123,7 @@ impl Upstream {
             limit: (config.max_connections_per_backend > 0)
                 .then_some(config.max_connections_per_backend),
             queue_timeout: config.queue_timeout,
+            send_proxy_protocol: config.send_proxy_protocol,
             retry_budget: config.retries.budget.map(RetryBudget::new),
             metrics: metrics.upstream(&config.name),
             timeouts: config.timeouts,
@@ -189,12 +193,16 @@ impl Upstream {
     /// that gave it. `name_backend` sets `Host` to each tried backend's address.
     pub async fn forward<'u>(
         &'u self,
-        client: IpAddr,
+        client: ClientEnds,
         mut pick: Pick<'u>,
         mut request: Request<RequestBody>,
         name_backend: bool,
         tries: &mut Tries,
     ) -> Result<(Response<ResponseBody>, Pick<'u>), UpstreamError> {
+        let preamble = self
+            .send_proxy_protocol
+            .map(|version| proxy_protocol::encode(version, client.source, client.destination));
+        let client = client.address;
         // One async fn for all tries, not one nested per layer: every layer of
         // futures copies the state of the ones inside it when it starts them.
         let deadline = self
@@ -228,9 +236,10 @@ impl Upstream {
             tries.count = retry + 1;
             tries.backend = Some(pick.backend.address);
             let result = match deadline {
-                None => self.send(pick.backend, request).await,
+                None => self.send(pick.backend, request, preamble.as_deref()).await,
                 Some((at, limit)) => {
-                    match tokio::time::timeout_at(at, self.send(pick.backend, request)).await {
+                    let send = self.send(pick.backend, request, preamble.as_deref());
+                    match tokio::time::timeout_at(at, send).await {
                         Ok(result) => result,
                         Err(_elapsed) => break Err(UpstreamError::RequestTimeout(limit)),
                     }
@@ -384,13 +393,14 @@ impl Upstream {
         &self,
         backend: &Backend,
         request: Request<RequestBody>,
+        preamble: Option<&[u8]>,
     ) -> Result<Response<ResponseBody>, Failure> {
         let state = &backend.state;
         // Lowers the in-flight count if no response body takes over that duty.
         let mut guard = InFlightGuard(Some(state));
         // The clock is read only for strategies that use the latency.
         let started = std::time::Instant::now();
-        let result = exchange(backend, request, &self.timeouts).await;
+        let result = exchange(backend, request, &self.timeouts, preamble).await;
         let now = std::time::Instant::now();
         // The client's body breaking says nothing about the backend.
         let (failed, code) = match &result {
@@ -449,6 +459,17 @@ impl Failure {
     }
 }
 
+/// Where a request comes from, as the balancing and the PROXY header need it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientEnds {
+    /// The client address strategies hash (behind trusted proxies, the forwarded one).
+    pub address: IpAddr,
+    /// The client connection's source: the TCP peer, or what its PROXY header said.
+    pub source: SocketAddr,
+    /// The address the client connected to.
+    pub destination: SocketAddr,
+}
+
 /// What the tries of one request came to, for its access log line.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tries {
@@ -476,6 +497,7 @@ pub async fn probe(
     path: &str,
     host: &str,
     timeout: std::time::Duration,
+    preamble: Option<&[u8]>,
 ) -> Result<http::StatusCode, UpstreamError> {
     let request = Request::get(path)
         .header(http::header::HOST, host)
@@ -484,7 +506,7 @@ pub async fn probe(
         .body(RequestBody::Empty)
         .map_err(|_| UpstreamError::ClosedBeforeSend)?;
     let exchange = async {
-        let mut connection = pool::connect(address, timeout).await?;
+        let mut connection = pool::connect(address, timeout, preamble).await?;
         match send_on(&mut connection, request, &probe_timeouts(timeout)).await {
             Ok(response) => Ok(response.status()),
             Err(SendFailure::NotSent(_)) => Err(UpstreamError::ClosedBeforeSend),
@@ -543,8 +565,13 @@ async fn exchange(
     backend: &Backend,
     mut request: Request<RequestBody>,
     timeouts: &UpstreamTimeouts,
+    preamble: Option<&[u8]>,
 ) -> Result<(Response<hyper::body::Incoming>, Option<pool::Connection>), Failure> {
-    if let Some(mut connection) = reuse(backend, timeouts).await {
+    // A connection that began with a client's PROXY header belongs to that client:
+    // it is neither taken from the pool nor put back.
+    if preamble.is_none()
+        && let Some(mut connection) = reuse(backend, timeouts).await
+    {
         match send_on(&mut connection, request, timeouts).await {
             Ok(response) => return Ok((response, Some(connection))),
             Err(SendFailure::NotSent(returned)) => request = returned,
@@ -553,7 +580,8 @@ async fn exchange(
     }
     // Boxed: the connect future is large and rarely awaited with a warm pool, and
     // every future around this one would carry (and copy) its size otherwise.
-    let mut connection = match Box::pin(pool::connect(backend.address, timeouts.connect)).await {
+    let connect = pool::connect(backend.address, timeouts.connect, preamble);
+    let mut connection = match Box::pin(connect).await {
         Ok(connection) => connection,
         Err(error) => {
             return Err(Failure {
@@ -563,7 +591,7 @@ async fn exchange(
         }
     };
     match send_on(&mut connection, request, timeouts).await {
-        Ok(response) => Ok((response, Some(connection))),
+        Ok(response) => Ok((response, preamble.is_none().then_some(connection))),
         Err(SendFailure::NotSent(request)) => Err(Failure {
             error: UpstreamError::ClosedBeforeSend,
             unsent: Some(Box::new(request)),

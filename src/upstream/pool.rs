@@ -87,16 +87,27 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `address` within `connect_timeout`.
+/// Opens a new HTTP/1.1 connection to `address` within `connect_timeout`; with a
+/// `preamble` (a PROXY protocol header), writes it first.
 pub async fn connect(
     address: SocketAddr,
     connect_timeout: Duration,
+    preamble: Option<&[u8]>,
 ) -> Result<Connection, UpstreamError> {
-    let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+    let mut stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await
+    {
         Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(connect_timeout)),
         Ok(Err(source)) => return Err(UpstreamError::Connect(source)),
         Ok(Ok(stream)) => stream,
     };
+    if let Some(preamble) = preamble {
+        use tokio::io::AsyncWriteExt;
+        // Nothing of the request is written yet: a failure here is a connect failure.
+        stream
+            .write_all(preamble)
+            .await
+            .map_err(UpstreamError::Connect)?;
+    }
     // Requests and small responses are written in one go; Nagle would only delay them.
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::Builder::new()
@@ -127,7 +138,9 @@ mod tests {
             drop(socket);
         });
         (
-            connect(address, Duration::from_secs(1)).await.unwrap(),
+            connect(address, Duration::from_secs(1), None)
+                .await
+                .unwrap(),
             accept,
         )
     }
@@ -168,7 +181,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let err = connect(address, Duration::from_secs(1)).await.unwrap_err();
+        let err = connect(address, Duration::from_secs(1), None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     }
 }

@@ -122,6 +122,21 @@ impl Backend {
 }
 
 impl Backend {
+    /// A backend served by a test's own accept loop, counting its connections.
+    pub fn from_parts(
+        addr: SocketAddr,
+        connections: Arc<AtomicUsize>,
+        accept: JoinHandle<()>,
+    ) -> Self {
+        Backend {
+            addr,
+            connections,
+            requests: Arc::new(Mutex::new(Vec::new())),
+            accept,
+            served: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
     /// Dies as a crashed process would: the port closes (connects are refused) and
     /// every open connection is dropped, mid-request or idle.
     pub fn kill(&self) {
@@ -388,6 +403,13 @@ pub struct RawConn {
     stream: TcpStream,
     /// Bytes read but not consumed yet.
     buf: Vec<u8>,
+}
+
+impl RawConn {
+    /// This end's address, as the server sees the client.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
 }
 
 /// One response as it came over the wire.

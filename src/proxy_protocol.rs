@@ -1,6 +1,7 @@
-//! The PROXY protocol (v1 text, v2 binary) that an L4 load balancer in front sends
-//! before the client's bytes, carrying the client's address. Read byte-exactly:
-//! nothing after the header is consumed, so HTTP starts where the header ends.
+//! The PROXY protocol (v1 text, v2 binary): the header an L4 load balancer in
+//! front sends before the client's bytes, carrying the client's address, and the
+//! one weir sends to backends that want it. Read byte-exactly: nothing after the
+//! header is consumed, so HTTP starts where the header ends.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -96,6 +97,70 @@ async fn read_v1_line(stream: &mut TcpStream, line: &mut Vec<u8>) -> Result<(), 
         let from = line.len();
         line.resize(from + take, 0);
         read_exact(stream, &mut line[from..]).await?;
+    }
+}
+
+/// Which header to send to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// The header that says a connection comes from `source` and was made to
+/// `destination`. Mixed address families cannot be told in one header: v1 says
+/// `UNKNOWN` and v2 `LOCAL` then, and the backend sees weir's own address.
+pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    match version {
+        Version::V1 => match (source, destination) {
+            (SocketAddr::V4(s), SocketAddr::V4(d)) => format!(
+                "PROXY TCP4 {} {} {} {}\r\n",
+                s.ip(),
+                d.ip(),
+                s.port(),
+                d.port()
+            )
+            .into_bytes(),
+            (SocketAddr::V6(s), SocketAddr::V6(d)) => format!(
+                "PROXY TCP6 {} {} {} {}\r\n",
+                s.ip(),
+                d.ip(),
+                s.port(),
+                d.port()
+            )
+            .into_bytes(),
+            _ => local(Version::V1),
+        },
+        Version::V2 => {
+            let mut header = V2_SIGNATURE.to_vec();
+            match (source, destination) {
+                (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+                    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
+                    header.extend_from_slice(&s.ip().octets());
+                    header.extend_from_slice(&d.ip().octets());
+                    header.extend_from_slice(&s.port().to_be_bytes());
+                    header.extend_from_slice(&d.port().to_be_bytes());
+                }
+                (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+                    header.extend_from_slice(&[0x21, 0x21, 0, 36]);
+                    header.extend_from_slice(&s.ip().octets());
+                    header.extend_from_slice(&d.ip().octets());
+                    header.extend_from_slice(&s.port().to_be_bytes());
+                    header.extend_from_slice(&d.port().to_be_bytes());
+                }
+                _ => return local(Version::V2),
+            }
+            header
+        }
+    }
+}
+
+/// The header of a connection weir makes for itself (a health check): v1
+/// `UNKNOWN`, v2 `LOCAL`; the backend takes the connection's own addresses.
+pub fn local(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => [V2_SIGNATURE.as_slice(), &[0x20, 0x00, 0, 0]].concat(),
     }
 }
 
@@ -232,6 +297,31 @@ mod tests {
         assert_eq!(result, Ok(Some("[::5]:80".parse().unwrap())));
         let (result, _) = read(&v2(0x0, 0x00, &[])).await;
         assert_eq!(result, Ok(None), "LOCAL");
+    }
+
+    #[tokio::test]
+    async fn what_weir_sends_reads_back() {
+        let pairs = [
+            ("203.0.113.7:5000", "10.0.0.1:80"),
+            ("[2001:db8::7]:5000", "[2001:db8::1]:443"),
+        ];
+        for version in [Version::V1, Version::V2] {
+            for (source, destination) in pairs {
+                let (source, destination) = (source.parse().unwrap(), destination.parse().unwrap());
+                let (result, _) = read(&encode(version, source, destination)).await;
+                assert_eq!(result, Ok(Some(source)), "{version:?}");
+            }
+            let mixed = encode(
+                version,
+                "1.2.3.4:5".parse().unwrap(),
+                "[::1]:80".parse().unwrap(),
+            );
+            assert_eq!(
+                read(&mixed).await.0,
+                Ok(None),
+                "{version:?}: mixed families"
+            );
+        }
     }
 
     #[tokio::test]
