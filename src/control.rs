@@ -25,6 +25,7 @@ use crate::listener::{Listener, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::snapshot::Snapshot;
+use crate::tls::TlsError;
 
 /// Shared by everything that may reload: the signal handler and the admin API.
 pub struct Control {
@@ -71,6 +72,8 @@ pub enum ReloadError {
     },
     #[error("{0}")]
     AccessLog(#[source] io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("weir is shutting down")]
     ShuttingDown,
     #[error("weir was started without a config file; there is nothing to re-read")]
@@ -102,7 +105,9 @@ impl Control {
         let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            bound.push((listener.clone(), bind(listener).await.map_err(into_io)?));
+            let settings = ListenerSettings::new(listener.clone(), None, &metrics)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
+            bound.push((settings, bind(listener).await.map_err(into_io)?));
         }
         let health = HealthChecks::default();
         let control = Arc::new(Control {
@@ -121,8 +126,8 @@ impl Control {
         });
         {
             let mut state = control.state.lock().await;
-            for (listener_config, listener) in bound {
-                let running = control.spawn_listener(&mut state, listener_config, listener);
+            for (settings, listener) in bound {
+                let running = control.spawn_listener(&mut state, settings, listener);
                 state.listeners.push(running);
             }
             state.health.sync(&control.snapshots.load());
@@ -210,11 +215,24 @@ impl Control {
         if config.admin != state.config.admin {
             warn!("[admin] changes take effect at the next start, not on reload");
         }
-        // Bind first: a listener that cannot be bound fails the reload whole.
-        let mut fresh = Vec::new();
+        // New settings (certificates read) and new sockets first: a listener whose
+        // certificates or address fail fails the reload whole, before any change.
+        let mut settings = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            if !state.listeners.iter().any(|l| l.listen == listener.listen) {
-                fresh.push((listener.clone(), bind(listener).await?));
+            let kept = state.listeners.iter().find(|l| l.listen == listener.listen);
+            let previous = kept.map(|running| running.settings.load_full());
+            settings.push(
+                ListenerSettings::new(listener.clone(), previous.as_deref(), &self.metrics)
+                    .map_err(ReloadError::Tls)?,
+            );
+        }
+        let mut fresh = Vec::new();
+        let mut kept_settings = Vec::new();
+        for (listener, new_settings) in config.listeners.iter().zip(settings) {
+            if state.listeners.iter().any(|l| l.listen == listener.listen) {
+                kept_settings.push(new_settings);
+            } else {
+                fresh.push((new_settings, bind(listener).await?));
             }
         }
         let config = Arc::new(config);
@@ -234,13 +252,12 @@ impl Control {
         };
         let mut kept = Vec::new();
         for running in std::mem::take(&mut state.listeners) {
-            match config.listeners.iter().find(|l| l.listen == running.listen) {
-                Some(listener) => {
-                    let settings = ListenerSettings::new(
-                        listener.clone(),
-                        Some(&running.settings.load()),
-                        &self.metrics,
-                    );
+            let position = kept_settings
+                .iter()
+                .position(|s| s.config.listen == running.listen);
+            match position {
+                Some(position) => {
+                    let settings = kept_settings.swap_remove(position);
                     running.settings.store(Arc::new(settings));
                     kept.push(running);
                 }
@@ -252,8 +269,8 @@ impl Control {
             }
         }
         summary.listeners_kept = kept.len();
-        for (listener_config, listener) in fresh {
-            kept.push(self.spawn_listener(&mut state, listener_config, listener));
+        for (settings, listener) in fresh {
+            kept.push(self.spawn_listener(&mut state, settings, listener));
         }
         // Config order, so that `addresses` lines up with the file.
         kept.sort_by_key(|running| {
@@ -284,17 +301,13 @@ impl Control {
     fn spawn_listener(
         &self,
         state: &mut State,
-        config: ListenerConfig,
+        settings: ListenerSettings,
         listener: Listener,
     ) -> RunningListener {
         let bound = listener.local_addr();
-        info!(listener = %config.name, address = %bound, "listening");
-        let listen = config.listen;
-        let settings = Arc::new(ArcSwap::from_pointee(ListenerSettings::new(
-            config,
-            None,
-            &self.metrics,
-        )));
+        info!(listener = %settings.config.name, address = %bound, tls = settings.config.tls.is_some(), "listening");
+        let listen = settings.config.listen;
+        let settings = Arc::new(ArcSwap::from_pointee(settings));
         let (stop, stopped) = shutdown::channel();
         state.tasks.spawn(listener.serve(
             settings.clone(),

@@ -11,6 +11,7 @@
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`access_log`]: one line per request, written off the request path.
 //! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
+//! - [`tls`]: certificates by SNI, ALPN and client certificates (rustls).
 //! - [`health`]: active health check loops, following the running snapshot.
 //! - [`proxy`]: the request path and the one mapping from errors to responses.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
@@ -39,6 +40,7 @@ pub mod proxy_protocol;
 pub mod router;
 pub mod shutdown;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;

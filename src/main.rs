@@ -62,7 +62,22 @@ fn main() -> ExitCode {
 /// `--check`: like `nginx -t`.
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            // Certificates and keys are files of their own: read them too.
+            let tls_problems: Vec<String> = config
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref().map(|tls| (l, tls)))
+                .filter_map(|(l, tls)| {
+                    weir::tls::acceptor(tls)
+                        .err()
+                        .map(|err| format!("listener {}: {err}", l.name))
+                })
+                .collect();
+            if !tls_problems.is_empty() {
+                eprintln!("{}", tls_problems.join("\n"));
+                return ExitCode::FAILURE;
+            }
             println!("weir: {} is valid", path.display());
             ExitCode::SUCCESS
         }

@@ -175,6 +175,9 @@ fn full_example_mentions_every_supported_key() {
         "max_connections =",
         "proxy_protocol =",
         "send_proxy_protocol =",
+        "tls = {",
+        "client_ca =",
+        "tls_handshake_timeout =",
         "trusted_proxies =",
         "hash_key =",
         "hash_balance_factor =",
@@ -436,13 +439,10 @@ fn broken_configs() -> Vec<Broken> {
         ),
         broken(
             "listener-tls",
-            VALID.replace(
-                "8080\"\n",
-                "8080\"\ntls = { cert = \"a.pem\", key = \"a.key\" }\n",
-            ),
+            VALID.replace("8080\"\n", "8080\"\ntls = { key = \"a.key\" }\n"),
             3,
-            7,
-            "`tls`: not supported yet",
+            15,
+            "`tls.key`: tls.key needs tls.cert",
         ),
         broken(
             "max-connections-per-backend",

@@ -101,3 +101,7 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
 
 /// Upper bound of `retries.max_body_bytes`: bodies kept for replay sit in memory.
 pub const MAX_RETRY_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `tls_handshake_timeout`: a TLS handshake takes a few round trips; seconds mean a
+/// client that will not finish.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

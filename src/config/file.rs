@@ -44,7 +44,8 @@ pub struct FileListener {
     pub idle_timeout: Option<Spanned<DurationValue>>,
     pub max_header_bytes: Option<Spanned<i64>>,
     // Accepted only to be refused by name until their issue lands.
-    pub tls: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<FileTls>>,
+    pub tls_handshake_timeout: Option<Spanned<DurationValue>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<String>>,
     pub proxy_protocol: Option<Spanned<bool>>,
@@ -58,6 +59,24 @@ pub struct FileLogging {
     pub level: Option<Spanned<String>>,
     pub access_log: Option<Spanned<String>>,
     pub access_log_format: Option<Spanned<String>>,
+}
+
+/// `tls = { cert = "...", key = "..." }`, or `[[listeners.tls.certs]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub certs: Vec<Spanned<FileCert>>,
+    pub client_ca: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCert {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,6 +92,26 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol header (v1 or v2) whose
     /// source address is the client's.
     pub proxy_protocol: bool,
+    /// TLS termination: certificates (chosen by SNI) and optional client CA.
+    pub tls: Option<TlsConfig>,
+    pub tls_handshake_timeout: Duration,
+}
+
+/// A listener's TLS: the files, checked for form here and loaded by `tls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The first is the default, for clients that send no (or an unknown) SNI.
+    pub certs: Vec<CertFiles>,
+    /// Clients must present a certificate issued by one of these CAs (mTLS).
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -638,6 +658,41 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
     }
 }
 
+fn validate_tls(raw: &Spanned<file::FileTls>, problems: &mut Problems<'_>) -> TlsConfig {
+    let dir = Path::new(problems.file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    // Relative paths are read from the config file's folder.
+    let path = |p: &Spanned<String>| dir.join(p.get_ref());
+    let tls = raw.get_ref();
+    let mut certs = Vec::new();
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => certs.push(CertFiles {
+            cert: path(cert),
+            key: path(key),
+        }),
+        (None, None) => {}
+        (Some(cert), None) => problems.spanned(cert, "tls.cert", "tls.cert needs tls.key"),
+        (None, Some(key)) => problems.spanned(key, "tls.key", "tls.key needs tls.cert"),
+    }
+    certs.extend(tls.certs.iter().map(|c| CertFiles {
+        cert: path(&c.get_ref().cert),
+        key: path(&c.get_ref().key),
+    }));
+    if certs.is_empty() && tls.cert.is_none() && tls.key.is_none() {
+        problems.spanned(
+            raw,
+            "tls",
+            "tls needs a certificate: tls = { cert = \"cert.pem\", key = \"key.pem\" } or [[listeners.tls.certs]] tables",
+        );
+    }
+    TlsConfig {
+        certs,
+        client_ca: tls.client_ca.as_ref().map(path),
+    }
+}
+
 fn validate_logging(raw: &file::FileLogging, problems: &mut Problems<'_>) -> LoggingConfig {
     let mut logging = LoggingConfig::default();
     if let Some(level) = &raw.level {
@@ -686,8 +741,14 @@ fn validate_listener(
     raw: &FileListener,
     problems: &mut Problems<'_>,
 ) -> ListenerConfig {
-    problems.not_supported(&raw.tls, "tls");
     problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
+    let tls = raw.tls.as_ref().map(|tls| validate_tls(tls, problems));
+    let tls_handshake_timeout = positive_duration(
+        &raw.tls_handshake_timeout,
+        "tls_handshake_timeout",
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+        problems,
+    );
 
     let name = item_name(&raw.name, || format!("listener-{index}"), problems);
     let header_timeout = positive_duration(
@@ -727,6 +788,8 @@ fn validate_listener(
     );
     ListenerConfig {
         name,
+        tls,
+        tls_handshake_timeout,
         max_connections,
         proxy_protocol: raw.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
         listen: raw.listen.get_ref().0,

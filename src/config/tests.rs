@@ -1198,12 +1198,32 @@ fn bad_logging_values_are_refused_at_the_value() {
 }
 
 #[test]
-fn listener_tls_is_not_supported_yet() {
-    let problem = single_problem(&with_listener_line(
-        r#"tls = { cert = "certs/site.pem", key = "certs/site.key" }"#,
-    ));
+fn listener_tls_takes_one_certificate_or_several_read_from_the_config_folder() {
+    let text = with_listener_line(r#"tls = { cert = "certs/site.pem", key = "certs/site.key" }"#);
+    let config = parse(&text, "/etc/weir/weir.toml").unwrap();
+    let listener = &config.listeners[0];
+    assert_eq!(
+        listener.tls,
+        Some(TlsConfig {
+            certs: vec![CertFiles {
+                cert: "/etc/weir/certs/site.pem".into(),
+                key: "/etc/weir/certs/site.key".into(),
+            }],
+            client_ca: None,
+        })
+    );
+    assert_eq!(listener.tls_handshake_timeout, Duration::from_secs(10));
+    let text = with_listener_line(
+        "tls = { client_ca = \"/ca.pem\", certs = [{ cert = \"/a.pem\", key = \"/a.key\" }, { cert = \"/b.pem\", key = \"/b.key\" }] }",
+    );
+    let tls = accept(&text).listeners[0].tls.clone().unwrap();
+    assert_eq!(tls.certs.len(), 2);
+    assert_eq!(tls.client_ca, Some("/ca.pem".into()));
     // `tls = ` is 6 characters
-    assert_problem(&problem, 3, 7, Some("tls"), "not supported yet");
+    let problem = single_problem(&with_listener_line("tls = {}"));
+    assert_problem(&problem, 3, 7, Some("tls"), "tls needs a certificate");
+    let problem = single_problem(&with_listener_line(r#"tls = { cert = "a.pem" }"#));
+    assert_problem(&problem, 3, 16, Some("tls.cert"), "needs tls.key");
 }
 
 #[test]

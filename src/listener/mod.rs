@@ -16,8 +16,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, debug_span, error, info};
 
 use crate::config::ListenerConfig;
@@ -26,6 +28,7 @@ use crate::proxy::{self, Connection};
 use crate::proxy_protocol;
 use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
+use crate::tls::{self, TlsError};
 
 use timeouts::TimedIo;
 
@@ -51,6 +54,7 @@ pub struct ListenerSettings {
     trusted_proxies: Arc<[ipnet::IpNet]>,
     /// With `max_connections`: one permit per open connection.
     permits: Option<Arc<Semaphore>>,
+    tls: Option<TlsAcceptor>,
     metrics: ListenerMetrics,
 }
 
@@ -61,7 +65,9 @@ impl ListenerSettings {
         config: ListenerConfig,
         previous: Option<&ListenerSettings>,
         metrics: &Metrics,
-    ) -> Self {
+    ) -> Result<Self, TlsError> {
+        // Certificates are read again on every reload: renewed files take effect.
+        let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let permits = match previous {
             Some(previous) if previous.config.max_connections == config.max_connections => {
                 previous.permits.clone()
@@ -69,14 +75,15 @@ impl ListenerSettings {
             _ => (config.max_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_connections as usize))),
         };
-        ListenerSettings {
+        Ok(ListenerSettings {
             metrics: metrics.listener(&config.name),
             name: Arc::from(config.name.as_str()),
             builder: http_builder(&config),
             trusted_proxies: config.trusted_proxies.clone().into(),
             permits,
+            tls,
             config,
-        }
+        })
     }
 }
 
@@ -124,9 +131,13 @@ impl Listener {
                 () = shutdown.wait() => break,
                 () = stop.wait() => break,
             };
+            // Loaded again: a reload during the wait for this connection applies to it.
+            let current = settings.load_full();
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_START;
+                    // Responses are written whole; Nagle would only delay them.
+                    let _ = stream.set_nodelay(true);
                     // The bound address, unless it is a wildcard: then ask the
                     // socket (a syscall spared on specific binds).
                     let local = if self.address.ip().is_unspecified() {
@@ -142,25 +153,39 @@ impl Listener {
                     let (current, snapshots) = (current.clone(), snapshots.clone());
                     tokio::spawn(
                         async move {
-                            if let Some(client) = client_of(stream, peer, &current).await {
-                                let (stream, client) = client;
+                            if let Some((stream, client)) = client_of(stream, peer, &current).await {
                                 let connection = Arc::new(Connection::new(
                                     current.name.clone(),
                                     client,
                                     local,
-                                    false,
+                                    current.tls.is_some(),
                                     snapshots,
                                     &current.trusted_proxies,
                                     current.config.idle_timeout,
                                 ));
-                                serve_connection(
-                                    stream,
-                                    connection,
-                                    &current.config,
-                                    &current.builder,
-                                    watcher,
-                                )
-                                .await;
+                                let config = &current.config;
+                                match &current.tls {
+                                    None => {
+                                        serve_connection(stream, connection, config, &current.builder, watcher)
+                                            .await;
+                                    }
+                                    Some(acceptor) => {
+                                        let handshake = tokio::time::timeout(
+                                            config.tls_handshake_timeout,
+                                            acceptor.accept(stream),
+                                        );
+                                        match handshake.await {
+                                            Ok(Ok(stream)) => {
+                                                serve_connection(stream, connection, config, &current.builder, watcher)
+                                                    .await;
+                                            }
+                                            // Port scans, plain HTTP to the TLS port, clients
+                                            // that give up: nothing for weir to worry about.
+                                            Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
+                                            Err(_) => debug!("TLS handshake not done within tls_handshake_timeout"),
+                                        }
+                                    }
+                                }
                             }
                             metrics.connections_active.dec();
                             drop(permit);
@@ -243,14 +268,13 @@ async fn client_of(
 }
 
 /// Serves one client connection to its end.
-fn serve_connection(
-    stream: TcpStream,
+fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     connection: Arc<Connection>,
     config: &ListenerConfig,
     builder: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let _ = stream.set_nodelay(true);
     let io = TimedIo::new(
         stream,
         connection.clone(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use crate::proxy::Connection;
@@ -40,8 +40,8 @@ enum Phase {
 
 /// A client socket that fails its reads with `TimedOut` once the deadline of its
 /// current phase has passed.
-pub struct TimedIo {
-    io: TokioIo<TcpStream>,
+pub struct TimedIo<S> {
+    io: TokioIo<S>,
     connection: Arc<Connection>,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -57,9 +57,9 @@ pub struct TimedIo {
     deadline: Pin<Box<Sleep>>,
 }
 
-impl TimedIo {
+impl<S> TimedIo<S> {
     pub fn new(
-        stream: TcpStream,
+        stream: S,
         connection: Arc<Connection>,
         header_timeout: Duration,
         idle_timeout: Duration,
@@ -93,7 +93,7 @@ impl TimedIo {
     }
 }
 
-impl Read for TimedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -162,8 +162,8 @@ impl Read for TimedIo {
 /// both `Content-Length` and `Transfer-Encoding` by dropping the former, and weir
 /// refuses such requests outright, so it must see the raw head. Body bytes, read
 /// while a request is in flight, go straight to hyper's buffer.
-fn read_head_bytes(
-    stream: &mut TcpStream,
+fn read_head_bytes<S: AsyncRead + Unpin>(
+    stream: &mut S,
     scan: &mut HeadScan,
     connection: &Connection,
     cx: &mut Context<'_>,
@@ -190,7 +190,7 @@ fn read_head_bytes(
 /// Enough for the heads of nearly all requests in one read; longer ones take more.
 const HEAD_READ_BYTES: usize = 4096;
 
-impl Write for TimedIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
