@@ -178,6 +178,7 @@ fn full_example_mentions_every_supported_key() {
         "tls = {",
         "client_ca =",
         "tls_handshake_timeout =",
+        "max_concurrent_streams =",
         "trusted_proxies =",
         "hash_key =",
         "hash_balance_factor =",

@@ -105,3 +105,7 @@ pub const MAX_RETRY_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// `tls_handshake_timeout`: a TLS handshake takes a few round trips; seconds mean a
 /// client that will not finish.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `max_concurrent_streams`: HTTP/2 streams per client connection (hyper's and
+/// Envoy's order of magnitude; nginx's `http2_max_concurrent_streams` is 128).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;

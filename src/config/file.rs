@@ -50,7 +50,7 @@ pub struct FileListener {
     pub trusted_proxies: Vec<Spanned<String>>,
     pub proxy_protocol: Option<Spanned<bool>>,
     pub max_connections: Option<Spanned<i64>>,
-    pub max_concurrent_streams: Option<Spanned<toml::Value>>,
+    pub max_concurrent_streams: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,6 +95,8 @@ pub struct ListenerConfig {
     /// TLS termination: certificates (chosen by SNI) and optional client CA.
     pub tls: Option<TlsConfig>,
     pub tls_handshake_timeout: Duration,
+    /// HTTP/2 streams a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
 }
 
 /// A listener's TLS: the files, checked for form here and loaded by `tls`.
@@ -741,7 +743,13 @@ fn validate_listener(
     raw: &FileListener,
     problems: &mut Problems<'_>,
 ) -> ListenerConfig {
-    problems.not_supported(&raw.max_concurrent_streams, "max_concurrent_streams");
+    let max_concurrent_streams = int_in(
+        &raw.max_concurrent_streams,
+        "max_concurrent_streams",
+        1..=10_000,
+        DEFAULT_MAX_CONCURRENT_STREAMS,
+        problems,
+    );
     let tls = raw.tls.as_ref().map(|tls| validate_tls(tls, problems));
     let tls_handshake_timeout = positive_duration(
         &raw.tls_handshake_timeout,
@@ -790,6 +798,7 @@ fn validate_listener(
         name,
         tls,
         tls_handshake_timeout,
+        max_concurrent_streams,
         max_connections,
         proxy_protocol: raw.proxy_protocol.as_ref().is_some_and(|p| *p.get_ref()),
         listen: raw.listen.get_ref().0,

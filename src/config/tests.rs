@@ -1252,10 +1252,21 @@ fn invalid_trusted_proxy_is_refused_at_its_value() {
 }
 
 #[test]
-fn other_listener_keys_of_the_contract_are_not_supported_yet() {
-    let key = "max_concurrent_streams";
-    let problem = single_problem(&with_listener_line(&format!("{key} = 100")));
-    assert_problem(&problem, 3, key.len() + 4, Some(key), "not supported yet");
+fn max_concurrent_streams_is_bounded() {
+    assert_eq!(accept(MINIMAL).listeners[0].max_concurrent_streams, 200);
+    assert_eq!(
+        accept(&with_listener_line("max_concurrent_streams = 8")).listeners[0]
+            .max_concurrent_streams,
+        8
+    );
+    let problem = single_problem(&with_listener_line("max_concurrent_streams = 0"));
+    assert_problem(
+        &problem,
+        3,
+        26,
+        Some("max_concurrent_streams"),
+        "between 1 and 10000",
+    );
 }
 
 #[test]
@@ -1398,10 +1409,10 @@ backends = [{ address = "127.0.0.1:9001", weight = 0 }]
 }
 
 #[test]
-fn several_not_supported_keys_are_all_reported() {
+fn problems_in_several_tables_are_all_reported() {
     let problems = refuse(
         &[
-            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nmax_concurrent_streams = 8\n\n",
+            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nmax_concurrent_streams = 0\n\n",
             MINIMAL,
             "protocol = \"h2c\"\n",
         ]
