@@ -132,24 +132,20 @@ pub fn encode(version: Version, source: SocketAddr, destination: SocketAddr) -> 
             _ => local(Version::V1),
         },
         Version::V2 => {
-            let mut header = V2_SIGNATURE.to_vec();
-            match (source, destination) {
-                (SocketAddr::V4(s), SocketAddr::V4(d)) => {
-                    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
-                    header.extend_from_slice(&s.ip().octets());
-                    header.extend_from_slice(&d.ip().octets());
-                    header.extend_from_slice(&s.port().to_be_bytes());
-                    header.extend_from_slice(&d.port().to_be_bytes());
-                }
-                (SocketAddr::V6(s), SocketAddr::V6(d)) => {
-                    header.extend_from_slice(&[0x21, 0x21, 0, 36]);
-                    header.extend_from_slice(&s.ip().octets());
-                    header.extend_from_slice(&d.ip().octets());
-                    header.extend_from_slice(&s.port().to_be_bytes());
-                    header.extend_from_slice(&d.port().to_be_bytes());
-                }
+            // Family byte, then source and destination addresses of that family.
+            let (family, source_ip, destination_ip) = match (source.ip(), destination.ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => (0x11, s.octets().to_vec(), d.octets().to_vec()),
+                (IpAddr::V6(s), IpAddr::V6(d)) => (0x21, s.octets().to_vec(), d.octets().to_vec()),
                 _ => return local(Version::V2),
-            }
+            };
+            let len = (source_ip.len() * 2 + 4) as u16;
+            let mut header = V2_SIGNATURE.to_vec();
+            header.extend_from_slice(&[0x21, family]);
+            header.extend_from_slice(&len.to_be_bytes());
+            header.extend_from_slice(&source_ip);
+            header.extend_from_slice(&destination_ip);
+            header.extend_from_slice(&source.port().to_be_bytes());
+            header.extend_from_slice(&destination.port().to_be_bytes());
             header
         }
     }

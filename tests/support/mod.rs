@@ -265,13 +265,7 @@ where
             }
         })
     };
-    Backend {
-        addr,
-        connections,
-        requests: Arc::new(Mutex::new(Vec::new())),
-        accept,
-        served: Arc::new(Mutex::new(Vec::new())),
-    }
+    Backend::from_parts(addr, connections, accept)
 }
 
 /// A loopback address with a free port, for a listener a test binds later.
