@@ -153,7 +153,8 @@ impl Listener {
                     let (current, snapshots) = (current.clone(), snapshots.clone());
                     tokio::spawn(
                         async move {
-                            if let Some((stream, client)) = client_of(stream, peer, &current).await {
+                            if let Some((stream, client)) = client_of(stream, peer, &current).await
+                            {
                                 let connection = Arc::new(Connection::new(
                                     current.name.clone(),
                                     client,
@@ -166,24 +167,26 @@ impl Listener {
                                 let config = &current.config;
                                 match &current.tls {
                                     None => {
-                                        serve_connection(stream, connection, config, &current.builder, watcher)
-                                            .await;
+                                        serve_connection(
+                                            stream,
+                                            connection,
+                                            config,
+                                            &current.builder,
+                                            watcher,
+                                        )
+                                        .await;
                                     }
+                                    // Boxed: a TLS connection's state is large, and plain
+                                    // connections should not carry its size.
                                     Some(acceptor) => {
-                                        let handshake = tokio::time::timeout(
-                                            config.tls_handshake_timeout,
-                                            acceptor.accept(stream),
-                                        );
-                                        match handshake.await {
-                                            Ok(Ok(stream)) => {
-                                                serve_connection(stream, connection, config, &current.builder, watcher)
-                                                    .await;
-                                            }
-                                            // Port scans, plain HTTP to the TLS port, clients
-                                            // that give up: nothing for weir to worry about.
-                                            Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
-                                            Err(_) => debug!("TLS handshake not done within tls_handshake_timeout"),
-                                        }
+                                        Box::pin(serve_tls(
+                                            acceptor.clone(),
+                                            stream,
+                                            connection,
+                                            current.clone(),
+                                            watcher,
+                                        ))
+                                        .await;
                                     }
                                 }
                             }
@@ -265,6 +268,26 @@ async fn client_of(
             debug!("no PROXY protocol header within header_timeout; closing");
             None
         }
+    }
+}
+
+/// Completes the TLS handshake within `tls_handshake_timeout`, then serves the
+/// connection. A failed handshake (port scans, plain HTTP to the TLS port, clients
+/// that give up) costs a debug line: nothing for weir to worry about.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    connection: Arc<Connection>,
+    settings: Arc<ListenerSettings>,
+    watcher: Watcher,
+) {
+    let config = &settings.config;
+    match tokio::time::timeout(config.tls_handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            serve_connection(stream, connection, config, &settings.builder, watcher).await;
+        }
+        Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
+        Err(_) => debug!("TLS handshake not done within tls_handshake_timeout"),
     }
 }
 
