@@ -240,8 +240,9 @@ impl BackendState {
     }
 }
 
-/// Nanoseconds from the first call in this process to `now`.
-fn clock_nanos(now: Instant) -> u64 {
+/// Nanoseconds from the first call in this process to `now`: the one clock the
+/// upstream's atomics store instants in.
+pub(super) fn clock_nanos(now: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     now.saturating_duration_since(*START.get_or_init(Instant::now))
         .as_nanos() as u64

@@ -1,7 +1,6 @@
 //! What may be tried again, and how much: the safety rules, the replay copy of a
 //! request, the backoff, and the budget that keeps a failing pool from a retry storm.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -170,11 +169,9 @@ impl RetryBudget {
     }
 }
 
-/// Whole seconds since the first call in this process.
+/// Whole seconds on the process clock.
 fn seconds(now: Instant) -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    now.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
-        .as_secs()
+    super::backend::clock_nanos(now) / 1_000_000_000
 }
 
 #[cfg(test)]
