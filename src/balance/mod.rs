@@ -41,6 +41,16 @@ pub struct RequestKey<'a> {
 }
 
 impl<'a> RequestKey<'a> {
+    /// The key of `request` from `client`.
+    pub fn of<B>(client: IpAddr, request: &'a http::Request<B>) -> Self {
+        RequestKey {
+            client,
+            path: request.uri().path(),
+            query: request.uri().query(),
+            headers: request.headers(),
+        }
+    }
+
     /// The value of the first cookie named `name`.
     pub fn cookie(&self, name: &str) -> Option<&'a str> {
         self.headers

@@ -248,12 +248,7 @@ async fn proxy(
         None => connection.peer.ip(),
     };
     outcome.client = Some(client);
-    let key = RequestKey {
-        client,
-        path: request.uri().path(),
-        query: request.uri().query(),
-        headers: request.headers(),
-    };
+    let key = RequestKey::of(client, &request);
     let pick = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
 
     let upgrade = forward::requested_upgrade(request.version(), request.headers());

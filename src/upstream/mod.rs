@@ -326,12 +326,7 @@ impl Upstream {
         request: &Request<RequestBody>,
         tried: &[usize],
     ) -> Option<Pick<'_>> {
-        let key = RequestKey {
-            client,
-            path: request.uri().path(),
-            query: request.uri().query(),
-            headers: request.headers(),
-        };
+        let key = RequestKey::of(client, request);
         self.pick_where(&key, &|i| !tried.contains(&i))
             .or_else(|| self.pick(&key))
     }
@@ -355,12 +350,7 @@ impl Upstream {
             if pick.backend.state.try_start_request(limit) {
                 return Ok(());
             }
-            let key = RequestKey {
-                client,
-                path: request.uri().path(),
-                query: request.uri().query(),
-                headers: request.headers(),
-            };
+            let key = RequestKey::of(client, request);
             let other = self
                 .pick_where(&key, &|i| room(i) && !tried.contains(&i))
                 .or_else(|| self.pick_where(&key, &room));
