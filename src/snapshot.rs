@@ -19,6 +19,9 @@ pub struct Snapshot {
     pub requests: Vec<RequestMetrics>,
     /// Set by the control plane, which owns the writer.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Some upstream sends backends a PROXY header, which names the address each
+    /// client connected to.
+    pub sends_proxy_protocol: bool,
 }
 
 impl Snapshot {
@@ -47,6 +50,10 @@ impl Snapshot {
             upstreams,
             requests,
             access_log: None,
+            sends_proxy_protocol: config
+                .upstreams
+                .iter()
+                .any(|u| u.send_proxy_protocol.is_some()),
             config,
         }
     }

@@ -138,9 +138,14 @@ impl Listener {
                     backoff = ACCEPT_BACKOFF_START;
                     // Responses are written whole; Nagle would only delay them.
                     let _ = stream.set_nodelay(true);
-                    // The bound address, unless it is a wildcard: then ask the
-                    // socket (a syscall spared on specific binds).
-                    let local = if self.address.ip().is_unspecified() {
+                    // The address the client connected to matters only to a PROXY
+                    // header sent to backends: on a wildcard bind it costs a
+                    // syscall, so the socket is asked only when one is sent (a
+                    // reload that starts sending leaves older connections with
+                    // the wildcard).
+                    let local = if self.address.ip().is_unspecified()
+                        && snapshots.load().sends_proxy_protocol
+                    {
                         stream.local_addr().unwrap_or(self.address)
                     } else {
                         self.address
