@@ -1219,6 +1219,18 @@ fn listener_tls_takes_one_certificate_or_several_read_from_the_config_folder() {
     let tls = accept(&text).listeners[0].tls.clone().unwrap();
     assert_eq!(tls.certs.len(), 2);
     assert_eq!(tls.client_ca, Some("/ca.pem".into()));
+    // The same as array-of-tables, as docs/configuration.md shows it.
+    let tables = accept(
+        &[
+            "[[listeners]]\nlisten = \"127.0.0.1:8443\"\n",
+            "[listeners.tls]\nclient_ca = \"/ca.pem\"\n",
+            "[[listeners.tls.certs]]\ncert = \"/a.pem\"\nkey = \"/a.key\"\n",
+            "[[listeners.tls.certs]]\ncert = \"/b.pem\"\nkey = \"/b.key\"\n",
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
+    assert_eq!(tables.listeners[0].tls, Some(tls));
     // `tls = ` is 6 characters
     let problem = single_problem(&with_listener_line("tls = {}"));
     assert_problem(&problem, 3, 7, Some("tls"), "tls needs a certificate");
