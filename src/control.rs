@@ -24,7 +24,7 @@ use crate::health::HealthChecks;
 use crate::listener::{Listener, ListenerSettings};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotError};
 use crate::tls::TlsError;
 
 /// Shared by everything that may reload: the signal handler and the admin API.
@@ -74,6 +74,8 @@ pub enum ReloadError {
     AccessLog(#[source] io::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    UpstreamTls(#[from] SnapshotError),
     #[error("weir is shutting down")]
     ShuttingDown,
     #[error("weir was started without a config file; there is nothing to re-read")]
@@ -100,7 +102,8 @@ impl Control {
     ) -> io::Result<Arc<Control>> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let mut snapshot = Snapshot::build(config.clone(), None, &metrics);
+        let mut snapshot = Snapshot::build(config.clone(), None, &metrics)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
         snapshot.access_log = AccessLog::open(&config.logging, None)?;
         let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
         let mut bound = Vec::with_capacity(config.listeners.len());
@@ -226,6 +229,10 @@ impl Control {
                     .map_err(ReloadError::Tls)?,
             );
         }
+        // Upstreams' TLS files are read here: a bad one fails the reload as well.
+        let config = Arc::new(config);
+        let previous = self.snapshots.load_full();
+        let mut snapshot = Snapshot::build(config.clone(), Some(&previous), &self.metrics)?;
         let mut fresh = Vec::new();
         let mut kept_settings = Vec::new();
         for (listener, new_settings) in config.listeners.iter().zip(settings) {
@@ -235,12 +242,9 @@ impl Control {
                 fresh.push((new_settings, bind(listener).await?));
             }
         }
-        let config = Arc::new(config);
-        let previous = self.snapshots.load_full();
         // Same file and format: the same writer, its file reopened (log rotation).
         let access_log = AccessLog::open(&config.logging, previous.access_log.as_ref())
             .map_err(ReloadError::AccessLog)?;
-        let mut snapshot = Snapshot::build(config.clone(), Some(&previous), &self.metrics);
         snapshot.access_log = access_log;
         self.snapshots.store(Arc::new(snapshot));
 

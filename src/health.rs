@@ -20,7 +20,7 @@ use crate::config::HealthCheckConfig;
 use crate::metrics::BackendMetrics;
 use crate::proxy_protocol;
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, BackendState};
+use crate::upstream::{self, BackendState, Transport};
 
 /// The check loops running, by upstream name and backend address.
 #[derive(Debug, Default)]
@@ -34,11 +34,30 @@ pub struct HealthChecks {
 
 #[derive(Debug)]
 struct Running {
+    check: Check,
+    task: AbortHandle,
+}
+
+/// What one backend's check loop needs; a loop runs on while its config's
+/// `Check` stays the same.
+#[derive(Debug, Clone)]
+struct Check {
     config: HealthCheckConfig,
+    state: Arc<BackendState>,
+    metrics: BackendMetrics,
     /// The PROXY header checks start with, for backends that expect one.
     preamble: Option<Vec<u8>>,
-    state: Arc<BackendState>,
-    task: AbortHandle,
+    /// Checks go over TLS and HTTP/2 as requests do.
+    transport: Transport,
+}
+
+impl Check {
+    fn same_as(&self, other: &Check) -> bool {
+        self.config == other.config
+            && Arc::ptr_eq(&self.state, &other.state)
+            && self.preamble == other.preamble
+            && self.transport.same_settings(&other.transport)
+    }
 }
 
 impl HealthChecks {
@@ -51,16 +70,14 @@ impl HealthChecks {
                 let key = (upstream.name.clone(), backend.address);
                 match &upstream.health_check {
                     Some(config) => {
-                        let preamble = upstream.send_proxy_protocol.map(proxy_protocol::local);
-                        wanted.insert(
-                            key,
-                            (
-                                config,
-                                backend.state.clone(),
-                                backend.metrics.clone(),
-                                preamble,
-                            ),
-                        );
+                        let check = Check {
+                            config: config.clone(),
+                            state: backend.state.clone(),
+                            metrics: backend.metrics.clone(),
+                            preamble: upstream.send_proxy_protocol.map(proxy_protocol::local),
+                            transport: upstream.transport.clone(),
+                        };
+                        wanted.insert(key, check);
                     }
                     // Without checks nothing can mark it down again.
                     None => {
@@ -70,38 +87,26 @@ impl HealthChecks {
             }
         }
         self.running.retain(|key, running| {
-            let keep = wanted.get(key).is_some_and(|(config, state, _, preamble)| {
-                **config == running.config
-                    && Arc::ptr_eq(state, &running.state)
-                    && *preamble == running.preamble
-            });
+            let keep = wanted
+                .get(key)
+                .is_some_and(|check| check.same_as(&running.check));
             if !keep {
                 running.task.abort();
             }
             keep
         });
         let first_sync = !std::mem::replace(&mut self.synced, true);
-        for (key, (config, state, metrics, preamble)) in wanted {
+        for (key, check) in wanted {
             if self.running.contains_key(&key) {
                 continue;
             }
-            let unchecked = (first_sync && !config.initially_healthy)
+            let unchecked = (first_sync && !check.config.initially_healthy)
                 .then(|| FirstCheck::pending(self.unchecked.clone()));
-            let task = tokio::spawn(check_loop(
-                key.0.clone(),
-                key.1,
-                state.clone(),
-                config.clone(),
-                metrics,
-                unchecked,
-                preamble.clone(),
-            ));
+            let task = tokio::spawn(check_loop(key.0.clone(), key.1, check.clone(), unchecked));
             self.running.insert(
                 key,
                 Running {
-                    config: config.clone(),
-                    preamble,
-                    state,
+                    check,
                     task: task.abort_handle(),
                 },
             );
@@ -168,17 +173,22 @@ impl Streak {
 async fn check_loop(
     upstream: String,
     address: SocketAddr,
-    state: Arc<BackendState>,
-    config: HealthCheckConfig,
-    metrics: BackendMetrics,
+    check: Check,
     mut unchecked: Option<FirstCheck>,
-    preamble: Option<Vec<u8>>,
 ) {
+    let Check {
+        config,
+        state,
+        metrics,
+        preamble,
+        transport,
+    } = check;
     let host = config.host.clone().unwrap_or_else(|| address.to_string());
     let mut streak = Streak::default();
     loop {
         let result = upstream::probe(
             address,
+            &transport,
             &config.path,
             &host,
             config.timeout,

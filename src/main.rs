@@ -63,17 +63,18 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(config) => {
-            // Certificates and keys are files of their own: read them too.
-            let tls_problems: Vec<String> = config
-                .listeners
-                .iter()
-                .filter_map(|l| l.tls.as_ref().map(|tls| (l, tls)))
-                .filter_map(|(l, tls)| {
-                    weir::tls::acceptor(tls)
-                        .err()
-                        .map(|err| format!("listener {}: {err}", l.name))
-                })
-                .collect();
+            // Certificates, keys and CAs are files of their own: read them too.
+            let listener_problems = config.listeners.iter().filter_map(|l| {
+                let tls = l.tls.as_ref()?;
+                let err = weir::tls::acceptor(tls).err()?;
+                Some(format!("listener {}: {err}", l.name))
+            });
+            let upstream_problems = config.upstreams.iter().filter_map(|u| {
+                let tls = u.tls.as_ref()?;
+                let err = weir::tls::UpstreamTls::new(tls, u.protocol).err()?;
+                Some(format!("upstream {}: {err}", u.name))
+            });
+            let tls_problems: Vec<String> = listener_problems.chain(upstream_problems).collect();
             if !tls_problems.is_empty() {
                 eprintln!("{}", tls_problems.join("\n"));
                 return ExitCode::FAILURE;

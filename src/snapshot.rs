@@ -7,7 +7,17 @@ use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::router::Router;
+use crate::tls::TlsError;
 use crate::upstream::{BackendStates, Upstream};
+
+/// A snapshot that could not be built: an upstream's TLS files are bad.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {upstream}: {source}")]
+pub struct SnapshotError {
+    pub upstream: String,
+    #[source]
+    pub source: TlsError,
+}
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -27,13 +37,35 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the snapshot of `config`; backends also present in `previous` keep
     /// their runtime state (in-flight counts, pooled connections, health).
-    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, metrics: &Metrics) -> Self {
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        metrics: &Metrics,
+    ) -> Result<Self, SnapshotError> {
         let states = previous.map(Snapshot::backend_states).unwrap_or_default();
-        let upstreams = config
+        let upstreams: Vec<Upstream> = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, &states, metrics))
-            .collect();
+            .map(|u| {
+                Upstream::new(u, &states, metrics).map_err(|source| SnapshotError {
+                    upstream: u.name.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        // Parked connections were made the old way: a kept backend whose upstream
+        // now wants TLS, other roots or another HTTP version starts afresh.
+        for upstream in &upstreams {
+            let before =
+                previous.and_then(|p| p.upstreams.iter().find(|u| u.name == upstream.name));
+            if let Some(before) = before
+                && !before.transport.same_settings(&upstream.transport)
+            {
+                for backend in &upstream.backends {
+                    backend.state.pool().clear();
+                }
+            }
+        }
         let routes: Vec<(&str, &str)> = config
             .routes
             .iter()
@@ -45,7 +77,7 @@ impl Snapshot {
             .iter()
             .map(|l| metrics.requests(&l.name, &routes, &upstream_names))
             .collect();
-        Snapshot {
+        Ok(Snapshot {
             router: Router::new(config.routes.clone()),
             upstreams,
             requests,
@@ -55,7 +87,7 @@ impl Snapshot {
                 .iter()
                 .any(|u| u.send_proxy_protocol.is_some()),
             config,
-        }
+        })
     }
 
     /// The request metrics of the listener named `listener`.
@@ -95,13 +127,15 @@ backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
             Arc::new(crate::config::parse(TEXT, "a.toml").unwrap()),
             None,
             &metrics,
-        );
+        )
+        .unwrap();
         let changed = TEXT.replace("127.0.0.1:9002", "127.0.0.1:9003");
         let second = Snapshot::build(
             Arc::new(crate::config::parse(&changed, "a.toml").unwrap()),
             Some(&first),
             &metrics,
-        );
+        )
+        .unwrap();
         let (old, new) = (&first.upstreams[0].backends, &second.upstreams[0].backends);
         assert!(Arc::ptr_eq(&old[0].state, &new[0].state));
         assert!(!Arc::ptr_eq(&old[1].state, &new[1].state));

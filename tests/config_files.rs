@@ -175,6 +175,8 @@ fn full_example_mentions_every_supported_key() {
         "max_connections =",
         "proxy_protocol =",
         "send_proxy_protocol =",
+        "sni =",
+        "protocol = \"http1\"",
         "tls = {",
         "client_ca =",
         "tls_handshake_timeout =",

@@ -23,6 +23,7 @@ fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
         &Default::default(),
         &weir::metrics::Metrics::new(),
     )
+    .unwrap()
 }
 
 /// Picks the backend and forwards `request` to it, as the proxy does.

@@ -111,10 +111,49 @@ pub struct FileUpstream {
     pub panic_threshold: Option<Spanned<i64>>,
     pub retries: Option<Spanned<FileRetries>>,
     pub slow_start: Option<Spanned<DurationValue>>,
-    // Accepted only to be refused by name until their issue lands.
-    pub tls: Option<Spanned<toml::Value>>,
-    pub protocol: Option<Spanned<toml::Value>>,
+    pub tls: Option<Spanned<FileUpstreamTls>>,
+    pub protocol: Option<Spanned<String>>,
     pub send_proxy_protocol: Option<Spanned<String>>,
+}
+
+/// `tls = true`, or `tls = { sni = "...", ca = "...", insecure_skip_verify = true }`.
+#[derive(Debug)]
+pub enum FileUpstreamTls {
+    Enabled(bool),
+    Table(FileUpstreamTlsTable),
+}
+
+// By hand rather than `#[serde(untagged)]`: untagged buffers the value, and the
+// buffered table loses the positions its `Spanned` fields need.
+impl<'de> Deserialize<'de> for FileUpstreamTls {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileUpstreamTls;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or a table { sni, ca, insecure_skip_verify }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+                Ok(FileUpstreamTls::Enabled(value))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let deserializer = serde::de::value::MapAccessDeserializer::new(map);
+                FileUpstreamTlsTable::deserialize(deserializer).map(FileUpstreamTls::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTlsTable {
+    pub sni: Option<Spanned<String>>,
+    pub ca: Option<Spanned<String>>,
+    pub insecure_skip_verify: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -156,6 +156,10 @@ pub struct UpstreamConfig {
     /// Connections to backends start with a PROXY protocol header of this
     /// version, carrying the client's address.
     pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// TLS towards the backends, when set.
+    pub tls: Option<UpstreamTlsConfig>,
+    /// The HTTP version spoken to the backends.
+    pub protocol: UpstreamProtocol,
     /// Concurrent requests per backend; 0 = unlimited.
     pub max_connections_per_backend: u32,
     /// How long a request waits for a slot when every backend is at its limit;
@@ -163,6 +167,36 @@ pub struct UpstreamConfig {
     pub queue_timeout: Option<Duration>,
     pub backends: Vec<BackendConfig>,
     pub timeouts: UpstreamTimeouts,
+}
+
+/// `tls` of an upstream: how weir verifies its backends.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTlsConfig {
+    /// The name sent as SNI and verified in the backend's certificate; without
+    /// it, the backend's IP address is verified.
+    pub sni: Option<String>,
+    /// Roots to verify against; without it, the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Accept any certificate (testing only; warned about loudly).
+    pub insecure_skip_verify: bool,
+}
+
+/// `protocol` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a pool of keep-alive connections (the default).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`): one multiplexed connection per backend.
+    H2,
+    /// HTTP/2 over cleartext TCP with prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn is_http2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2 | UpstreamProtocol::H2c)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -493,16 +527,6 @@ impl Problems<'_> {
     fn spanned<T>(&mut self, item: &Spanned<T>, key: &str, message: impl Into<String>) {
         self.at(item.span(), Some(key.to_owned()), message);
     }
-
-    fn not_supported<T>(&mut self, item: &Option<Spanned<T>>, key: &str) {
-        if let Some(item) = item {
-            self.spanned(
-                item,
-                key,
-                "not supported yet by this version of weir; remove it (see docs/configuration.md)",
-            );
-        }
-    }
 }
 
 /// The field named by serde's "missing field `x`" message.
@@ -661,12 +685,8 @@ fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
 }
 
 fn validate_tls(raw: &Spanned<file::FileTls>, problems: &mut Problems<'_>) -> TlsConfig {
-    let dir = Path::new(problems.file)
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
-    // Relative paths are read from the config file's folder.
-    let path = |p: &Spanned<String>| dir.join(p.get_ref());
+    let file = problems.file;
+    let path = |p: &Spanned<String>| relative_to_file(file, p);
     let tls = raw.get_ref();
     let mut certs = Vec::new();
     match (&tls.cert, &tls.key) {
@@ -949,8 +969,11 @@ fn validate_upstream(
 ) -> UpstreamConfig {
     let raw_span = raw.span();
     let raw = raw.get_ref();
-    problems.not_supported(&raw.tls, "tls");
-    problems.not_supported(&raw.protocol, "protocol");
+    let tls = raw
+        .tls
+        .as_ref()
+        .and_then(|tls| validate_upstream_tls(tls, problems));
+    let protocol = validate_protocol(raw.protocol.as_ref(), tls.is_some(), problems);
     let send_proxy_protocol =
         raw.send_proxy_protocol
             .as_ref()
@@ -1163,9 +1186,93 @@ fn validate_upstream(
         queue_timeout,
         slow_start,
         send_proxy_protocol,
+        tls,
+        protocol,
         backends,
         timeouts,
     }
+}
+
+fn validate_upstream_tls(
+    raw: &Spanned<file::FileUpstreamTls>,
+    problems: &mut Problems<'_>,
+) -> Option<UpstreamTlsConfig> {
+    let table = match raw.get_ref() {
+        file::FileUpstreamTls::Enabled(false) => return None,
+        file::FileUpstreamTls::Enabled(true) => return Some(UpstreamTlsConfig::default()),
+        file::FileUpstreamTls::Table(table) => table,
+    };
+    let sni = table.sni.as_ref().and_then(|sni| {
+        let name = sni.get_ref();
+        if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+            problems.spanned(sni, "tls.sni", "expected a DNS name or an IP address");
+            return None;
+        }
+        Some(name.clone())
+    });
+    let insecure_skip_verify = table
+        .insecure_skip_verify
+        .as_ref()
+        .is_some_and(|skip| *skip.get_ref());
+    if let (Some(ca), true) = (&table.ca, insecure_skip_verify) {
+        problems.spanned(
+            ca,
+            "tls.ca",
+            "tls.ca and tls.insecure_skip_verify contradict each other; keep one",
+        );
+    }
+    Some(UpstreamTlsConfig {
+        sni,
+        ca: table
+            .ca
+            .as_ref()
+            .map(|ca| relative_to_file(problems.file, ca)),
+        insecure_skip_verify,
+    })
+}
+
+fn validate_protocol(
+    raw: Option<&Spanned<String>>,
+    tls: bool,
+    problems: &mut Problems<'_>,
+) -> UpstreamProtocol {
+    let Some(raw) = raw else {
+        return UpstreamProtocol::Http1;
+    };
+    match (raw.get_ref().as_str(), tls) {
+        ("http1", _) => UpstreamProtocol::Http1,
+        ("h2", true) => UpstreamProtocol::H2,
+        ("h2c", false) => UpstreamProtocol::H2c,
+        ("h2", false) => {
+            problems.spanned(
+                raw,
+                "protocol",
+                "protocol = \"h2\" is HTTP/2 over TLS and needs tls; use \"h2c\" for cleartext HTTP/2",
+            );
+            UpstreamProtocol::Http1
+        }
+        ("h2c", true) => {
+            problems.spanned(
+                raw,
+                "protocol",
+                "protocol = \"h2c\" is cleartext HTTP/2; with tls, use \"h2\"",
+            );
+            UpstreamProtocol::Http1
+        }
+        _ => {
+            problems.spanned(raw, "protocol", "expected \"http1\", \"h2\" or \"h2c\"");
+            UpstreamProtocol::Http1
+        }
+    }
+}
+
+/// A path from the config file, read from the file's folder when relative.
+fn relative_to_file(file: &str, path: &Spanned<String>) -> PathBuf {
+    Path::new(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+        .join(path.get_ref())
 }
 
 fn validate_retries(raw: &file::FileRetries, problems: &mut Problems<'_>) -> RetryPolicy {

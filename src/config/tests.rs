@@ -1381,10 +1381,66 @@ fn ip_hash_is_accepted() {
 }
 
 #[test]
-fn other_upstream_keys_of_the_contract_are_not_supported_yet() {
-    for (key, value) in [("tls", "true"), ("protocol", r#""h2c""#)] {
-        let problem = single_problem(&[MINIMAL, &format!("{key} = {value}\n")].concat());
-        assert_problem(&problem, 9, key.len() + 4, Some(key), "not supported yet");
+fn upstream_tls_is_true_or_a_table() {
+    let on = parse(&[MINIMAL, "tls = true\n"].concat(), "/etc/weir/weir.toml").unwrap();
+    assert_eq!(on.upstreams[0].tls, Some(UpstreamTlsConfig::default()));
+    assert_eq!(on.upstreams[0].protocol, UpstreamProtocol::Http1);
+    let off = parse(&[MINIMAL, "tls = false\n"].concat(), "weir.toml").unwrap();
+    assert_eq!(off.upstreams[0].tls, None);
+    let table = parse(
+        &[
+            MINIMAL,
+            "tls = { sni = \"api.internal\", ca = \"certs/ca.pem\" }\nprotocol = \"h2\"\n",
+        ]
+        .concat(),
+        "/etc/weir/weir.toml",
+    )
+    .unwrap();
+    let upstream = &table.upstreams[0];
+    assert_eq!(
+        upstream.tls,
+        Some(UpstreamTlsConfig {
+            sni: Some("api.internal".into()),
+            ca: Some(PathBuf::from("/etc/weir/certs/ca.pem")),
+            insecure_skip_verify: false,
+        })
+    );
+    assert_eq!(upstream.protocol, UpstreamProtocol::H2);
+}
+
+#[test]
+fn upstream_tls_problems_name_their_key() {
+    let problem = single_problem(&[MINIMAL, "tls = { sny = \"a\" }\n"].concat());
+    assert_problem(&problem, 9, 9, Some("sny"), "expected one of `sni`, `ca`");
+    let problem = single_problem(&[MINIMAL, "tls = \"yes\"\n"].concat());
+    assert_problem(&problem, 9, 7, Some("tls"), "true, false or a table");
+    let problem = single_problem(&[MINIMAL, "tls = { sni = \"not a name!\" }\n"].concat());
+    assert_problem(&problem, 9, 15, Some("tls.sni"), "DNS name");
+    let problem = single_problem(
+        &[
+            MINIMAL,
+            "tls = { ca = \"ca.pem\", insecure_skip_verify = true }\n",
+        ]
+        .concat(),
+    );
+    assert_problem(&problem, 9, 14, Some("tls.ca"), "contradict");
+}
+
+#[test]
+fn upstream_protocol_must_fit_tls() {
+    let h2c = parse(&[MINIMAL, "protocol = \"h2c\"\n"].concat(), "weir.toml").unwrap();
+    assert_eq!(h2c.upstreams[0].protocol, UpstreamProtocol::H2c);
+    for (extra, message) in [
+        ("protocol = \"h2\"\n", "needs tls"),
+        ("tls = true\nprotocol = \"h2c\"\n", "with tls, use \"h2\""),
+        (
+            "protocol = \"http2\"\n",
+            "expected \"http1\", \"h2\" or \"h2c\"",
+        ),
+    ] {
+        let problem = single_problem(&[MINIMAL, extra].concat());
+        let line = 9 + extra.matches('\n').count() - 1;
+        assert_problem(&problem, line, 12, Some("protocol"), message);
     }
 }
 
@@ -1426,7 +1482,7 @@ fn problems_in_several_tables_are_all_reported() {
         &[
             "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nmax_concurrent_streams = 0\n\n",
             MINIMAL,
-            "protocol = \"h2c\"\n",
+            "protocol = \"h2\"\n",
         ]
         .concat(),
     );

@@ -83,7 +83,9 @@ impl ProxyBody {
 
     pub fn local(text: &'static str) -> Self {
         ProxyBody {
-            kind: Kind::Local(Some(Bytes::from_static(text.as_bytes()))),
+            // An empty text is no body at all: HTTP/2 then ends the stream with
+            // the headers (what a gRPC "trailers-only" answer needs).
+            kind: Kind::Local((!text.is_empty()).then(|| Bytes::from_static(text.as_bytes()))),
             _request: None,
             _finish: None,
         }

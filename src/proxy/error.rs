@@ -1,7 +1,10 @@
 //! Every way a request can end without a backend's response, and the one mapping
 //! from those to the status and short body the client gets.
 
-use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::body::ProxyBody;
 
 use crate::upstream::UpstreamError;
 
@@ -48,6 +51,46 @@ impl ProxyError {
         }
     }
 
+    /// The gRPC status code (grpc/doc/statuscodes.md) for a gRPC client, after the
+    /// gRPC project's HTTP mapping, except that a timeout is DEADLINE_EXCEEDED as
+    /// it is weir's deadline that passed.
+    pub fn grpc_status(&self) -> u8 {
+        const INTERNAL: u8 = 13;
+        const UNIMPLEMENTED: u8 = 12;
+        const UNAVAILABLE: u8 = 14;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        match self.status() {
+            StatusCode::NOT_FOUND => UNIMPLEMENTED,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE,
+            StatusCode::GATEWAY_TIMEOUT => DEADLINE_EXCEEDED,
+            _ => INTERNAL,
+        }
+    }
+
+    /// A "trailers-only" gRPC answer: status 200 and the gRPC status in the
+    /// headers, no body, as gRPC clients expect from a proxy.
+    pub fn grpc_response(&self) -> Response<ProxyBody> {
+        let mut response = Response::new(ProxyBody::local(""));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_status())),
+        );
+        // The body's words, which are plain ASCII and need no percent-encoding.
+        let message = self.body().trim_end();
+        if let Ok(message) = HeaderValue::from_str(message) {
+            headers.insert("grpc-message", message);
+        }
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
     /// A client that sent a malformed request may be out of step with the framing:
     /// its connection is closed after the answer.
     pub fn closes_connection(&self) -> bool {
@@ -56,6 +99,14 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed(_)
         )
     }
+}
+
+/// A gRPC request: its content type is `application/grpc` or a `+proto`-like
+/// variant of it.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 #[cfg(test)]
@@ -94,5 +145,44 @@ mod tests {
         assert!(ProxyError::BadRequest("x").closes_connection());
         assert!(!ProxyError::NoRoute.closes_connection());
         assert!(!ProxyError::NoBackend.closes_connection());
+    }
+
+    #[test]
+    fn grpc_clients_get_a_grpc_status() {
+        let timeout = UpstreamError::ResponseTimeout(Duration::from_secs(1));
+        for (err, grpc_status) in [
+            (ProxyError::NoRoute, 12),
+            (ProxyError::NoBackend, 14),
+            (UpstreamError::ClosedBeforeSend.into(), 14),
+            (timeout.into(), 4),
+            (ProxyError::BadRequest("x"), 13),
+        ] {
+            let response = err.grpc_response();
+            assert_eq!(response.status(), StatusCode::OK);
+            let headers = response.headers();
+            assert_eq!(headers["content-type"], "application/grpc");
+            assert_eq!(
+                headers["grpc-status"],
+                grpc_status.to_string().as_str(),
+                "{err}"
+            );
+            assert!(headers.contains_key("grpc-message"));
+        }
+    }
+
+    #[test]
+    fn grpc_requests_are_told_by_their_content_type() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_grpc(&headers));
     }
 }

@@ -177,6 +177,28 @@ pub fn requested_upgrade(version: Version, headers: &HeaderMap) -> Option<Header
     named.then(|| protocol.clone())
 }
 
+/// Whether the client said it accepts trailers (`TE: trailers`), which gRPC
+/// requires end to end; read before the hop-by-hop headers are removed.
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value.split(',').any(|token| {
+                token
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("trailers")
+            })
+        })
+    })
+}
+
+/// `TE: trailers`, the one TE value HTTP/2 allows, passed on to an HTTP/2 backend.
+pub fn keep_trailers(headers: &mut HeaderMap) {
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+}
+
 /// Puts back the two hop-by-hop headers an upgrade must carry across weir.
 pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
@@ -310,6 +332,20 @@ mod tests {
         assert_eq!(map["host"], "site.example:8080");
         assert_eq!(uri, "/a?b");
         assert_eq!(version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn trailers_are_found_among_te_tokens() {
+        for (te, accepts) in [
+            ("trailers", true),
+            ("gzip, Trailers", true),
+            ("trailers;q=0.5", true),
+            ("gzip", false),
+            ("x-trailers", false),
+        ] {
+            assert_eq!(accepts_trailers(&headers(&[("te", te)])), accepts, "{te}");
+        }
+        assert!(!accepts_trailers(&HeaderMap::new()));
     }
 
     #[test]

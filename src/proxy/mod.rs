@@ -151,19 +151,29 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
             user_agent: request.headers().get(header::USER_AGENT).cloned(),
         })
     });
+    let grpc = error::is_grpc(request.headers());
     let guard = RequestGuard::new(connection);
     let mut outcome = Outcome::default();
-    let mut response = match proxy(&snapshot, &guard.0, request, &mut outcome).await {
-        Ok(response) => response.map(|body| ProxyBody::upstream(body, guard)),
+    let (mut response, code) = match proxy(&snapshot, &guard.0, request, &mut outcome).await {
+        Ok(response) => {
+            let code = response.status().as_u16();
+            (response.map(|body| ProxyBody::upstream(body, guard)), code)
+        }
         Err(err) => {
             // Backend failures were logged where they happened, with their backend.
             if !matches!(err, ProxyError::Upstream(_)) {
                 debug!(client.addr = %guard.0.peer, status = err.status().as_u16(), error = %err, "request answered by weir");
             }
-            error_response(&err)
+            // A gRPC answer is a 200 whatever went wrong; metrics and the access
+            // log keep the HTTP status it stands for.
+            let response = if grpc {
+                err.grpc_response()
+            } else {
+                error_response(&err)
+            };
+            (response, err.status().as_u16())
         }
     };
-    let code = response.status().as_u16();
     if let Some(slot) = slot {
         let metrics = &snapshot.requests[slot];
         match outcome.routed {
@@ -258,6 +268,8 @@ async fn proxy(
     // HTTP/1.0 clients may omit Host; the backend speaks HTTP/1.1, which requires
     // one: name the backend, as nginx's default `proxy_set_header Host $proxy_host`.
     let no_host = host.is_none();
+    let trailers =
+        upstream.transport.protocol.is_http2() && forward::accepts_trailers(&parts.headers);
     forward::rewrite_request(
         &mut parts.uri,
         &mut parts.version,
@@ -267,6 +279,9 @@ async fn proxy(
     );
     if let Some(protocol) = &upgrade {
         forward::keep_upgrade(&mut parts.headers, protocol.clone());
+    }
+    if trailers {
+        forward::keep_trailers(&mut parts.headers);
     }
     let body = if incoming.is_end_stream() {
         RequestBody::Empty

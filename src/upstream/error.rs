@@ -8,6 +8,10 @@ pub enum UpstreamError {
     /// The TCP connect failed (refused, unreachable, reset). Nothing was sent.
     #[error("connect failed: {0}")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake with the backend failed (certificate, name, protocol).
+    /// Nothing was sent.
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
     /// The TCP connect took longer than `timeouts.connect`. Nothing was sent.
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
@@ -68,6 +72,7 @@ impl UpstreamError {
         matches!(
             self,
             UpstreamError::Connect(_)
+                | UpstreamError::Tls(_)
                 | UpstreamError::ConnectTimeout(_)
                 | UpstreamError::Handshake(_)
                 | UpstreamError::ClosedBeforeSend

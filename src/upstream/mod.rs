@@ -1,5 +1,5 @@
 //! Upstreams: named groups of backends with their balancer, and the exchange of one
-//! request with one backend over a pooled HTTP/1.1 connection.
+//! request with one backend over a pooled HTTP/1.1 or shared HTTP/2 connection.
 
 mod backend;
 mod error;
@@ -17,7 +17,7 @@ use http::{Request, Response};
 
 pub use backend::{Backend, BackendState};
 pub use error::UpstreamError;
-pub use pool::Pool;
+pub use pool::{Pool, Transport};
 pub use request_body::{ClientBodyError, RequestBody};
 pub use response_body::ResponseBody;
 pub use retry::is_idempotent;
@@ -30,6 +30,7 @@ use crate::config::{
 };
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::proxy_protocol;
+use crate::tls::TlsError;
 
 /// A named group of backends and the strategy that spreads requests over them.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub struct Upstream {
     retry_budget: Option<RetryBudget>,
     metrics: UpstreamMetrics,
     pub timeouts: UpstreamTimeouts,
+    /// TLS or not, HTTP/1.1 or HTTP/2.
+    pub transport: Transport,
 }
 
 /// Backend states of a running config, by upstream name and address: handed to the
@@ -65,8 +68,20 @@ pub type BackendStates = HashMap<(String, SocketAddr), Arc<BackendState>>;
 
 impl Upstream {
     /// Builds the upstream of `config`, reusing the state of backends found in
-    /// `previous`.
-    pub fn new(config: &UpstreamConfig, previous: &BackendStates, metrics: &Metrics) -> Self {
+    /// `previous`. Fails only on the files of its TLS settings.
+    pub fn new(
+        config: &UpstreamConfig,
+        previous: &BackendStates,
+        metrics: &Metrics,
+    ) -> Result<Self, TlsError> {
+        let transport = Transport::new(config.tls.as_ref(), config.protocol)?;
+        if config
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.insecure_skip_verify)
+        {
+            warn!(upstream = %config.name, "tls.insecure_skip_verify is on: backend certificates are NOT verified, so anyone on the path can pose as a backend; use it for testing only");
+        }
         // A backend new to weir starts as the health checks say (healthy without).
         let initially_healthy = config
             .health_check
@@ -107,7 +122,7 @@ impl Upstream {
             &weights,
             config.hash_balance_percent,
         );
-        Upstream {
+        Ok(Upstream {
             name: config.name.clone(),
             slow_start_by_chance: config.slow_start.is_some() && !balancer.reads_weights(),
             balancer,
@@ -127,7 +142,8 @@ impl Upstream {
             retry_budget: config.retries.budget.map(RetryBudget::new),
             metrics: metrics.upstream(&config.name),
             timeouts: config.timeouts,
-        }
+            transport,
+        })
     }
 
     /// Picks a usable (healthy, not ejected) backend for the request, if there is
@@ -390,7 +406,12 @@ impl Upstream {
         let mut guard = InFlightGuard(Some(state));
         // The clock is read only for strategies that use the latency.
         let started = std::time::Instant::now();
-        let result = exchange(backend, request, &self.timeouts, preamble).await;
+        let request = if self.transport.protocol.is_http2() {
+            into_http2(request, self.transport.scheme(), backend.address)
+        } else {
+            request
+        };
+        let result = exchange(backend, request, &self.transport, &self.timeouts, preamble).await;
         let now = std::time::Instant::now();
         // The client's body breaking says nothing about the backend.
         let (failed, code) = match &result {
@@ -484,19 +505,27 @@ pub struct Pick<'a> {
 /// the whole exchange within `timeout`. Returns the response status.
 pub async fn probe(
     address: SocketAddr,
+    transport: &Transport,
     path: &str,
     host: &str,
     timeout: std::time::Duration,
     preamble: Option<&[u8]>,
 ) -> Result<http::StatusCode, UpstreamError> {
-    let request = Request::get(path)
+    let mut request = Request::get(path)
         .header(http::header::HOST, host)
         .header(http::header::USER_AGENT, "weir-health-check")
-        .header(http::header::CONNECTION, "close")
         .body(RequestBody::Empty)
         .map_err(|_| UpstreamError::ClosedBeforeSend)?;
+    if transport.protocol.is_http2() {
+        request = into_http2(request, transport.scheme(), address);
+    } else {
+        request.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     let exchange = async {
-        let mut connection = pool::connect(address, timeout, preamble).await?;
+        let mut connection = pool::connect(address, transport, timeout, preamble).await?;
         match send_on(&mut connection, request, &probe_timeouts(timeout)).await {
             Ok(response) => Ok(response.status()),
             Err(SendFailure::NotSent(_)) => Err(UpstreamError::ClosedBeforeSend),
@@ -551,9 +580,13 @@ impl Drop for InFlightGuard<'_> {
 /// One exchange on a pooled connection, or on a new one. A pooled connection may
 /// have been closed by the backend while it sat idle; when that shows before the
 /// request was written, the request goes out on a fresh connection instead.
+///
+/// Returns the connection to park once the response is read, if it is one of its
+/// own (HTTP/1.1); a shared HTTP/2 connection stays parked meanwhile.
 async fn exchange(
     backend: &Backend,
     mut request: Request<RequestBody>,
+    transport: &Transport,
     timeouts: &UpstreamTimeouts,
     preamble: Option<&[u8]>,
 ) -> Result<(Response<hyper::body::Incoming>, Option<pool::Connection>), Failure> {
@@ -563,14 +596,14 @@ async fn exchange(
         && let Some(mut connection) = reuse(backend, timeouts).await
     {
         match send_on(&mut connection, request, timeouts).await {
-            Ok(response) => return Ok((response, Some(connection))),
+            Ok(response) => return Ok((response, own(connection))),
             Err(SendFailure::NotSent(returned)) => request = returned,
             Err(SendFailure::Failed(error)) => return Err(Failure::sent(error)),
         }
     }
     // Boxed: the connect future is large and rarely awaited with a warm pool, and
     // every future around this one would carry (and copy) its size otherwise.
-    let connect = pool::connect(backend.address, timeouts.connect, preamble);
+    let connect = pool::connect(backend.address, transport, timeouts.connect, preamble);
     let mut connection = match Box::pin(connect).await {
         Ok(connection) => connection,
         Err(error) => {
@@ -580,14 +613,57 @@ async fn exchange(
             });
         }
     };
+    if preamble.is_none()
+        && let Some(shared) = connection.share()
+    {
+        // Other requests to this backend may use it from now on.
+        backend.state.pool().put(shared, timeouts.idle);
+    }
     match send_on(&mut connection, request, timeouts).await {
-        Ok(response) => Ok((response, preamble.is_none().then_some(connection))),
+        Ok(response) => Ok((
+            response,
+            preamble.is_none().then(|| own(connection)).flatten(),
+        )),
         Err(SendFailure::NotSent(request)) => Err(Failure {
             error: UpstreamError::ClosedBeforeSend,
             unsent: Some(Box::new(request)),
         }),
         Err(SendFailure::Failed(error)) => Err(Failure::sent(error)),
     }
+}
+
+/// `connection`, when it is its request's own (HTTP/1.1) and goes back to the pool
+/// after the response.
+fn own(connection: pool::Connection) -> Option<pool::Connection> {
+    match connection {
+        pool::Connection::Http1(_) => Some(connection),
+        pool::Connection::Http2(_) => None,
+    }
+}
+
+/// HTTP/2 carries the target in `:scheme`, `:authority` and `:path`: the
+/// origin-form request and its `Host` become an absolute URI (the `Host` header
+/// itself is dropped, as RFC 9113 prefers `:authority` alone). Without a `Host`,
+/// the backend's address is the authority.
+fn into_http2(
+    mut request: Request<RequestBody>,
+    scheme: http::uri::Scheme,
+    backend: SocketAddr,
+) -> Request<RequestBody> {
+    let host = request.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| request.uri().authority().cloned())
+        .or_else(|| http::uri::Authority::try_from(backend.to_string()).ok());
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
+    *request.version_mut() = http::Version::HTTP_2;
+    request
 }
 
 /// A pooled connection that is ready for a new request.
@@ -651,7 +727,7 @@ mod tests {
             "test.toml",
         )
         .unwrap();
-        Upstream::new(&config.upstreams[0], &BackendStates::new(), &Metrics::new())
+        Upstream::new(&config.upstreams[0], &BackendStates::new(), &Metrics::new()).unwrap()
     }
 
     /// Picks for a request carrying `cookie`: (backend port, the cookie set if any).

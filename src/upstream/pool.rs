@@ -1,23 +1,116 @@
-//! Keep-alive HTTP/1.1 connections to one backend: opening them, parking them
-//! between requests, and handing them back out.
+//! Connections to one backend: opening them (TCP, an optional PROXY header, TLS,
+//! then HTTP/1.1 or HTTP/2), parking them between requests, and handing them back
+//! out. An HTTP/1.1 connection carries one request at a time and is parked after
+//! each; an HTTP/2 connection is shared by every request to its backend.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::error::UpstreamError;
 use super::request_body::RequestBody;
+use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
+use crate::tls::{TlsError, UpstreamTls};
 
 /// Largest backend response head; a larger one is a 502.
 const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
+/// HTTP/2 flow-control windows towards backends: large enough that one stream
+/// can fill a loopback or LAN link without waiting for window updates.
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// How an upstream's backend connections are made: TLS or not, which HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    pub tls: Option<UpstreamTls>,
+    /// What `tls` was built from, to tell whether a new config changes it.
+    pub tls_config: Option<UpstreamTlsConfig>,
+    pub protocol: UpstreamProtocol,
+}
+
+impl Transport {
+    /// Reads the TLS files of `config`, if it has TLS.
+    pub fn new(
+        tls_config: Option<&UpstreamTlsConfig>,
+        protocol: UpstreamProtocol,
+    ) -> Result<Self, TlsError> {
+        Ok(Transport {
+            tls: tls_config
+                .map(|config| UpstreamTls::new(config, protocol))
+                .transpose()?,
+            tls_config: tls_config.cloned(),
+            protocol,
+        })
+    }
+
+    /// Whether connections made by `other` are as good as this one's.
+    pub fn same_settings(&self, other: &Transport) -> bool {
+        self.protocol == other.protocol && self.tls_config == other.tls_config
+    }
+
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
+    }
+}
+
 /// The sending half of one backend connection; its connection task runs on its own.
-pub type Connection = SendRequest<RequestBody>;
+#[derive(Debug)]
+pub enum Connection {
+    Http1(http1::SendRequest<RequestBody>),
+    /// A handle on a shared, multiplexed connection.
+    Http2(http2::SendRequest<RequestBody>),
+}
+
+impl Connection {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Connection::Http1(sender) => sender.is_closed(),
+            Connection::Http2(sender) => sender.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request; an error means it is gone.
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Connection::Http1(sender) => sender.ready().await,
+            Connection::Http2(sender) => sender.ready().await,
+        }
+    }
+
+    /// Sends `request`; on an error before any of it was written, the error holds
+    /// the request so that it can go out elsewhere.
+    pub async fn try_send_request(
+        &mut self,
+        request: http::Request<RequestBody>,
+    ) -> Result<
+        http::Response<hyper::body::Incoming>,
+        hyper::client::conn::TrySendError<http::Request<RequestBody>>,
+    > {
+        match self {
+            Connection::Http1(sender) => sender.try_send_request(request).await,
+            Connection::Http2(sender) => sender.try_send_request(request).await,
+        }
+    }
+
+    /// Another handle on the same connection, when it is a shared (HTTP/2) one.
+    pub fn share(&self) -> Option<Connection> {
+        match self {
+            Connection::Http1(_) => None,
+            Connection::Http2(sender) => Some(Connection::Http2(sender.clone())),
+        }
+    }
+}
 
 /// Idle connections of one backend, most recently used last (LIFO: the warmest
 /// connection is reused first and the coldest ones age out).
@@ -47,15 +140,30 @@ impl Pool {
     }
 
     /// A parked connection that is still open and was idle for less than
-    /// `idle_timeout`, if any.
+    /// `idle_timeout`, if any. A shared (HTTP/2) connection stays parked and a
+    /// handle on it is returned.
     pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(entry) = idle.pop() {
-            if !entry.connection.is_closed() && entry.since.elapsed() < idle_timeout {
-                return Some(entry.connection);
+            if entry.connection.is_closed() || entry.since.elapsed() >= idle_timeout {
+                continue;
             }
+            if let Some(shared) = entry.connection.share() {
+                // In use again: its idle time starts over.
+                idle.push(Idle {
+                    connection: entry.connection,
+                    since: Instant::now(),
+                });
+                return Some(shared);
+            }
+            return Some(entry.connection);
         }
         None
+    }
+
+    /// Drops every parked connection (the way they are made has changed).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Parks a connection whose last response has been read to the end.
@@ -87,32 +195,79 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `address` within `connect_timeout`; with a
-/// `preamble` (a PROXY protocol header), writes it first.
+/// Opens a new connection to `address` the way `transport` says; with a
+/// `preamble` (a PROXY protocol header), writes it first. TCP, the preamble and
+/// the TLS handshake together get `connect_timeout`.
 pub async fn connect(
     address: SocketAddr,
+    transport: &Transport,
     connect_timeout: Duration,
     preamble: Option<&[u8]>,
 ) -> Result<Connection, UpstreamError> {
-    let mut stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await
-    {
-        Err(_elapsed) => return Err(UpstreamError::ConnectTimeout(connect_timeout)),
-        Ok(Err(source)) => return Err(UpstreamError::Connect(source)),
-        Ok(Ok(stream)) => stream,
-    };
-    if let Some(preamble) = preamble {
-        use tokio::io::AsyncWriteExt;
-        // Nothing of the request is written yet: a failure here is a connect failure.
-        stream
-            .write_all(preamble)
+    let open = async {
+        let mut stream = TcpStream::connect(address)
             .await
             .map_err(UpstreamError::Connect)?;
+        if let Some(preamble) = preamble {
+            use tokio::io::AsyncWriteExt;
+            // Nothing of the request is written yet: a failure here is a connect failure.
+            stream
+                .write_all(preamble)
+                .await
+                .map_err(UpstreamError::Connect)?;
+        }
+        // Requests and small responses are written in one go; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        match &transport.tls {
+            None => Ok(Stream::Plain(stream)),
+            Some(tls) => tls
+                .handshake(address, stream)
+                .await
+                .map(|tls| Stream::Tls(Box::new(tls)))
+                .map_err(UpstreamError::Tls),
+        }
+    };
+    let stream = tokio::time::timeout(connect_timeout, open)
+        .await
+        .map_err(|_elapsed| UpstreamError::ConnectTimeout(connect_timeout))??;
+    match stream {
+        Stream::Plain(stream) => handshake(address, transport.protocol, TokioIo::new(stream)).await,
+        Stream::Tls(stream) => handshake(address, transport.protocol, TokioIo::new(*stream)).await,
     }
-    // Requests and small responses are written in one go; Nagle would only delay them.
-    let _ = stream.set_nodelay(true);
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Sets HTTP up on an open stream and spawns the connection's task.
+async fn handshake<T>(
+    address: SocketAddr,
+    protocol: UpstreamProtocol,
+    io: T,
+) -> Result<Connection, UpstreamError>
+where
+    T: Read + Write + Unpin + Send + 'static,
+{
+    if protocol.is_http2() {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_header_list_size(MAX_RESPONSE_HEAD_BYTES as u32)
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                debug!(backend = %address, error = %err, "backend connection ended with an error");
+            }
+        });
+        return Ok(Connection::Http2(sender));
+    }
     let (sender, connection) = http1::Builder::new()
         .max_header_size(MAX_RESPONSE_HEAD_BYTES)
-        .handshake(TokioIo::new(stream))
+        .handshake(io)
         .await
         .map_err(UpstreamError::Handshake)?;
     tokio::spawn(async move {
@@ -120,7 +275,7 @@ pub async fn connect(
             debug!(backend = %address, error = %err, "backend connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Connection::Http1(sender))
 }
 
 #[cfg(test)]
@@ -138,7 +293,7 @@ mod tests {
             drop(socket);
         });
         (
-            connect(address, Duration::from_secs(1), None)
+            connect(address, &Transport::default(), Duration::from_secs(1), None)
                 .await
                 .unwrap(),
             accept,
@@ -181,7 +336,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let err = connect(address, Duration::from_secs(1), None)
+        let err = connect(address, &Transport::default(), Duration::from_secs(1), None)
             .await
             .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,7 +163,26 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    serve_backend(listener, handler)
+    serve_backend(listener, Serving::default(), handler)
+}
+
+/// How a test backend speaks: plain HTTP/1.1 by default.
+#[derive(Clone, Default)]
+pub struct Serving {
+    /// TLS with this config (its ALPN list decides h2 over TLS).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// HTTP/2 as well as HTTP/1.1: h2c with prior knowledge, or h2 under TLS.
+    pub http2: bool,
+}
+
+/// [`spawn_backend`] speaking the way `serving` says.
+pub async fn spawn_backend_serving<F, Fut>(serving: Serving, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_backend(listener, serving, handler)
 }
 
 /// [`spawn_backend`] on a given address: a backend that comes back after [`Backend::kill`].
@@ -171,10 +192,10 @@ where
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let listener = TcpListener::bind(addr).await.unwrap();
-    serve_backend(listener, handler)
+    serve_backend(listener, Serving::default(), handler)
 }
 
-fn serve_backend<F, Fut>(listener: TcpListener, handler: F) -> Backend
+fn serve_backend<F, Fut>(listener: TcpListener, serving: Serving, handler: F) -> Backend
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -206,11 +227,17 @@ where
                     let response = handler(request);
                     async move { Ok::<_, std::convert::Infallible>(response.await) }
                 });
+                let serving = serving.clone();
                 let task = tokio::spawn(async move {
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    match serving.tls {
+                        None => serve_io(TokioIo::new(stream), service, serving.http2).await,
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_io(TokioIo::new(stream), service, serving.http2).await;
+                            }
+                        }
+                    }
                 });
                 served.lock().unwrap().push(task.abort_handle());
             }
@@ -222,6 +249,26 @@ where
         requests,
         accept,
         served,
+    }
+}
+
+/// Serves one backend connection until it ends.
+async fn serve_io<I, S>(io: I, service: S, http2: bool)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if http2 {
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(io, service)
+            .await;
+    } else {
+        let _ = http1::Builder::new()
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await;
     }
 }
 

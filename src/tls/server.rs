@@ -1,36 +1,18 @@
 //! TLS termination: a listener's certificates loaded from their PEM files and
-//! chosen by SNI, ALPN (h2, http/1.1), TLS 1.2 and 1.3 only (rustls, ring), and
-//! optional client certificates (mTLS). Every file problem is found at load time,
-//! so `--check`, start-up and reload all refuse a bad set alike.
+//! chosen by SNI, ALPN (h2, http/1.1), and optional client certificates (mTLS).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
+use super::{PROTOCOL_VERSIONS, TlsError, file_error, read_certs};
 use crate::config::{CertFiles, TlsConfig};
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("{path}: cannot read {what}: {reason}")]
-    File {
-        path: String,
-        what: &'static str,
-        reason: String,
-    },
-    #[error("{cert}: the key in {key} does not belong to this certificate")]
-    KeyMismatch { cert: String, key: String },
-    #[error("{path}: the certificate expired ({not_after})")]
-    Expired { path: String, not_after: String },
-    #[error("{0}")]
-    Rustls(String),
-}
 
 /// The acceptor of a listener's TLS config.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
@@ -41,7 +23,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
         resolver.add(Arc::new(key), &names);
     }
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(|err| TlsError::Rustls(err.to_string()))?;
     let builder = match &config.client_ca {
         None => builder.with_no_client_auth(),
@@ -61,25 +43,6 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let mut server = builder.with_cert_resolver(Arc::new(resolver));
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
-}
-
-fn file_error(path: &Path, what: &'static str, reason: impl ToString) -> TlsError {
-    TlsError::File {
-        path: path.display().to_string(),
-        what,
-        reason: reason.to_string(),
-    }
-}
-
-fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|err| file_error(path, what, err))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| file_error(path, what, err))?;
-    if certs.is_empty() {
-        return Err(file_error(path, what, "no PEM certificate in it"));
-    }
-    Ok(certs)
 }
 
 /// A certificate with its key, checked to match and not expired, and the DNS
