@@ -2,7 +2,9 @@
 //! serve each connection with HTTP/1.x and h2c on the same port, and drain on
 //! shutdown.
 
+mod drain;
 mod framing;
+mod park;
 mod timeouts;
 
 use std::convert::Infallible;
@@ -15,7 +17,6 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -30,6 +31,8 @@ use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
 
+use drain::{Drain, DrainWatch};
+use park::ParkSlot;
 use timeouts::TimedIo;
 
 /// Backoff after an accept error starts here and doubles up to the maximum: errors
@@ -112,7 +115,7 @@ impl Listener {
         mut stop: Shutdown,
         grace: Duration,
     ) {
-        let graceful = GracefulShutdown::new();
+        let drain = Drain::new();
         let mut backoff = ACCEPT_BACKOFF_START;
         loop {
             let current = settings.load_full();
@@ -154,7 +157,7 @@ impl Listener {
                     let metrics = current.metrics.clone();
                     metrics.connections_total.inc();
                     metrics.connections_active.inc();
-                    let watcher = graceful.watcher();
+                    let watcher = drain.watch();
                     let (current, snapshots) = (current.clone(), snapshots.clone());
                     tokio::spawn(
                         async move {
@@ -172,7 +175,7 @@ impl Listener {
                                 let config = &current.config;
                                 match &current.tls {
                                     None => {
-                                        serve_connection(
+                                        serve_plain(
                                             stream,
                                             connection,
                                             config,
@@ -214,12 +217,9 @@ impl Listener {
         }
         drop(self.tcp);
         let name = settings.load().name.clone();
-        let open = graceful.count();
+        let open = drain.open();
         info!(listener = %name, open_connections = open, "stopped accepting; draining");
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, drain.drain()).await.is_err() {
             info!(listener = %name, "shutdown_timeout reached; closing remaining connections");
         }
     }
@@ -284,45 +284,94 @@ async fn serve_tls(
     stream: TcpStream,
     connection: Arc<Connection>,
     settings: Arc<ListenerSettings>,
-    watcher: Watcher,
+    mut watcher: DrainWatch,
 ) {
     let config = &settings.config;
     match tokio::time::timeout(config.tls_handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
-            serve_connection(stream, connection, config, &settings.builder, watcher).await;
+            let head_deadline = tokio::time::Instant::now() + config.header_timeout;
+            let io = TimedIo::new(
+                stream,
+                connection.clone(),
+                config.header_timeout,
+                config.idle_timeout,
+                head_deadline,
+                None,
+            );
+            serve_connection(io, connection, &settings.builder, &mut watcher).await;
         }
         Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
         Err(_) => debug!("TLS handshake not done within tls_handshake_timeout"),
     }
 }
 
-/// Serves one client connection to its end.
-fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
-    stream: S,
+/// Serves a plain TCP connection to its end, parking it whenever it goes quiet
+/// between HTTP/1 requests (see `park`): only the socket is kept then.
+async fn serve_plain(
+    mut stream: TcpStream,
     connection: Arc<Connection>,
     config: &ListenerConfig,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) -> impl Future<Output = ()> + Send + 'static {
-    let io = TimedIo::new(
-        stream,
-        connection.clone(),
-        config.header_timeout,
-        config.idle_timeout,
-    );
+    mut watcher: DrainWatch,
+) {
+    let slot = Arc::new(ParkSlot::default());
+    // The first head is due `header_timeout` after the accept.
+    let first_head_due = tokio::time::Instant::now() + config.header_timeout;
+    let mut head_deadline = Some(first_head_due);
+    let mut wait_until = first_head_due;
+    loop {
+        // Nothing is allocated for the connection until its client has something
+        // to say (or gives up, or the listener drains).
+        tokio::select! {
+            readable = stream.readable() => if readable.is_err() { return },
+            () = tokio::time::sleep_until(wait_until) => return,
+            () = watcher.started() => return,
+        }
+        let io = TimedIo::new(
+            stream,
+            connection.clone(),
+            config.header_timeout,
+            config.idle_timeout,
+            // Whatever wakes a parked connection starts a new request head.
+            head_deadline
+                .take()
+                .unwrap_or_else(|| tokio::time::Instant::now() + config.header_timeout),
+            Some(slot.clone()),
+        );
+        // Boxed: freed while the connection is parked.
+        Box::pin(serve_connection(
+            io,
+            connection.clone(),
+            builder,
+            &mut watcher,
+        ))
+        .await;
+        match slot.take() {
+            Some((parked, idle_deadline)) if !watcher.has_started() => {
+                stream = parked;
+                wait_until = idle_deadline;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Serves one client connection until hyper is done with it.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    io: TimedIo<S>,
+    connection: Arc<Connection>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: &mut DrainWatch,
+) {
     let service = service_fn(move |request| {
         let connection = connection.clone();
         async move { Ok::<_, Infallible>(proxy::serve(connection, request).await) }
     });
-    let serving = watcher.watch(
-        builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned(),
-    );
-    async move {
-        if let Err(err) = serving.await {
-            // Clients vanish, time out and send garbage all the time: not an error of weir's.
-            debug!(error = %err, "connection ended with an error");
-        }
+    let serving = builder
+        .serve_connection_with_upgrades(io, service)
+        .into_owned();
+    if let Err(err) = watcher.serve(serving).await {
+        // Clients vanish, time out and send garbage all the time: not an error of weir's.
+        debug!(error = %err, "connection ended with an error");
     }
 }

@@ -1,6 +1,7 @@
 //! Client connection timeouts, enforced on the socket itself: `header_timeout`
 //! (the whole request head must arrive in time: the slowloris guard) and
-//! `idle_timeout` (keep-alive connections with nothing to do).
+//! `idle_timeout` (keep-alive connections with nothing to do); and parking, which
+//! ends hyper's hold on an HTTP/1 connection that has gone quiet (see `park`).
 //!
 //! Why not hyper's `header_read_timeout`: it starts counting when hyper begins
 //! waiting for a head, so it also cuts idle keep-alive connections after the header
@@ -24,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use crate::proxy::Connection;
 
 use super::framing::HeadScan;
+use super::park::{PARK_AFTER, ParkSlot};
 
 /// What the connection is waiting for, which decides the deadline in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +43,8 @@ enum Phase {
 /// A client socket that fails its reads with `TimedOut` once the deadline of its
 /// current phase has passed.
 pub struct TimedIo<S> {
-    io: TokioIo<S>,
+    /// Present until dropped (a parked socket is handed on then).
+    io: Option<TokioIo<S>>,
     connection: Arc<Connection>,
     header_timeout: Duration,
     idle_timeout: Duration,
@@ -55,26 +58,56 @@ pub struct TimedIo<S> {
     /// Raw scan of the request head being received; see `framing`.
     head_scan: HeadScan,
     deadline: Pin<Box<Sleep>>,
+    /// Where the socket goes when the connection parks; `None` when it cannot
+    /// (TLS, whose state would stay anyway).
+    park: Option<Arc<ParkSlot<S>>>,
+    /// When the current idle period ends the connection (`idle_timeout`).
+    idle_deadline: Instant,
+    /// The connection went quiet and is handing its socket back to be parked.
+    parked: bool,
 }
 
 impl<S> TimedIo<S> {
+    /// A connection whose first (or next) request head is due by `head_deadline`.
     pub fn new(
         stream: S,
         connection: Arc<Connection>,
         header_timeout: Duration,
         idle_timeout: Duration,
+        head_deadline: Instant,
+        park: Option<Arc<ParkSlot<S>>>,
     ) -> Self {
         TimedIo {
-            io: TokioIo::new(stream),
+            io: Some(TokioIo::new(stream)),
+            seen_started: connection.started_requests(),
             connection,
             header_timeout,
             idle_timeout,
             phase: Phase::Head,
             read_while_busy: false,
-            seen_started: 0,
             head_scan: HeadScan::default(),
-            deadline: Box::pin(tokio::time::sleep(header_timeout)),
+            deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
+            park,
+            idle_deadline: head_deadline,
+            parked: false,
         }
+    }
+
+    fn io(&mut self) -> Pin<&mut TokioIo<S>>
+    where
+        S: Unpin,
+    {
+        Pin::new(
+            self.io
+                .as_mut()
+                .expect("the socket stays until the TimedIo is dropped"),
+        )
+    }
+
+    /// Whether a quiet connection may park: plain HTTP/1 only (an HTTP/2
+    /// connection's state lives in hyper and cannot be rebuilt later).
+    fn may_park(&self) -> bool {
+        self.park.is_some() && !self.connection.http2.load(Ordering::Relaxed)
     }
 
     /// True when a request started since the phase was last set.
@@ -85,11 +118,21 @@ impl<S> TimedIo<S> {
     fn enter(&mut self, phase: Phase) {
         self.phase = phase;
         self.seen_started = self.connection.started_requests();
-        let timeout = match phase {
-            Phase::Head => self.header_timeout,
-            Phase::Idle | Phase::Busy => self.idle_timeout,
+        let now = Instant::now();
+        let deadline = match phase {
+            Phase::Head => now + self.header_timeout,
+            Phase::Busy => now + self.idle_timeout,
+            Phase::Idle => {
+                self.idle_deadline = now + self.idle_timeout;
+                if self.may_park() {
+                    // The same timer first wakes the connection to park it.
+                    now + PARK_AFTER.min(self.idle_timeout)
+                } else {
+                    self.idle_deadline
+                }
+            }
         };
-        self.deadline.as_mut().reset(Instant::now() + timeout);
+        self.deadline.as_mut().reset(deadline);
     }
 }
 
@@ -106,10 +149,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
             this.head_scan.reset();
         }
         let read = if busy {
-            Pin::new(&mut this.io).poll_read(cx, buf)
+            this.io().poll_read(cx, buf)
         } else {
+            let io = this
+                .io
+                .as_mut()
+                .expect("the socket stays until the TimedIo is dropped");
             read_head_bytes(
-                this.io.inner_mut(),
+                io.inner_mut(),
                 &mut this.head_scan,
                 &this.connection,
                 cx,
@@ -147,6 +194,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
                     this.enter(next);
                 }
                 ready!(this.deadline.as_mut().poll(cx));
+                if this.phase == Phase::Idle
+                    && this.may_park()
+                    && Instant::now() < this.idle_deadline
+                {
+                    // Quiet for a while: end of input for hyper, which then ends the
+                    // connection without a word; the socket itself stays open.
+                    this.parked = true;
+                    return Poll::Ready(Ok(()));
+                }
                 let what = match this.phase {
                     Phase::Head => "request head not received within header_timeout",
                     _ => "connection idle for idle_timeout",
@@ -196,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        self.get_mut().io().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -204,18 +260,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        self.get_mut().io().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        self.get_mut().io().poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.parked {
+            // The socket is parked, not closed.
+            return Poll::Ready(Ok(()));
+        }
+        this.io().poll_shutdown(cx)
+    }
+}
+
+impl<S> Drop for TimedIo<S> {
+    fn drop(&mut self) {
+        if self.parked
+            && let (Some(io), Some(slot)) = (self.io.take(), &self.park)
+        {
+            slot.put(io.into_inner(), self.idle_deadline);
+        }
     }
 }

@@ -3,7 +3,9 @@
 
 mod body;
 mod error;
-mod forward;
+// Public only for the micro-benchmarks (`benches/forward.rs`); not weir's API.
+#[doc(hidden)]
+pub mod forward;
 mod tunnel;
 mod validate;
 
@@ -51,6 +53,8 @@ pub struct Connection {
     /// Set when a request head on this connection carried both `Content-Length`
     /// and `Transfer-Encoding` (seen on the raw bytes; hyper drops the former).
     pub conflicting_framing: AtomicBool,
+    /// Set once an HTTP/2 request arrives: such a connection is never parked.
+    pub http2: AtomicBool,
     /// Woken when `active` drops to zero, so the connection starts its idle clock
     /// even if the last response ended without a further read.
     pub idle_waker: AtomicWaker,
@@ -87,6 +91,7 @@ impl Connection {
             active: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             conflicting_framing: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             idle_waker: AtomicWaker::new(),
         }
     }
@@ -151,7 +156,12 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
             user_agent: request.headers().get(header::USER_AGENT).cloned(),
         })
     });
-    let grpc = error::is_grpc(request.headers());
+    // gRPC is HTTP/2 only, which spares HTTP/1 requests the header look-up.
+    let http2 = request.version() == http::Version::HTTP_2;
+    if http2 {
+        connection.http2.store(true, Ordering::Relaxed);
+    }
+    let grpc = http2 && error::is_grpc(request.headers());
     let guard = RequestGuard::new(connection);
     let mut outcome = Outcome::default();
     let (mut response, code) = match proxy(&snapshot, &guard.0, request, &mut outcome).await {
