@@ -3,15 +3,18 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::HeaderMap;
-use weir::balance::{Balancer, Candidate, RequestKey};
+use weir::balance::{Balancer, Candidate, PeakEwma, RequestKey};
 use weir::config::{HashKey, StrategyKind};
 
 struct Backend {
     weight: u32,
     in_flight: u32,
+    /// Read by `ewma` only, as the proxy's backends do: a decayed estimate.
+    latency: PeakEwma,
 }
 
 impl Candidate for Backend {
@@ -21,6 +24,10 @@ impl Candidate for Backend {
 
     fn in_flight(&self) -> u32 {
         self.in_flight
+    }
+
+    fn latency(&self, now: Instant) -> f64 {
+        self.latency.estimate(now)
     }
 }
 
@@ -44,11 +51,18 @@ fn picks(c: &mut Criterion) {
     for (name, kind) in &strategies {
         let mut group = c.benchmark_group(*name);
         for n in [3usize, 100, 1000] {
-            // Uneven weights and loads, so that no strategy gets a degenerate case.
+            // Uneven weights, loads and latencies, so that no strategy gets a
+            // degenerate case.
+            let now = Instant::now();
             let backends: Vec<Backend> = (0..n)
-                .map(|i| Backend {
-                    weight: 1 + (i % 5) as u32,
-                    in_flight: (i * 7 % 11) as u32,
+                .map(|i| {
+                    let latency = PeakEwma::default();
+                    latency.observe(Duration::from_micros(500 + (i * 37 % 13) as u64 * 250), now);
+                    Backend {
+                        weight: 1 + (i % 5) as u32,
+                        in_flight: (i * 7 % 11) as u32,
+                        latency,
+                    }
                 })
                 .collect();
             let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
