@@ -55,10 +55,6 @@ impl DrainWatch {
         }
     }
 
-    pub fn has_started(&self) -> bool {
-        self.seen || self.receiver.has_changed().unwrap_or(true)
-    }
-
     /// Serves `connection` to its end; when the drain starts meanwhile, asks it to
     /// finish its requests in flight and close.
     pub async fn serve<C: GracefulConnection>(&mut self, connection: C) -> C::Output {

@@ -315,27 +315,17 @@ async fn serve_plain(
     mut watcher: DrainWatch,
 ) {
     let slot = Arc::new(ParkSlot::default());
-    // The first head is due `header_timeout` after the accept.
-    let first_head_due = tokio::time::Instant::now() + config.header_timeout;
-    let mut head_deadline = Some(first_head_due);
-    let mut wait_until = first_head_due;
+    // The first head is due `header_timeout` after the accept. hyper starts at
+    // once: a new socket's readiness is unknown, and finding out would cost a
+    // syscall.
+    let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
     loop {
-        // Nothing is allocated for the connection until its client has something
-        // to say (or gives up, or the listener drains).
-        tokio::select! {
-            readable = stream.readable() => if readable.is_err() { return },
-            () = tokio::time::sleep_until(wait_until) => return,
-            () = watcher.started() => return,
-        }
         let io = TimedIo::new(
             stream,
             connection.clone(),
             config.header_timeout,
             config.idle_timeout,
-            // Whatever wakes a parked connection starts a new request head.
-            head_deadline
-                .take()
-                .unwrap_or_else(|| tokio::time::Instant::now() + config.header_timeout),
+            head_deadline,
             Some(slot.clone()),
         );
         // Boxed: freed while the connection is parked.
@@ -346,13 +336,19 @@ async fn serve_plain(
             &mut watcher,
         ))
         .await;
-        match slot.take() {
-            Some((parked, idle_deadline)) if !watcher.has_started() => {
-                stream = parked;
-                wait_until = idle_deadline;
-            }
-            _ => return,
+        let Some((parked, idle_deadline)) = slot.take() else {
+            return;
+        };
+        stream = parked;
+        // Parked: hyper's last read found nothing, so readiness is known to be
+        // clear and `readable` waits for the client's next bytes.
+        tokio::select! {
+            readable = stream.readable() => if readable.is_err() { return },
+            () = tokio::time::sleep_until(idle_deadline) => return,
+            () = watcher.started() => return,
         }
+        // Whatever wakes a parked connection starts a new request head.
+        head_deadline = tokio::time::Instant::now() + config.header_timeout;
     }
 }
 
