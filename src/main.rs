@@ -1,6 +1,12 @@
 //! The `weir` command: parses the CLI, sets up logging, the runtime and signals,
 //! and hands over to the library.
 
+/// mimalloc: per-thread free lists make the request path's small allocations
+/// cheaper than glibc's, and freed pages go back to the system, so memory that
+/// idle connections shed shows up as shed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
