@@ -40,7 +40,8 @@ impl HeadScan {
     /// framing headers.
     pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
         while !self.done && !bytes.is_empty() {
-            match bytes.iter().position(|&b| b == b'\n') {
+            // memchr: heads are mostly long lines, scanned a vector at a time.
+            match memchr::memchr(b'\n', bytes) {
                 Some(end) => {
                     self.finish_line(&bytes[..end]);
                     bytes = &bytes[end + 1..];
@@ -85,6 +86,10 @@ impl HeadScan {
         }
         if self.lines == 1 {
             return; // the request line
+        }
+        // Only the two framing names matter; most lines start otherwise.
+        if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
+            return;
         }
         self.saw_length |= starts_with_ignore_case(line, b"content-length:");
         self.saw_encoding |= starts_with_ignore_case(line, b"transfer-encoding:");
