@@ -1353,7 +1353,7 @@ def parse_args(argv):
     ap.add_argument("--gap", type=float, default=0.3, help="pause between measurements, s")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset pinning")
     ap.add_argument("--out", default=None,
-                    help="results directory (default: <system temp dir>/weir-bench/<timestamp>)")
+                    help="results directory (default: <system temp dir>/weir-load-bench/<timestamp>)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="global deadline (default 30; --quick 8)")
     ap.add_argument("--summarize", metavar="DIR", default=None,
@@ -1495,11 +1495,15 @@ def main(argv):
         a.idle_conns = cap
 
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = os.path.abspath(a.out or os.path.join(tempfile.gettempdir(), "weir-bench",
-                                                    stamp + ("-quick" if a.quick else "")))
+    default_out = os.path.join(tempfile.gettempdir(), "weir-load-bench",
+                               stamp + ("-quick" if a.quick else ""))
+    out_dir = os.path.abspath(a.out or default_out)
     if os.path.commonpath([out_dir, REPO]) == REPO:
         sys.exit(f"--out {out_dir} is inside the repository; give a directory outside it")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"cannot create the results directory {out_dir}: {e}; pass --out DIR")
 
     if any(x in scenarios for x in TLS_SCENARIOS):
         make_cert(s, out_dir, a.tls_key)
