@@ -161,8 +161,15 @@ impl Listener {
                     let (current, snapshots) = (current.clone(), snapshots.clone());
                     tokio::spawn(
                         async move {
-                            if let Some((stream, client)) = client_of(stream, peer, &current).await
-                            {
+                            // Boxed, and only with `proxy_protocol`: reading the header
+                            // takes more room than the connection needs for the rest
+                            // of its life, which the task would keep.
+                            let client = if current.config.proxy_protocol {
+                                Box::pin(client_of(stream, peer, &current)).await
+                            } else {
+                                Some((stream, peer))
+                            };
+                            if let Some((stream, client)) = client {
                                 let connection = Arc::new(Connection::new(
                                     current.name.clone(),
                                     client,
@@ -241,8 +248,8 @@ fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The client of a new connection: the TCP peer, or with `proxy_protocol` the
-/// address of the PROXY header (read within `header_timeout`). `None` closes the
+/// The client of a new connection on a `proxy_protocol` listener: the address
+/// of the PROXY header (read within `header_timeout`). `None` closes the
 /// connection: a PROXY header missing, malformed, or sent by a peer that is not
 /// one of `trusted_proxies` (when that list is set).
 async fn client_of(
@@ -250,9 +257,6 @@ async fn client_of(
     peer: SocketAddr,
     settings: &ListenerSettings,
 ) -> Option<(TcpStream, SocketAddr)> {
-    if !settings.config.proxy_protocol {
-        return Some((stream, peer));
-    }
     let trusted = &settings.trusted_proxies;
     if !trusted.is_empty() && !trusted.iter().any(|net| net.contains(&peer.ip())) {
         debug!("PROXY protocol from a peer outside trusted_proxies; closing");
