@@ -294,14 +294,7 @@ async fn serve_tls(
     match tokio::time::timeout(config.tls_handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
             let head_deadline = tokio::time::Instant::now() + config.header_timeout;
-            let io = TimedIo::new(
-                stream,
-                connection.clone(),
-                config.header_timeout,
-                config.idle_timeout,
-                head_deadline,
-                None,
-            );
+            let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
             serve_connection(io, connection, &settings.builder, &mut watcher).await;
         }
         Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
@@ -327,8 +320,7 @@ async fn serve_plain(
         let io = TimedIo::new(
             stream,
             connection.clone(),
-            config.header_timeout,
-            config.idle_timeout,
+            config,
             head_deadline,
             Some(slot.clone()),
         );

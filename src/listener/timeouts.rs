@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
+use crate::config::ListenerConfig;
 use crate::proxy::Connection;
 
 use super::framing::HeadScan;
@@ -68,12 +69,12 @@ pub struct TimedIo<S> {
 }
 
 impl<S> TimedIo<S> {
-    /// A connection whose first (or next) request head is due by `head_deadline`.
+    /// A connection of a listener with `config`, whose first (or next) request
+    /// head is due by `head_deadline`.
     pub fn new(
         stream: S,
         connection: Arc<Connection>,
-        header_timeout: Duration,
-        idle_timeout: Duration,
+        config: &ListenerConfig,
         head_deadline: Instant,
         park: Option<Arc<ParkSlot<S>>>,
     ) -> Self {
@@ -81,8 +82,8 @@ impl<S> TimedIo<S> {
             io: Some(TokioIo::new(stream)),
             seen_started: connection.started_requests(),
             connection,
-            header_timeout,
-            idle_timeout,
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
             phase: Phase::Head,
             read_while_busy: false,
             head_scan: HeadScan::default(),
