@@ -173,24 +173,34 @@ fn write_lines(
     }
 }
 
-/// Appends `text` as a JSON string (quoted and escaped).
+/// Appends `text` as a JSON string (quoted and escaped). Runs that need no
+/// escaping, nearly all of a line, are copied whole; multi-byte UTF-8 passes
+/// through as it is.
 fn push_json_str(line: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
     line.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => line.extend_from_slice(b"\\\""),
-            '\\' => line.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(line, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let mut utf8 = [0u8; 4];
-                line.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte != b'"' && byte != b'\\' && byte >= 0x20 {
+            continue;
+        }
+        line.extend_from_slice(&bytes[start..at]);
+        match byte {
+            b'"' => line.extend_from_slice(b"\\\""),
+            b'\\' => line.extend_from_slice(b"\\\\"),
+            control => {
+                line.extend_from_slice(b"\\u00");
+                line.push(HEX[usize::from(control >> 4)]);
+                line.push(HEX[usize::from(control & 0xf)]);
             }
         }
+        start = at + 1;
     }
+    line.extend_from_slice(&bytes[start..]);
     line.push(b'"');
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Appends `value` as a JSON string, or `null`.
 fn push_json_opt(line: &mut Vec<u8>, value: Option<&str>) {
@@ -200,34 +210,123 @@ fn push_json_opt(line: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
-/// Written by hand into one buffer: a `serde_json::Value` would allocate per field.
+/// Appends the decimal digits of `n`, at least `width` of them (zero-padded).
+/// By hand: `core::fmt` costs several times more per field, on every request.
+fn push_decimal(line: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    line.extend_from_slice(&digits[at.min(digits.len() - width.min(20))..]);
+}
+
+fn push_ip(line: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    line.push(b'.');
+                }
+                push_decimal(line, u64::from(octet), 1);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(line, "{v6}");
+        }
+    }
+}
+
+fn push_socket_addr(line: &mut Vec<u8>, address: SocketAddr) {
+    match address {
+        SocketAddr::V4(v4) => {
+            push_ip(line, IpAddr::V4(*v4.ip()));
+            line.push(b':');
+            push_decimal(line, u64::from(v4.port()), 1);
+        }
+        SocketAddr::V6(v6) => {
+            let _ = write!(line, "{v6}");
+        }
+    }
+}
+
+/// `2026-11-25T12:00:00.123Z`.
+fn push_rfc3339(line: &mut Vec<u8>, time: SystemTime) {
+    let (y, mo, d, h, mi, s, ms) = civil(time);
+    push_decimal(line, y.max(0) as u64, 4);
+    line.push(b'-');
+    push_decimal(line, u64::from(mo), 2);
+    line.push(b'-');
+    push_decimal(line, u64::from(d), 2);
+    line.push(b'T');
+    push_decimal(line, h, 2);
+    line.push(b':');
+    push_decimal(line, mi, 2);
+    line.push(b':');
+    push_decimal(line, s, 2);
+    line.push(b'.');
+    push_decimal(line, u64::from(ms), 3);
+    line.push(b'Z');
+}
+
+/// Seconds with six decimals, rounded to the microsecond (as `{:.6}` prints).
+fn push_seconds(line: &mut Vec<u8>, duration: Duration) {
+    let micros = (duration.as_nanos() + 500) / 1000;
+    push_decimal(line, (micros / 1_000_000) as u64, 1);
+    line.push(b'.');
+    push_decimal(line, (micros % 1_000_000) as u64, 6);
+}
+
+fn version_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP",
+    }
+}
+
+/// Written by hand into one buffer: a `serde_json::Value` would allocate per
+/// field, and `core::fmt` made up most of a line's cost.
 fn json_line(entry: &Entry) -> Vec<u8> {
     let mut line = Vec::with_capacity(256);
-    line.extend_from_slice(b"{\"time\":");
-    push_json_str(&mut line, &rfc3339(entry.time));
-    let _ = write!(line, ",\"client\":\"{}\",\"method\":", entry.client);
+    line.extend_from_slice(b"{\"time\":\"");
+    push_rfc3339(&mut line, entry.time);
+    line.extend_from_slice(b"\",\"client\":\"");
+    push_ip(&mut line, entry.client);
+    line.extend_from_slice(b"\",\"method\":");
     push_json_str(&mut line, entry.method.as_str());
     line.extend_from_slice(b",\"path\":");
     push_json_str(&mut line, &entry.target);
-    let _ = write!(
-        line,
-        ",\"protocol\":\"{:?}\",\"status\":{},\"bytes\":{},\"upstream\":",
-        entry.version, entry.status, entry.bytes
-    );
+    line.extend_from_slice(b",\"protocol\":\"");
+    line.extend_from_slice(version_name(entry.version).as_bytes());
+    line.extend_from_slice(b"\",\"status\":");
+    push_decimal(&mut line, u64::from(entry.status), 1);
+    line.extend_from_slice(b",\"bytes\":");
+    push_decimal(&mut line, entry.bytes, 1);
+    line.extend_from_slice(b",\"upstream\":");
     push_json_opt(&mut line, entry.upstream.as_deref());
     line.extend_from_slice(b",\"backend\":");
     match entry.backend {
         Some(backend) => {
-            let _ = write!(line, "\"{backend}\"");
+            line.push(b'"');
+            push_socket_addr(&mut line, backend);
+            line.push(b'"');
         }
         None => line.extend_from_slice(b"null"),
     }
-    let _ = writeln!(
-        line,
-        ",\"duration\":{:.6},\"attempts\":{}}}",
-        entry.duration.as_secs_f64(),
-        entry.attempts
-    );
+    line.extend_from_slice(b",\"duration\":");
+    push_seconds(&mut line, entry.duration);
+    line.extend_from_slice(b",\"attempts\":");
+    push_decimal(&mut line, u64::from(entry.attempts), 1);
+    line.extend_from_slice(b"}\n");
     line
 }
 
