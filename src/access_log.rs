@@ -386,12 +386,6 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     )
 }
 
-/// `2026-11-25T12:00:00.123Z`.
-fn rfc3339(time: SystemTime) -> String {
-    let (y, mo, d, h, mi, s, ms) = civil(time);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
-}
-
 /// `25/Nov/2026:12:00:00 +0000`.
 fn clf_time(time: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
@@ -425,6 +419,12 @@ mod tests {
             referer: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),
         }
+    }
+
+    fn rfc3339(time: SystemTime) -> String {
+        let mut line = Vec::new();
+        push_rfc3339(&mut line, time);
+        String::from_utf8(line).unwrap()
     }
 
     #[test]
