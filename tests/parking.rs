@@ -93,3 +93,72 @@ async fn quiet_http2_connections_are_not_parked() {
     }
     assert!(!connection.is_finished());
 }
+
+#[tokio::test]
+async fn a_body_still_arriving_after_an_early_response_is_never_read_as_a_request() {
+    // The backend answers without waiting for the request body.
+    let backend = spawn_named_backend("early").await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len() + 4
+    );
+    conn.send(head.as_bytes()).await;
+    conn.send(b"abcd").await;
+    let _ = conn.read_response().await;
+    // The rest of the body comes after a pause past the park delay.
+    tokio::time::sleep(QUIET).await;
+    conn.send(smuggled).await;
+    tokio::time::sleep(QUIET).await;
+    let paths: Vec<String> = backend
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.uri.path().to_owned())
+        .collect();
+    assert_eq!(paths, ["/upload"]);
+}
+
+#[tokio::test]
+async fn a_partial_pipelined_head_survives_a_pause() {
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHo")
+        .await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    tokio::time::sleep(QUIET).await;
+    conn.send(b"st: a\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    assert_eq!(backend.request_count(), 2);
+}
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_response() {
+    const SIZE: usize = 4 * 1024 * 1024;
+    let backend = spawn_backend(|_request| async move { text(200, vec![b'x'; SIZE]) }).await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    // Read a little, then let weir find the socket full for a while.
+    let mut received = conn.read_some().await;
+    tokio::time::sleep(QUIET).await;
+    let wanted = |bytes: &[u8]| {
+        let head = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        Some(head + SIZE)
+    };
+    within("the whole response", async {
+        while wanted(&received).is_none_or(|total| received.len() < total) {
+            let more = conn.read_some().await;
+            assert!(!more.is_empty(), "closed after {} bytes", received.len());
+            received.extend_from_slice(&more);
+        }
+    })
+    .await;
+    // And the connection still serves the next request.
+    conn.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+}

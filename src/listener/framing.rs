@@ -36,6 +36,24 @@ impl HeadScan {
         *self = HeadScan::default();
     }
 
+    /// A head that announced a body ended: what follows the body is a new head,
+    /// which the scan must start afresh. (After a head without a body the scan
+    /// has already gone on into the next one.)
+    pub fn body_follows(&self) -> bool {
+        self.done
+    }
+
+    /// Part of a further head has been seen (pipelined behind the last one).
+    pub fn mid_head(&self) -> bool {
+        !self.done && (self.carry_len > 0 || self.lines > 0)
+    }
+
+    /// Everything seen so far ended with a complete head that announced no
+    /// body: no byte is waiting in hyper's buffer for a request to come.
+    pub fn at_rest(&self) -> bool {
+        !self.done && self.carry_len == 0 && self.lines == 0
+    }
+
     /// Feeds the next bytes of the connection; true when the head now shows both
     /// framing headers.
     pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
@@ -112,6 +130,18 @@ mod tests {
             scan.feed(piece);
         }
         scan.feed(&[])
+    }
+
+    #[test]
+    fn rest_is_the_end_of_a_head_without_a_body() {
+        let mut scan = HeadScan::default();
+        scan.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(scan.at_rest() && !scan.mid_head());
+        scan.feed(b"GET /b HTTP/1.1\r\nHo");
+        assert!(!scan.at_rest() && scan.mid_head());
+        let mut scan = HeadScan::default();
+        scan.feed(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel");
+        assert!(!scan.at_rest() && !scan.mid_head());
     }
 
     #[test]

@@ -348,13 +348,14 @@ async fn serve_plain(
     }
 }
 
-/// Serves one client connection until hyper is done with it.
+/// Serves one client connection until hyper is done with it; true when hyper
+/// ended it without an error.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     io: TimedIo<S>,
     connection: Arc<Connection>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: &mut DrainWatch,
-) {
+) -> bool {
     let service = service_fn(move |request| {
         let connection = connection.clone();
         async move { Ok::<_, Infallible>(proxy::serve(connection, request).await) }
@@ -362,8 +363,12 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let serving = builder
         .serve_connection_with_upgrades(io, service)
         .into_owned();
-    if let Err(err) = watcher.serve(serving).await {
-        // Clients vanish, time out and send garbage all the time: not an error of weir's.
-        debug!(error = %err, "connection ended with an error");
+    match watcher.serve(serving).await {
+        Ok(()) => true,
+        Err(err) => {
+            // Clients vanish, time out and send garbage all the time: not an error of weir's.
+            debug!(error = %err, "connection ended with an error");
+            false
+        }
     }
 }

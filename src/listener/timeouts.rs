@@ -66,6 +66,8 @@ pub struct TimedIo<S> {
     idle_deadline: Instant,
     /// The connection went quiet and is handing its socket back to be parked.
     parked: bool,
+    /// The last write found the socket full: hyper still holds response bytes.
+    write_blocked: bool,
 }
 
 impl<S> TimedIo<S> {
@@ -91,6 +93,7 @@ impl<S> TimedIo<S> {
             park,
             idle_deadline: head_deadline,
             parked: false,
+            write_blocked: false,
         }
     }
 
@@ -109,6 +112,13 @@ impl<S> TimedIo<S> {
     /// connection's state lives in hyper and cannot be rebuilt later).
     fn may_park(&self) -> bool {
         self.park.is_some() && !self.connection.http2.load(Ordering::Relaxed)
+    }
+
+    /// Whether hyper is surely between messages, holding nothing: the last head
+    /// read was whole and announced no body (a body may still be arriving after
+    /// an early response), and the response went out whole.
+    fn hyper_is_idle(&self) -> bool {
+        self.head_scan.at_rest() && !self.write_blocked
     }
 
     /// True when a request started since the phase was last set.
@@ -145,7 +155,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let busy = this.connection.active_requests() > 0;
-        if !busy && (this.phase != Phase::Head || this.request_since_armed()) {
+        if !busy
+            && (this.phase != Phase::Head || this.request_since_armed())
+            && this.head_scan.body_follows()
+        {
             // Whatever arrives now starts a new request head.
             this.head_scan.reset();
         }
@@ -187,22 +200,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
                     }
                 }
                 if this.phase == Phase::Busy || this.request_since_armed() {
-                    let next = if std::mem::take(&mut this.read_while_busy) {
-                        Phase::Head
-                    } else {
-                        Phase::Idle
-                    };
+                    // Bytes that came while busy, or after the last head in the
+                    // same read, start the next head.
+                    let next =
+                        if std::mem::take(&mut this.read_while_busy) || this.head_scan.mid_head() {
+                            Phase::Head
+                        } else {
+                            Phase::Idle
+                        };
                     this.enter(next);
                 }
                 ready!(this.deadline.as_mut().poll(cx));
-                if this.phase == Phase::Idle
-                    && this.may_park()
-                    && Instant::now() < this.idle_deadline
-                {
-                    // Quiet for a while: end of input for hyper, which then ends the
-                    // connection without a word; the socket itself stays open.
-                    this.parked = true;
-                    return Poll::Ready(Ok(()));
+                if this.phase == Phase::Idle && Instant::now() < this.idle_deadline {
+                    if this.may_park() && this.hyper_is_idle() {
+                        // Quiet for a while: end of input for hyper, which then ends
+                        // the connection without a word; the socket itself stays open.
+                        this.parked = true;
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Not now (a response still going out, a body still coming):
+                    // the idle timeout itself stands.
+                    this.deadline.as_mut().reset(this.idle_deadline);
+                    ready!(this.deadline.as_mut().poll(cx));
                 }
                 let what = match this.phase {
                     Phase::Head => "request head not received within header_timeout",
@@ -253,7 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().io().poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = this.io().poll_write(cx, buf);
+        this.write_blocked = written.is_pending();
+        written
     }
 
     fn poll_write_vectored(
@@ -261,7 +283,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().io().poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = this.io().poll_write_vectored(cx, bufs);
+        this.write_blocked = written.is_pending();
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
