@@ -105,6 +105,7 @@ impl Control {
         let mut snapshot = Snapshot::build(config.clone(), None, &metrics)
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
         snapshot.access_log = AccessLog::open(&config.logging, None)?;
+        snapshot.adopt_pools();
         let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
@@ -246,6 +247,7 @@ impl Control {
         let access_log = AccessLog::open(&config.logging, previous.access_log.as_ref())
             .map_err(ReloadError::AccessLog)?;
         snapshot.access_log = access_log;
+        snapshot.adopt_pools();
         self.snapshots.store(Arc::new(snapshot));
 
         let mut summary = ReloadSummary {

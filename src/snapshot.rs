@@ -53,17 +53,18 @@ impl Snapshot {
                 })
             })
             .collect::<Result<_, _>>()?;
-        // Parked connections were made the old way: a kept backend whose upstream
-        // now wants TLS, other roots or another HTTP version starts afresh.
-        for upstream in &upstreams {
+        // An upstream whose connections are made as before keeps its transport,
+        // and with it its backends' pooled connections. With TLS the roots are
+        // read anew, so a reload always starts fresh connections.
+        let mut upstreams = upstreams;
+        for upstream in &mut upstreams {
             let before =
                 previous.and_then(|p| p.upstreams.iter().find(|u| u.name == upstream.name));
             if let Some(before) = before
-                && !before.transport.same_settings(&upstream.transport)
+                && before.transport.same_settings(&upstream.transport)
+                && upstream.transport.tls.is_none()
             {
-                for backend in &upstream.backends {
-                    backend.state.pool().clear();
-                }
+                upstream.transport = before.transport.clone();
             }
         }
         let routes: Vec<(&str, &str)> = config
@@ -88,6 +89,20 @@ impl Snapshot {
                 .any(|u| u.send_proxy_protocol.is_some()),
             config,
         })
+    }
+
+    /// Puts this snapshot's transports in force on its backends' pools: from now
+    /// on they keep only connections made this snapshot's way. Called once the
+    /// snapshot is swapped in.
+    pub fn adopt_pools(&self) {
+        for upstream in &self.upstreams {
+            for backend in &upstream.backends {
+                backend
+                    .state
+                    .pool()
+                    .use_generation(upstream.transport.generation);
+            }
+        }
     }
 
     /// The request metrics of the listener named `listener`.

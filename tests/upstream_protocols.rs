@@ -255,3 +255,58 @@ async fn a_bad_ca_file_fails_the_reload_and_the_old_upstream_stays() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn after_a_reload_that_changes_the_protocol_no_old_connection_is_reused() {
+    let arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let backend = {
+        let (arrived, release) = (arrived.clone(), release.clone());
+        spawn_backend_serving(
+            Serving {
+                http2: true,
+                ..Serving::default()
+            },
+            move |request| {
+                let (arrived, release) = (arrived.clone(), release.clone());
+                async move {
+                    if request.uri().path() == "/slow" {
+                        arrived.notify_one();
+                        release.notified().await;
+                    }
+                    text(200, format!("{:?}", request.version()))
+                }
+            },
+        )
+        .await
+    };
+    let config = |extra: &str| {
+        format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\n{}",
+            upstream_config(backend.addr, extra)
+        )
+    };
+    let lb = start_lb(&config(""), &[]).await;
+    let client = client();
+    assert_eq!(get(&client, &lb.url("/"), None).await.text(), "HTTP/1.1");
+
+    // A request in flight over HTTP/1.1 while the reload switches to h2c: its
+    // connection comes back to the pool after the switch.
+    let slow = {
+        let (client, url) = (client.clone(), lb.url("/slow"));
+        tokio::spawn(async move { get(&client, &url, None).await })
+    };
+    within("the slow request to arrive", arrived.notified()).await;
+    // The same `listen` (127.0.0.1:0): the listener is kept.
+    let reloaded = weir::config::parse(&config("protocol = \"h2c\""), "test.toml").unwrap();
+    lb.running.control().apply(reloaded).await.unwrap();
+    release.notify_one();
+    assert_eq!(
+        within("the slow response", slow).await.unwrap().text(),
+        "HTTP/1.1"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(get(&client, &lb.url("/"), None).await.text(), "HTTP/2.0");
+    }
+}

@@ -635,10 +635,7 @@ async fn exchange(
 /// `connection`, when it is its request's own (HTTP/1.1) and goes back to the pool
 /// after the response.
 fn own(connection: pool::Connection) -> Option<pool::Connection> {
-    match connection {
-        pool::Connection::Http1(_) => Some(connection),
-        pool::Connection::Http2(_) => None,
-    }
+    connection.is_own().then_some(connection)
 }
 
 /// HTTP/2 carries the target in `:scheme`, `:authority` and `:path`: the

@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
@@ -26,9 +27,17 @@ const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
+/// HTTP/2 pings on a shared backend connection with no frames for this long,
+/// and how long an answer may take before the connection is closed.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How an upstream's backend connections are made: TLS or not, which HTTP.
 #[derive(Debug, Clone, Default)]
 pub struct Transport {
+    /// Tells connections made this way from connections made by an earlier
+    /// config: a pool holds only those of its current generation.
+    pub generation: u64,
     pub tls: Option<UpstreamTls>,
     /// What `tls` was built from, to tell whether a new config changes it.
     pub tls_config: Option<UpstreamTlsConfig>,
@@ -41,7 +50,9 @@ impl Transport {
         tls_config: Option<&UpstreamTlsConfig>,
         protocol: UpstreamProtocol,
     ) -> Result<Self, TlsError> {
+        static GENERATIONS: AtomicU64 = AtomicU64::new(1);
         Ok(Transport {
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             tls: tls_config
                 .map(|config| UpstreamTls::new(config, protocol))
                 .transpose()?,
@@ -66,7 +77,14 @@ impl Transport {
 
 /// The sending half of one backend connection; its connection task runs on its own.
 #[derive(Debug)]
-pub enum Connection {
+pub struct Connection {
+    sender: Sender,
+    /// The generation of the transport that made it.
+    generation: u64,
+}
+
+#[derive(Debug)]
+enum Sender {
     Http1(http1::SendRequest<RequestBody>),
     /// A handle on a shared, multiplexed connection.
     Http2(http2::SendRequest<RequestBody>),
@@ -74,17 +92,23 @@ pub enum Connection {
 
 impl Connection {
     pub fn is_closed(&self) -> bool {
-        match self {
-            Connection::Http1(sender) => sender.is_closed(),
-            Connection::Http2(sender) => sender.is_closed(),
+        match &self.sender {
+            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http2(sender) => sender.is_closed(),
         }
+    }
+
+    /// Whether it carries one request at a time (HTTP/1.1), rather than being
+    /// shared (HTTP/2).
+    pub fn is_own(&self) -> bool {
+        matches!(self.sender, Sender::Http1(_))
     }
 
     /// Waits until the connection can take a request; an error means it is gone.
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
-        match self {
-            Connection::Http1(sender) => sender.ready().await,
-            Connection::Http2(sender) => sender.ready().await,
+        match &mut self.sender {
+            Sender::Http1(sender) => sender.ready().await,
+            Sender::Http2(sender) => sender.ready().await,
         }
     }
 
@@ -97,17 +121,20 @@ impl Connection {
         http::Response<hyper::body::Incoming>,
         hyper::client::conn::TrySendError<http::Request<RequestBody>>,
     > {
-        match self {
-            Connection::Http1(sender) => sender.try_send_request(request).await,
-            Connection::Http2(sender) => sender.try_send_request(request).await,
+        match &mut self.sender {
+            Sender::Http1(sender) => sender.try_send_request(request).await,
+            Sender::Http2(sender) => sender.try_send_request(request).await,
         }
     }
 
     /// Another handle on the same connection, when it is a shared (HTTP/2) one.
     pub fn share(&self) -> Option<Connection> {
-        match self {
-            Connection::Http1(_) => None,
-            Connection::Http2(sender) => Some(Connection::Http2(sender.clone())),
+        match &self.sender {
+            Sender::Http1(_) => None,
+            Sender::Http2(sender) => Some(Connection {
+                sender: Sender::Http2(sender.clone()),
+                generation: self.generation,
+            }),
         }
     }
 }
@@ -121,6 +148,9 @@ impl Connection {
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
+    /// The transport generation of the config in force: connections of another
+    /// one (made before a reload changed TLS or the protocol) are not kept.
+    generation: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -136,7 +166,19 @@ impl Pool {
         Pool {
             idle: Mutex::new(Vec::new()),
             max_idle,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps only connections of transport `generation` from now on.
+    pub fn use_generation(&self, generation: u64) {
+        if self.generation.swap(generation, Ordering::Relaxed) != generation {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
+    fn current(&self, connection: &Connection) -> bool {
+        connection.generation == self.generation.load(Ordering::Relaxed)
     }
 
     /// A parked connection that is still open and was idle for less than
@@ -145,7 +187,10 @@ impl Pool {
     pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(entry) = idle.pop() {
-            if entry.connection.is_closed() || entry.since.elapsed() >= idle_timeout {
+            if entry.connection.is_closed()
+                || entry.since.elapsed() >= idle_timeout
+                || !self.current(&entry.connection)
+            {
                 continue;
             }
             if let Some(shared) = entry.connection.share() {
@@ -161,14 +206,9 @@ impl Pool {
         None
     }
 
-    /// Drops every parked connection (the way they are made has changed).
-    pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
     /// Parks a connection whose last response has been read to the end.
     pub fn put(&self, connection: Connection, idle_timeout: Duration) {
-        if connection.is_closed() {
+        if connection.is_closed() || !self.current(&connection) {
             return;
         }
         let now = Instant::now();
@@ -230,10 +270,14 @@ pub async fn connect(
     let stream = tokio::time::timeout(connect_timeout, open)
         .await
         .map_err(|_elapsed| UpstreamError::ConnectTimeout(connect_timeout))??;
-    match stream {
+    let sender = match stream {
         Stream::Plain(stream) => handshake(address, transport.protocol, TokioIo::new(stream)).await,
         Stream::Tls(stream) => handshake(address, transport.protocol, TokioIo::new(*stream)).await,
-    }
+    }?;
+    Ok(Connection {
+        sender,
+        generation: transport.generation,
+    })
 }
 
 enum Stream {
@@ -246,12 +290,17 @@ async fn handshake<T>(
     address: SocketAddr,
     protocol: UpstreamProtocol,
     io: T,
-) -> Result<Connection, UpstreamError>
+) -> Result<Sender, UpstreamError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
     if protocol.is_http2() {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            // The connection is shared by every request to its backend: a backend
+            // gone silent must be noticed, not waited on by each request in turn.
+            .keep_alive_interval(H2_PING_INTERVAL)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
             .initial_stream_window_size(H2_STREAM_WINDOW)
             .initial_connection_window_size(H2_CONNECTION_WINDOW)
             .max_header_list_size(MAX_RESPONSE_HEAD_BYTES as u32)
@@ -263,7 +312,7 @@ where
                 debug!(backend = %address, error = %err, "backend connection ended with an error");
             }
         });
-        return Ok(Connection::Http2(sender));
+        return Ok(Sender::Http2(sender));
     }
     let (sender, connection) = http1::Builder::new()
         .max_header_size(MAX_RESPONSE_HEAD_BYTES)
@@ -275,7 +324,7 @@ where
             debug!(backend = %address, error = %err, "backend connection ended with an error");
         }
     });
-    Ok(Connection::Http1(sender))
+    Ok(Sender::Http1(sender))
 }
 
 #[cfg(test)]
