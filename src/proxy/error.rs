@@ -51,19 +51,27 @@ impl ProxyError {
         }
     }
 
-    /// The gRPC status code (grpc/doc/statuscodes.md) for a gRPC client, after the
-    /// gRPC project's HTTP mapping, except that a timeout is DEADLINE_EXCEEDED as
-    /// it is weir's deadline that passed.
+    /// The gRPC status code for a gRPC client, after the gRPC project's HTTP
+    /// mapping, with two refinements: a try that never reached a backend is
+    /// UNAVAILABLE (safe for the client to retry), and weir's own timeouts are
+    /// DEADLINE_EXCEEDED.
     pub fn grpc_status(&self) -> u8 {
-        const INTERNAL: u8 = 13;
-        const UNIMPLEMENTED: u8 = 12;
-        const UNAVAILABLE: u8 = 14;
+        const UNKNOWN: u8 = 2;
         const DEADLINE_EXCEEDED: u8 = 4;
+        const UNIMPLEMENTED: u8 = 12;
+        const INTERNAL: u8 = 13;
+        const UNAVAILABLE: u8 = 14;
+        if let ProxyError::Upstream(err) = self
+            && err.nothing_sent()
+        {
+            return UNAVAILABLE;
+        }
         match self.status() {
+            StatusCode::BAD_REQUEST => INTERNAL,
             StatusCode::NOT_FOUND => UNIMPLEMENTED,
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE,
             StatusCode::GATEWAY_TIMEOUT => DEADLINE_EXCEEDED,
-            _ => INTERNAL,
+            _ => UNKNOWN,
         }
     }
 
@@ -155,7 +163,12 @@ mod tests {
             (ProxyError::NoBackend, 14),
             (UpstreamError::ClosedBeforeSend.into(), 14),
             (timeout.into(), 4),
+            (
+                UpstreamError::ConnectTimeout(Duration::from_secs(1)).into(),
+                14,
+            ),
             (ProxyError::BadRequest("x"), 13),
+            (ProxyError::MethodNotAllowed("x"), 2),
         ] {
             let response = err.grpc_response();
             assert_eq!(response.status(), StatusCode::OK);
