@@ -40,15 +40,8 @@ async fn a_parked_connection_serves_what_comes_next() {
     conn.send(b"ngth: 5\r\n\r\nhello").await;
     assert_eq!(conn.read_response().await.expect("a response").status, 200);
 
-    let paths: Vec<String> = backend
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.uri.path().to_owned())
-        .collect();
     // All on the one client connection, each answered.
-    assert_eq!(paths, ["/1", "/2", "/3", "/4"]);
+    assert_eq!(backend.paths(), ["/1", "/2", "/3", "/4"]);
 }
 
 #[tokio::test]
@@ -112,14 +105,7 @@ async fn a_body_still_arriving_after_an_early_response_is_never_read_as_a_reques
     tokio::time::sleep(QUIET).await;
     conn.send(smuggled).await;
     tokio::time::sleep(QUIET).await;
-    let paths: Vec<String> = backend
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.uri.path().to_owned())
-        .collect();
-    assert_eq!(paths, ["/upload"]);
+    assert_eq!(backend.paths(), ["/upload"]);
 }
 
 #[tokio::test]

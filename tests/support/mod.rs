@@ -112,6 +112,16 @@ impl Backend {
         self.requests.lock().unwrap().len()
     }
 
+    /// The paths of the requests received so far, in arrival order.
+    pub fn paths(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.uri.path().to_owned())
+            .collect()
+    }
+
     /// The last request head received; panics if there was none.
     pub fn last_request(&self) -> Recorded {
         self.requests
