@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{PROTOCOL_VERSIONS, TlsError, file_error, read_certs};
+use super::{PROTOCOL_VERSIONS, TlsError, read_roots};
 use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
 
 /// How weir opens TLS to the backends of one upstream.
@@ -83,16 +83,10 @@ impl UpstreamTls {
 
 /// `ca` when set, else the system's roots.
 fn roots(config: &UpstreamTlsConfig) -> Result<rustls::RootCertStore, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
     match &config.ca {
-        Some(ca) => {
-            for cert in read_certs(ca, "the CA")? {
-                roots
-                    .add(cert)
-                    .map_err(|err| file_error(ca, "the CA", err))?;
-            }
-        }
+        Some(ca) => read_roots(ca, "the CA"),
         None => {
+            let mut roots = rustls::RootCertStore::empty();
             let system = rustls_native_certs::load_native_certs();
             let (added, _ignored) = roots.add_parsable_certificates(system.certs);
             if added == 0 {
@@ -104,9 +98,9 @@ fn roots(config: &UpstreamTlsConfig) -> Result<rustls::RootCertStore, TlsError> 
                     "no system root certificates ({reason}); set tls.ca"
                 )));
             }
+            Ok(roots)
         }
     }
-    Ok(roots)
 }
 
 /// `insecure_skip_verify`: any certificate for any name is accepted. Signatures

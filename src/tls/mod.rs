@@ -55,3 +55,16 @@ pub(crate) fn read_certs(
     }
     Ok(certs)
 }
+
+/// The CA bundle in `path` as a root store, for verifying peers (`what` names
+/// the file's role in errors).
+pub(crate) fn read_roots(
+    path: &Path,
+    what: &'static str,
+) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(path, what)? {
+        roots.add(cert).map_err(|err| file_error(path, what, err))?;
+    }
+    Ok(roots)
+}

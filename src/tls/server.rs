@@ -11,7 +11,7 @@ use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use tokio_rustls::TlsAcceptor;
 
-use super::{PROTOCOL_VERSIONS, TlsError, file_error, read_certs};
+use super::{PROTOCOL_VERSIONS, TlsError, file_error, read_certs, read_roots};
 use crate::config::{CertFiles, TlsConfig};
 
 /// The acceptor of a listener's TLS config.
@@ -28,12 +28,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, TlsError> {
     let builder = match &config.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in read_certs(ca, "the client CA")? {
-                roots
-                    .add(cert)
-                    .map_err(|err| file_error(ca, "the client CA", err))?;
-            }
+            let roots = read_roots(ca, "the client CA")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|err| TlsError::Rustls(err.to_string()))?;
