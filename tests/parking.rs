@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use http::{Request, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
-use tokio::net::TcpStream;
 
 /// Well past the park delay.
 const QUIET: Duration = Duration::from_millis(100);
@@ -67,12 +65,7 @@ async fn the_drain_closes_a_parked_connection_at_once() {
 async fn quiet_http2_connections_are_not_parked() {
     let backend = spawn_named_backend("ok").await;
     let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
-    let stream = TcpStream::connect(lb.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = h2c_connect(lb.addr).await;
     for _ in 0..3 {
         let request = Request::get("http://app.test/").body(empty()).unwrap();
         let response = within("an h2 request", sender.send_request(request))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
@@ -1128,12 +1128,7 @@ async fn max_header_bytes_is_the_exact_limit() {
 async fn h2c_prior_knowledge_is_proxied() {
     let backend = spawn_path_backend().await;
     let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
-    let stream = TcpStream::connect(lb.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c_connect(lb.addr).await;
     let request = Request::get("http://app.test/h2").body(empty()).unwrap();
     let (status, version, body) = within("h2 request", async {
         let response = sender.send_request(request).await.unwrap();

@@ -10,10 +10,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::pki::Pki;
 use support::*;
-use tokio::net::TcpStream;
 
 /// A backend answering with its request's version and `:authority`/`Host` as the body.
 async fn spawn_protocol_backend(serving: Serving) -> Backend {
@@ -156,12 +154,7 @@ async fn response_trailers_reach_an_http2_client() {
     .await;
     let lb = start_lb(&upstream_config(backend.addr, "protocol = \"h2c\""), &[]).await;
 
-    let stream = TcpStream::connect(lb.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let (mut sender, _connection) = h2c_connect(lb.addr).await;
     let request = Request::post("http://app.test/call")
         .header("te", "trailers")
         .body(full("question"))

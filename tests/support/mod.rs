@@ -393,6 +393,22 @@ pub fn one_upstream(names: &[&str], extra: &str) -> String {
 
 // === HTTP client ===
 
+/// An HTTP/2 client connection with prior knowledge (h2c) to `addr`; the handle
+/// is the connection's task, to tell whether it is still up.
+pub async fn h2c_connect(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Body>,
+    JoinHandle<hyper::Result<()>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
 pub fn client() -> Client<HttpConnector, Body> {
     Client::builder(TokioExecutor::new()).build(HttpConnector::new())
 }
