@@ -11,9 +11,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use toml::Spanned;
 
-/// The whole file. Keys of the contract whose feature is not built yet are accepted
-/// here as raw values so that validation can name them ("not supported yet")
-/// instead of calling them unknown.
+/// The whole file, as written: every value keeps its position for error messages.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
