@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -338,10 +339,18 @@ async fn serve_plain(
         stream = parked;
         // Parked: hyper's last read found nothing, so readiness is known to be
         // clear and `readable` waits for the client's next bytes.
-        tokio::select! {
-            readable = stream.readable() => if readable.is_err() { return },
-            () = tokio::time::sleep_until(idle_deadline) => return,
-            () = watcher.started() => return,
+        let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
+        // Polled by hand rather than by `select!` over `readable()`: the socket's
+        // own waker slot costs no room, where a `readable()` future would take 152
+        // bytes of every connection's task.
+        let readable = std::future::poll_fn(|cx| {
+            if watcher.poll_started(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            stream.poll_read_ready(cx).map(|ready| ready.is_ok())
+        });
+        if !readable.await {
+            return;
         }
         // Whatever wakes a parked connection starts a new request head.
         head_deadline = tokio::time::Instant::now() + config.header_timeout;
