@@ -2,8 +2,8 @@
 //! and hands over to the library.
 
 /// mimalloc: per-thread free lists make the request path's small allocations
-/// cheaper than glibc's, and freed pages go back to the system, so memory that
-/// idle connections shed shows up as shed.
+/// cheaper than glibc's, and freed pages go back to the system (see
+/// [`release_freed_memory`]), so memory that idle connections shed shows up as shed.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -102,6 +102,7 @@ fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()>
         let (trigger, shutdown) = shutdown::channel();
         let running = weir::start_from(config, Some(path.to_owned()), shutdown).await?;
         tokio::spawn(watch_signals(trigger, running.control(), Some(log_level)));
+        tokio::spawn(release_freed_memory());
         running.wait().await;
         info!("drained; exiting");
         Ok(())
@@ -144,6 +145,23 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
         }
     };
     builder.enable_all().build()
+}
+
+/// Once a second, hands the pages freed since back to the system. mimalloc does so
+/// lazily, when a thread next allocates, and only 100 ms after the free: after a
+/// burst (thousands of connections served, then parked) a process that has gone
+/// quiet would keep them for good. Under load, the pages this gives back would
+/// soon be taken again: once a second, that costs a few page faults.
+async fn release_freed_memory() {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // SAFETY: mi_collect takes no pointers and may be called from any thread at
+        // any time. `true`: the free pages of every arena are returned whether or
+        // not their purge delay has passed.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
 }
 
 /// SIGTERM / SIGINT start the drain; SIGHUP re-reads the config file.
