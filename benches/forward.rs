@@ -84,7 +84,7 @@ fn with(base: &[(&str, &str)], extra: &[(&str, &str)]) -> HeaderMap {
 fn rewriting(c: &mut Criterion) {
     let client = ClientFacts {
         address: HeaderValue::from_static("203.0.113.42"),
-        proto: HeaderValue::from_static("https"),
+        tls: true,
         trusted_proxies: None,
     };
     let host = HeaderValue::from_static("shop.example.com");

@@ -68,8 +68,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 pub struct ClientFacts {
     /// The client's IP as an `X-Forwarded-For` element.
     pub address: HeaderValue,
-    /// `http` or `https`.
-    pub proto: HeaderValue,
+    /// Whether the client came over TLS: `X-Forwarded-Proto` is `https` then.
+    /// A flag, not the header value: the struct lives as long as the connection,
+    /// and a `HeaderValue` would take 40 bytes of it.
+    pub tls: bool,
     /// The listener's trusted proxies, present only when the peer is one of them:
     /// then its `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Option<std::sync::Arc<[ipnet::IpNet]>>,
@@ -125,7 +127,8 @@ pub fn rewrite_request(
     append_forwarded_for(headers, &client.address);
     // A trusted proxy in front knows the original scheme and host: keep its word.
     if !(from_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO.clone(), client.proto.clone());
+        let proto = if client.tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     }
     let keep_host = from_trusted && headers.contains_key(&X_FORWARDED_HOST);
     match host {
@@ -217,7 +220,7 @@ mod tests {
     fn facts() -> ClientFacts {
         ClientFacts {
             address: HeaderValue::from_static("192.0.2.7"),
-            proto: HeaderValue::from_static("http"),
+            tls: false,
             trusted_proxies: None,
         }
     }

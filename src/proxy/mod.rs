@@ -85,7 +85,7 @@ impl Connection {
             facts: ClientFacts {
                 address: HeaderValue::from_str(&ip)
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-                proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+                tls,
                 trusted_proxies: trusted.then(|| trusted_proxies.clone()),
             },
             active: AtomicUsize::new(0),
