@@ -1,15 +1,17 @@
 //! The access log: one line per request, written by a thread of its own so that a
-//! slow disk never slows a request. Requests hand their line to a bounded queue;
-//! when the writer falls that far behind, lines are dropped and counted rather
+//! slow disk never slows a request. A request writes its line into one of a few
+//! in-memory buffers (one per worker thread, in effect), which the writer thread
+//! swaps out and writes every few milliseconds: no allocation, queue or wake-up per
+//! line. When the writer falls far behind, lines are dropped and counted rather
 //! than making requests wait. The file is reopened on reload (log rotation).
 
 use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderValue, Method};
@@ -17,21 +19,71 @@ use tracing::{error, warn};
 
 use crate::config::{AccessLogFormat, AccessLogTarget, LoggingConfig};
 
-/// Lines that may wait for the writer; beyond, new lines are dropped.
-const QUEUE_LINES: usize = 16 * 1024;
+/// Buffers lines are written into. Each thread sticks to one, so with up to this
+/// many workers no two threads share a buffer (and its lock).
+const SHARDS: usize = 8;
+
+/// Bytes a buffer may hold before the writer takes them; beyond, new lines are
+/// dropped. 4 MiB is some 16,000 lines: seconds of a stalled disk at full load.
+const PENDING_MAX: usize = 4 * 1024 * 1024;
+
+/// How long the writer sleeps between batches. It polls rather than being woken
+/// per line: a wake-up is a syscall and a context switch, more than everything
+/// else a line costs.
+const WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A running access log, shared by the snapshots of one target and format.
 #[derive(Debug)]
 pub struct AccessLog {
     target: AccessLogTarget,
     format: AccessLogFormat,
-    queue: SyncSender<Message>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-enum Message {
-    Line(Vec<u8>),
-    Reopen,
+#[derive(Debug, Default)]
+struct Shared {
+    shards: [Shard; SHARDS],
+    dropped: AtomicU64,
+    /// Set by a reload: the writer reopens the file before its next batch.
+    reopen: AtomicBool,
+    /// Set when the log is dropped: the writer writes what is left and ends.
+    closed: AtomicBool,
+}
+
+/// One buffer, on cache lines of its own: threads appending to different
+/// buffers never touch the same line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Pending>);
+
+#[derive(Debug, Default)]
+struct Pending {
+    lines: Vec<u8>,
+    clock: Clock,
+}
+
+/// The date and time to the second of the last line, formatted: it changes once
+/// a second, and formatting it is most of a line's arithmetic.
+#[derive(Debug, Default)]
+struct Clock {
+    second: Option<u64>,
+    rfc3339: [u8; 19],
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The buffer of the calling thread: threads are dealt out to buffers in turn.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 /// What one line says about one request.
@@ -67,39 +119,51 @@ impl AccessLog {
             && previous.target == logging.access_log
             && previous.format == logging.access_log_format
         {
-            let _ = previous.queue.try_send(Message::Reopen);
+            previous.shared.reopen.store(true, Ordering::Release);
             return Ok(Some(previous.clone()));
         }
         let sink = open_sink(&logging.access_log)?;
-        let (queue, lines) = sync_channel(QUEUE_LINES);
-        let dropped = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared::default());
         let target = logging.access_log.clone();
-        {
-            let (target, dropped) = (target.clone(), dropped.clone());
+        let writer = {
+            let (target, shared) = (target.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("weir-access-log".into())
-                .spawn(move || write_lines(lines, sink, &target, &dropped))?;
-        }
+                .spawn(move || write_lines(&shared, sink, &target))?
+        };
         Ok(Some(Arc::new(AccessLog {
             target,
             format: logging.access_log_format,
-            queue,
-            dropped,
+            shared,
+            writer: Mutex::new(Some(writer)),
         })))
     }
 
-    /// Queues the line of `entry`; never blocks.
+    /// Adds the line of `entry` to the calling thread's buffer; never blocks on
+    /// the writer.
     pub fn record(&self, entry: &Entry) {
-        let line = match self.format {
-            AccessLogFormat::Json => json_line(entry),
-            AccessLogFormat::Combined => combined_line(entry),
-        };
-        match self.queue.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        let mut pending = self.shared.shards[shard_index()].lock();
+        if pending.lines.len() >= PENDING_MAX {
+            drop(pending);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Pending { lines, clock } = &mut *pending;
+        match self.format {
+            AccessLogFormat::Json => json_line(lines, clock, entry),
+            AccessLogFormat::Combined => combined_line(lines, entry),
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    /// Lets the writer write out what is buffered, and waits for it.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let writer = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(writer) = writer.take() {
+            writer.thread().unpark();
+            let _ = writer.join();
         }
     }
 }
@@ -119,46 +183,35 @@ fn open_file(path: &PathBuf) -> io::Result<std::fs::File> {
         .map_err(|err| io::Error::new(err.kind(), format!("access log {}: {err}", path.display())))
 }
 
-/// How long the writer sleeps between batches. It polls rather than blocking on
-/// the queue: a blocked reader would have to be woken, a syscall and a context
-/// switch per request, which costs more than everything else the log does.
-const WRITE_INTERVAL: Duration = Duration::from_millis(20);
-
-/// The writer thread: every interval, writes what has queued up and flushes; ends
-/// when every sender is gone.
-fn write_lines(
-    lines: Receiver<Message>,
-    sink: Box<dyn Write + Send>,
-    target: &AccessLogTarget,
-    dropped: &AtomicU64,
-) {
-    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+/// The writer thread: every interval, swaps each buffer for an empty one and
+/// writes what it took; ends, having written everything, once the log is closed.
+fn write_lines(shared: &Shared, mut sink: Box<dyn Write + Send>, target: &AccessLogTarget) {
+    // Swapped with the shards' buffers in turn, so their capacity is reused.
+    let mut taken = Vec::new();
     let mut reported = 0;
     loop {
-        let open = loop {
-            match lines.try_recv() {
-                Ok(Message::Line(line)) => {
-                    if let Err(err) = out.write_all(&line) {
-                        error!(error = %err, "access log write failed");
-                    }
+        let closing = shared.closed.load(Ordering::Acquire);
+        if shared.reopen.swap(false, Ordering::AcqRel)
+            && let AccessLogTarget::File(path) = target
+        {
+            match open_file(path) {
+                Ok(file) => sink = Box::new(file),
+                Err(err) => {
+                    error!(error = %err, "access log reopen failed; writing on to the old file")
                 }
-                Ok(Message::Reopen) => {
-                    let _ = out.flush();
-                    if let AccessLogTarget::File(path) = target {
-                        match open_file(path) {
-                            Ok(file) => out = BufWriter::with_capacity(64 * 1024, Box::new(file)),
-                            Err(err) => {
-                                error!(error = %err, "access log reopen failed; writing on to the old file")
-                            }
-                        }
-                    }
-                }
-                Err(TryRecvError::Empty) => break true,
-                Err(TryRecvError::Disconnected) => break false,
             }
-        };
-        let _ = out.flush();
-        let now_dropped = dropped.load(Ordering::Relaxed);
+        }
+        for shard in &shared.shards {
+            std::mem::swap(&mut shard.lock().lines, &mut taken);
+            if !taken.is_empty() {
+                if let Err(err) = sink.write_all(&taken) {
+                    error!(error = %err, "access log write failed");
+                }
+                taken.clear();
+            }
+        }
+        let _ = sink.flush();
+        let now_dropped = shared.dropped.load(Ordering::Relaxed);
         if now_dropped != reported {
             warn!(
                 dropped = now_dropped - reported,
@@ -166,10 +219,10 @@ fn write_lines(
             );
             reported = now_dropped;
         }
-        if !open {
+        if closing {
             return;
         }
-        std::thread::sleep(WRITE_INTERVAL);
+        std::thread::park_timeout(WRITE_INTERVAL);
     }
 }
 
@@ -211,19 +264,15 @@ fn push_json_opt(line: &mut Vec<u8>, value: Option<&str>) {
 }
 
 /// Appends the decimal digits of `n`, at least `width` of them (zero-padded).
-/// By hand: `core::fmt` costs several times more per field, on every request.
-fn push_decimal(line: &mut Vec<u8>, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    line.extend_from_slice(&digits[at.min(digits.len() - width.min(20))..]);
+/// Not `core::fmt`: it costs several times more per field, on every request.
+fn push_decimal(line: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    line.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    line.extend_from_slice(digits);
 }
 
 fn push_ip(line: &mut Vec<u8>, ip: IpAddr) {
@@ -255,22 +304,33 @@ fn push_socket_addr(line: &mut Vec<u8>, address: SocketAddr) {
     }
 }
 
-/// `2026-11-25T12:00:00.123Z`.
-fn push_rfc3339(line: &mut Vec<u8>, time: SystemTime) {
-    let (y, mo, d, h, mi, s, ms) = civil(time);
-    push_decimal(line, y.max(0) as u64, 4);
-    line.push(b'-');
-    push_decimal(line, u64::from(mo), 2);
-    line.push(b'-');
-    push_decimal(line, u64::from(d), 2);
-    line.push(b'T');
-    push_decimal(line, h, 2);
-    line.push(b':');
-    push_decimal(line, mi, 2);
-    line.push(b':');
-    push_decimal(line, s, 2);
+/// `2026-11-25T12:00:00.123Z`; the part to the second comes from `clock`, and is
+/// formatted anew only when the second has changed.
+fn push_rfc3339(line: &mut Vec<u8>, clock: &mut Clock, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    if clock.second != Some(since.as_secs()) {
+        let (y, mo, d, h, mi, s) = civil(since.as_secs());
+        let mut text = Vec::with_capacity(19);
+        push_decimal(&mut text, y.max(0) as u64, 4);
+        text.push(b'-');
+        push_decimal(&mut text, u64::from(mo), 2);
+        text.push(b'-');
+        push_decimal(&mut text, u64::from(d), 2);
+        text.push(b'T');
+        push_decimal(&mut text, h, 2);
+        text.push(b':');
+        push_decimal(&mut text, mi, 2);
+        text.push(b':');
+        push_decimal(&mut text, s, 2);
+        // Years past 9999 do not fit; they would not be RFC 3339 either.
+        if let Ok(text) = text.try_into() {
+            clock.rfc3339 = text;
+            clock.second = Some(since.as_secs());
+        }
+    }
+    line.extend_from_slice(&clock.rfc3339);
     line.push(b'.');
-    push_decimal(line, u64::from(ms), 3);
+    push_decimal(line, u64::from(since.subsec_millis()), 3);
     line.push(b'Z');
 }
 
@@ -293,53 +353,52 @@ fn version_name(version: http::Version) -> &'static str {
     }
 }
 
-/// Written by hand into one buffer: a `serde_json::Value` would allocate per
-/// field, and `core::fmt` made up most of a line's cost.
-fn json_line(entry: &Entry) -> Vec<u8> {
-    let mut line = Vec::with_capacity(256);
+/// Written by hand onto `line`: a `serde_json::Value` would allocate per field,
+/// and `core::fmt` made up most of a line's cost.
+fn json_line(line: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
     line.extend_from_slice(b"{\"time\":\"");
-    push_rfc3339(&mut line, entry.time);
+    push_rfc3339(line, clock, entry.time);
     line.extend_from_slice(b"\",\"client\":\"");
-    push_ip(&mut line, entry.client);
+    push_ip(line, entry.client);
     line.extend_from_slice(b"\",\"method\":");
-    push_json_str(&mut line, entry.method.as_str());
+    push_json_str(line, entry.method.as_str());
     line.extend_from_slice(b",\"path\":");
-    push_json_str(&mut line, &entry.target);
+    push_json_str(line, &entry.target);
     line.extend_from_slice(b",\"protocol\":\"");
     line.extend_from_slice(version_name(entry.version).as_bytes());
     line.extend_from_slice(b"\",\"status\":");
-    push_decimal(&mut line, u64::from(entry.status), 1);
+    push_decimal(line, u64::from(entry.status), 1);
     line.extend_from_slice(b",\"bytes\":");
-    push_decimal(&mut line, entry.bytes, 1);
+    push_decimal(line, entry.bytes, 1);
     line.extend_from_slice(b",\"upstream\":");
-    push_json_opt(&mut line, entry.upstream.as_deref());
+    push_json_opt(line, entry.upstream.as_deref());
     line.extend_from_slice(b",\"backend\":");
     match entry.backend {
         Some(backend) => {
             line.push(b'"');
-            push_socket_addr(&mut line, backend);
+            push_socket_addr(line, backend);
             line.push(b'"');
         }
         None => line.extend_from_slice(b"null"),
     }
     line.extend_from_slice(b",\"duration\":");
-    push_seconds(&mut line, entry.duration);
+    push_seconds(line, entry.duration);
     line.extend_from_slice(b",\"attempts\":");
-    push_decimal(&mut line, u64::from(entry.attempts), 1);
+    push_decimal(line, u64::from(entry.attempts), 1);
     line.extend_from_slice(b"}\n");
-    line
 }
 
 /// nginx's `combined`, then upstream, backend, duration (s) and attempts.
-fn combined_line(entry: &Entry) -> Vec<u8> {
+fn combined_line(line: &mut Vec<u8>, entry: &Entry) {
     let header = |value: &Option<HeaderValue>| {
         value
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .map_or_else(|| "-".to_owned(), |v| v.replace('"', "\\\""))
     };
-    format!(
-        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {:.6} {}\n",
+    let _ = writeln!(
+        line,
+        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {:.6} {}",
         entry.client,
         clf_time(entry.time),
         entry.method,
@@ -355,14 +414,12 @@ fn combined_line(entry: &Entry) -> Vec<u8> {
             .map_or_else(|| "-".to_owned(), |b| b.to_string()),
         entry.duration.as_secs_f64(),
         entry.attempts,
-    )
-    .into_bytes()
+    );
 }
 
-/// UTC date and time of `time`: (year, month, day, hour, minute, second, millis).
-fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
+/// UTC date and time of `secs` since the epoch: (year, month, day, hour, minute,
+/// second).
+fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
     let days = (secs / 86_400) as i64;
     // Howard Hinnant's days-to-civil algorithm.
     let z = days + 719_468;
@@ -375,15 +432,7 @@ fn civil(time: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     let rest = secs % 86_400;
-    (
-        year,
-        month,
-        day,
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis(),
-    )
+    (year, month, day, rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 /// `25/Nov/2026:12:00:00 +0000`.
@@ -391,7 +440,11 @@ fn clf_time(time: SystemTime) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, mo, d, h, mi, s, _) = civil(time);
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let (y, mo, d, h, mi, s) = civil(secs);
     format!(
         "{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} +0000",
         MONTHS[(mo - 1) as usize]
@@ -423,7 +476,13 @@ mod tests {
 
     fn rfc3339(time: SystemTime) -> String {
         let mut line = Vec::new();
-        push_rfc3339(&mut line, time);
+        push_rfc3339(&mut line, &mut Clock::default(), time);
+        String::from_utf8(line).unwrap()
+    }
+
+    fn json(entry: &Entry) -> String {
+        let mut line = Vec::new();
+        json_line(&mut line, &mut Clock::default(), entry);
         String::from_utf8(line).unwrap()
     }
 
@@ -439,7 +498,7 @@ mod tests {
 
     #[test]
     fn a_json_line_has_every_field() {
-        let line = String::from_utf8(json_line(&entry())).unwrap();
+        let line = json(&entry());
         assert!(line.ends_with('\n'));
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["time"], "2026-11-25T12:34:56.789Z");
@@ -459,15 +518,75 @@ mod tests {
         let mut tricky = entry();
         tricky.target = "/\"q\"\\\u{1}é".into();
         tricky.upstream = None;
-        let line = String::from_utf8(json_line(&tricky)).unwrap();
+        let line = json(&tricky);
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(value["path"], "/\"q\"\\\u{1}é");
         assert!(value["upstream"].is_null());
     }
 
+    fn file_log(path: &std::path::Path) -> Arc<AccessLog> {
+        let logging = LoggingConfig {
+            access_log: AccessLogTarget::File(path.to_owned()),
+            access_log_format: AccessLogFormat::Json,
+            ..LoggingConfig::default()
+        };
+        AccessLog::open(&logging, None).unwrap().unwrap()
+    }
+
+    #[test]
+    fn lines_from_several_threads_are_all_written_whole_by_the_time_the_log_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("weir-access-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("threads.log");
+        let _ = std::fs::remove_file(&path);
+        let log = file_log(&path);
+        std::thread::scope(|scope| {
+            for thread in 0..4u16 {
+                let log = &log;
+                scope.spawn(move || {
+                    for n in 0..500u16 {
+                        let mut entry = entry();
+                        entry.status = 200 + thread;
+                        entry.attempts = u32::from(n);
+                        log.record(&entry);
+                    }
+                });
+            }
+        });
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines() {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            seen.insert((value["status"].as_u64(), value["attempts"].as_u64()));
+        }
+        assert_eq!(seen.len(), 4 * 500);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_buffer_drops_lines_and_counts_them() {
+        let dir = std::env::temp_dir().join(format!("weir-access-log-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = file_log(&dir.join("full.log"));
+        // The writer takes a buffer at most every WRITE_INTERVAL; filled up to the
+        // limit in between, the buffer refuses the next line.
+        let shard = &log.shared.shards[shard_index()];
+        shard.lock().lines.resize(PENDING_MAX, b'\n');
+        log.record(&entry());
+        let refused = log.shared.dropped.load(Ordering::Relaxed);
+        let taken = shard.lock().lines.len() < PENDING_MAX;
+        // Unless the writer took the buffer in that very moment, the line was refused.
+        assert!(refused == 1 || taken, "refused {refused}");
+        drop(log);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn a_combined_line_is_nginx_combined_plus_weirs_fields() {
-        let line = String::from_utf8(combined_line(&entry())).unwrap();
+        let mut line = Vec::new();
+        combined_line(&mut line, &entry());
+        let line = String::from_utf8(line).unwrap();
         assert_eq!(
             line,
             "192.0.2.7 - - [25/Nov/2026:12:34:56 +0000] \"GET /a?b=%22c%22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app 127.0.0.1:9001 0.001500 1\n"
