@@ -29,7 +29,7 @@ struct Shared {
     open: AtomicUsize,
     /// The task of each watch that has waited, to wake when the drain starts.
     wakers: Mutex<Slab<Waker>>,
-    /// Told when the last watch goes during a drain.
+    /// Told when the last watch goes.
     closed: Notify,
 }
 
@@ -68,7 +68,10 @@ impl Drain {
     /// Tells every connection to finish, then waits until all are closed.
     pub async fn drain(self) {
         self.0.started.store(true, Ordering::Release);
-        for waker in self.0.wakers().drain() {
+        // Woken once the lock is released: a woken task may run on another worker
+        // at once and want the lock.
+        let wakers = std::mem::take(&mut *self.0.wakers());
+        for (_, waker) in wakers {
             waker.wake();
         }
         // The last watch to go stores a permit if this is not waiting yet.
@@ -139,8 +142,9 @@ impl Drop for DrainWatch {
             // Already gone if the drain woke it.
             shared.wakers().try_remove(key);
         }
-        if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 && shared.started.load(Ordering::Acquire)
-        {
+        // Told whether or not the drain has started: checking `started` here could
+        // race with `drain` reading `open`. A permit nobody waits for is harmless.
+        if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.closed.notify_one();
         }
     }

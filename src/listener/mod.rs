@@ -337,8 +337,9 @@ async fn serve_plain(
             return;
         };
         stream = parked;
-        // Parked: hyper's last read found nothing, so readiness is known to be
-        // clear and `readable` waits for the client's next bytes.
+        // Parked: hyper's last read found nothing, so the socket's read readiness
+        // was cleared then, and is set again by the client's next bytes (or by
+        // them having come meanwhile, which makes the wait below return at once).
         let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
         // Polled by hand rather than by `select!` over `readable()`: the socket's
         // own waker slot costs no room, where a `readable()` future would take 152
