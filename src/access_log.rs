@@ -32,21 +32,53 @@ const PENDING_MAX: usize = 4 * 1024 * 1024;
 /// else a line costs.
 const WRITE_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Largest buffer capacity kept between batches: a stall can grow a buffer to
+/// `PENDING_MAX`, which should not stay allocated afterwards.
+const KEPT_CAPACITY: usize = 256 * 1024;
+
 /// A running access log, shared by the snapshots of one target and format.
 #[derive(Debug)]
 pub struct AccessLog {
     target: AccessLogTarget,
     format: AccessLogFormat,
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, to wake when the log is closed.
+    writer: std::thread::Thread,
+}
+
+/// Every writer thread not known to have ended, for [`finish`] to wait on.
+static WRITERS: Mutex<Vec<(Arc<Shared>, JoinHandle<()>)>> = Mutex::new(Vec::new());
+
+fn writers() -> MutexGuard<'static, Vec<(Arc<Shared>, JoinHandle<()>)>> {
+    WRITERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Has every access log write out what it has buffered, and waits for that for
+/// at most `within`. For the end of the process, once no request is served.
+pub fn finish(within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    let writers = std::mem::take(&mut *writers());
+    for (shared, writer) in &writers {
+        shared.closed.store(true, Ordering::Release);
+        writer.thread().unpark();
+    }
+    for (_, writer) in writers {
+        while !writer.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if writer.is_finished() {
+            let _ = writer.join();
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     shards: [Shard; SHARDS],
     dropped: AtomicU64,
-    /// Set by a reload: the writer reopens the file before its next batch.
-    reopen: AtomicBool,
+    /// Set by a reload: the lines buffered before it, which the writer writes to
+    /// the file as it was before reopening the path.
+    reopen: Mutex<Option<Vec<u8>>>,
     /// Set when the log is dropped: the writer writes what is left and ends.
     closed: AtomicBool,
 }
@@ -119,7 +151,7 @@ impl AccessLog {
             && previous.target == logging.access_log
             && previous.format == logging.access_log_format
         {
-            previous.shared.reopen.store(true, Ordering::Release);
+            previous.reopen_file();
             return Ok(Some(previous.clone()));
         }
         let sink = open_sink(&logging.access_log)?;
@@ -131,12 +163,33 @@ impl AccessLog {
                 .name("weir-access-log".into())
                 .spawn(move || write_lines(&shared, sink, &target))?
         };
+        let thread = writer.thread().clone();
+        {
+            let mut writers = writers();
+            writers.retain(|(_, writer)| !writer.is_finished());
+            writers.push((shared.clone(), writer));
+        }
         Ok(Some(Arc::new(AccessLog {
             target,
             format: logging.access_log_format,
             shared,
-            writer: Mutex::new(Some(writer)),
+            writer: thread,
         })))
+    }
+
+    /// Has the writer reopen the file (log rotation): lines recorded until now go
+    /// to the file as it was, later ones to the path's new file.
+    fn reopen_file(&self) {
+        let mut before = Vec::new();
+        for shard in &self.shared.shards {
+            before.append(&mut shard.lock().lines);
+        }
+        let mut reopen = self.shared.reopen.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *reopen {
+            // A second reload before the writer came round: still the old file.
+            Some(earlier) => earlier.append(&mut before),
+            None => *reopen = Some(before),
+        }
     }
 
     /// Adds the line of `entry` to the calling thread's buffer; never blocks on
@@ -157,14 +210,11 @@ impl AccessLog {
 }
 
 impl Drop for AccessLog {
-    /// Lets the writer write out what is buffered, and waits for it.
+    /// Tells the writer to write out what is buffered and end. Does not wait: this
+    /// runs on a worker thread, which a stalled disk must not hold up.
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
-        let writer = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(writer) = writer.take() {
-            writer.thread().unpark();
-            let _ = writer.join();
-        }
+        self.writer.unpark();
     }
 }
 
@@ -191,13 +241,22 @@ fn write_lines(shared: &Shared, mut sink: Box<dyn Write + Send>, target: &Access
     let mut reported = 0;
     loop {
         let closing = shared.closed.load(Ordering::Acquire);
-        if shared.reopen.swap(false, Ordering::AcqRel)
-            && let AccessLogTarget::File(path) = target
-        {
-            match open_file(path) {
-                Ok(file) => sink = Box::new(file),
-                Err(err) => {
-                    error!(error = %err, "access log reopen failed; writing on to the old file")
+        let reopen = shared
+            .reopen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(before) = reopen {
+            if let Err(err) = sink.write_all(&before) {
+                error!(error = %err, "access log write failed");
+            }
+            let _ = sink.flush();
+            if let AccessLogTarget::File(path) = target {
+                match open_file(path) {
+                    Ok(file) => sink = Box::new(file),
+                    Err(err) => {
+                        error!(error = %err, "access log reopen failed; writing on to the old file")
+                    }
                 }
             }
         }
@@ -208,6 +267,7 @@ fn write_lines(shared: &Shared, mut sink: Box<dyn Write + Send>, target: &Access
                     error!(error = %err, "access log write failed");
                 }
                 taken.clear();
+                taken.shrink_to(KEPT_CAPACITY);
             }
         }
         let _ = sink.flush();
@@ -322,13 +382,21 @@ fn push_rfc3339(line: &mut Vec<u8>, clock: &mut Clock, time: SystemTime) {
         push_decimal(&mut text, mi, 2);
         text.push(b':');
         push_decimal(&mut text, s, 2);
-        // Years past 9999 do not fit; they would not be RFC 3339 either.
-        if let Ok(text) = text.try_into() {
-            clock.rfc3339 = text;
-            clock.second = Some(since.as_secs());
+        match text.try_into() {
+            Ok(text) => {
+                clock.rfc3339 = text;
+                clock.second = Some(since.as_secs());
+            }
+            // Past the year 9999 it does not fit the cache: written as it is.
+            Err(text) => {
+                clock.second = None;
+                line.extend_from_slice(&text);
+            }
         }
     }
-    line.extend_from_slice(&clock.rfc3339);
+    if clock.second.is_some() {
+        line.extend_from_slice(&clock.rfc3339);
+    }
     line.push(b'.');
     push_decimal(line, u64::from(since.subsec_millis()), 3);
     line.push(b'Z');
@@ -524,6 +592,22 @@ mod tests {
         assert!(value["upstream"].is_null());
     }
 
+    /// Closes `log` and waits until its writer has written everything.
+    fn written(log: Arc<AccessLog>) {
+        let shared = log.shared.clone();
+        drop(log);
+        let mut writers = writers();
+        // Not there when another test's `open` found it finished and let it go.
+        let at = writers
+            .iter()
+            .position(|(other, _)| Arc::ptr_eq(other, &shared));
+        let writer = at.map(|at| writers.remove(at).1);
+        drop(writers);
+        if let Some(writer) = writer {
+            writer.join().unwrap();
+        }
+    }
+
     fn file_log(path: &std::path::Path) -> Arc<AccessLog> {
         let logging = LoggingConfig {
             access_log: AccessLogTarget::File(path.to_owned()),
@@ -553,7 +637,7 @@ mod tests {
                 });
             }
         });
-        drop(log);
+        written(log);
         let text = std::fs::read_to_string(&path).unwrap();
         let mut seen = std::collections::HashSet::new();
         for line in text.lines() {
@@ -578,7 +662,7 @@ mod tests {
         let taken = shard.lock().lines.len() < PENDING_MAX;
         // Unless the writer took the buffer in that very moment, the line was refused.
         assert!(refused == 1 || taken, "refused {refused}");
-        drop(log);
+        written(log);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

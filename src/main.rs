@@ -98,7 +98,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|err| anyhow::anyhow!("invalid config:\n{err}"))?;
     log_level.set(&config.logging.level);
-    runtime(config.runtime.workers)?.block_on(async move {
+    let served = runtime(config.runtime.workers)?.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
         let running = weir::start_from(config, Some(path.to_owned()), shutdown).await?;
         tokio::spawn(watch_signals(trigger, running.control(), Some(log_level)));
@@ -106,7 +106,11 @@ fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()>
         running.wait().await;
         info!("drained; exiting");
         Ok(())
-    })
+    });
+    // The runtime is gone, and with it every request: the access log's last lines
+    // can be written out.
+    weir::access_log::finish(std::time::Duration::from_secs(2));
+    served
 }
 
 fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
@@ -147,19 +151,21 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
-/// Once a second, hands the pages freed since back to the system. mimalloc does so
+/// Once a second, hands pages freed since back to the system. mimalloc does so
 /// lazily, when a thread next allocates, and only 100 ms after the free: after a
 /// burst (thousands of connections served, then parked) a process that has gone
-/// quiet would keep them for good. Under load, the pages this gives back would
-/// soon be taken again: once a second, that costs a few page faults.
+/// quiet would keep them for good. `mi_collect` frees the empty pages of the
+/// thread it runs on (with one worker, the only one; with more, whichever runs
+/// this task) and purges the free memory of every thread's arenas. Under load,
+/// what this gives back is soon taken again: once a second, a few page faults.
 async fn release_freed_memory() {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
         // SAFETY: mi_collect takes no pointers and may be called from any thread at
-        // any time. `true`: the free pages of every arena are returned whether or
-        // not their purge delay has passed.
+        // any time. `true`: free memory is purged whether or not its purge delay
+        // has passed.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
 }
