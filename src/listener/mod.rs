@@ -155,62 +155,39 @@ impl Listener {
                         self.address
                     };
                     let span = debug_span!("conn", listener = %current.name, client.addr = %peer);
-                    let metrics = current.metrics.clone();
-                    metrics.connections_total.inc();
-                    metrics.connections_active.inc();
+                    current.metrics.connections_total.inc();
+                    let open =
+                        OpenConnection::new(current.metrics.connections_active.clone(), permit);
                     let watcher = drain.watch();
-                    let (current, snapshots) = (current.clone(), snapshots.clone());
-                    tokio::spawn(
-                        async move {
-                            // Boxed, and only with `proxy_protocol`: reading the header
-                            // takes more room than the connection needs for the rest
-                            // of its life, which the task would keep.
-                            let client = if current.config.proxy_protocol {
-                                Box::pin(client_of(stream, peer, &current)).await
-                            } else {
-                                Some((stream, peer))
-                            };
-                            if let Some((stream, client)) = client {
-                                let connection = Arc::new(Connection::new(
-                                    current.name.clone(),
-                                    client,
-                                    local,
-                                    current.tls.is_some(),
-                                    snapshots,
-                                    &current.trusted_proxies,
-                                    current.config.idle_timeout,
-                                ));
-                                let config = &current.config;
-                                match &current.tls {
-                                    None => {
-                                        serve_plain(
-                                            stream,
-                                            connection,
-                                            config,
-                                            &current.builder,
-                                            watcher,
-                                        )
-                                        .await;
-                                    }
-                                    // Boxed: a TLS connection's state is large, and plain
-                                    // connections should not carry its size.
-                                    Some(acceptor) => {
-                                        Box::pin(serve_tls(
-                                            acceptor.clone(),
-                                            stream,
-                                            connection,
-                                            current.clone(),
-                                            watcher,
-                                        ))
-                                        .await;
-                                    }
-                                }
-                            }
-                            metrics.connections_active.dec();
-                            drop(permit);
-                        }
-                        .instrument(span),
-                    );
+                    if current.config.proxy_protocol || current.tls.is_some() {
+                        let accepted = Accepted {
+                            stream,
+                            peer,
+                            local,
+                            settings: current.clone(),
+                            snapshots: snapshots.clone(),
+                            watcher,
+                            open,
+                        };
+                        tokio::spawn(serve_accepted(accepted).instrument(span));
+                    } else {
+                        // The common case gets a task that is nothing but the connection's
+                        // loop, which keeps only what it captures for as long as the
+                        // connection is open: a 512-byte task where the general path
+                        // above takes 768.
+                        let connection = Arc::new(Connection::new(
+                            current.name.clone(),
+                            peer,
+                            local,
+                            false,
+                            snapshots.clone(),
+                            &current.trusted_proxies,
+                            current.config.idle_timeout,
+                        ));
+                        let serving =
+                            serve_plain(stream, connection, current.clone(), watcher, open);
+                        tokio::spawn(serving.instrument(span));
+                    }
                 }
                 Err(err) => {
                     error!(listener = %current.name, error = %err, "accept failed; retrying in {backoff:?}");
@@ -303,58 +280,154 @@ async fn serve_tls(
     }
 }
 
+/// An accepted connection that needs more than `serve_plain`: a PROXY header to
+/// read first, or TLS.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    settings: Arc<ListenerSettings>,
+    snapshots: Arc<ArcSwap<Snapshot>>,
+    watcher: DrainWatch,
+    open: OpenConnection,
+}
+
+/// Counts a connection as open (and holds its `max_connections` permit) while
+/// it lives: for as long as the connection's task, however that ends.
+struct OpenConnection {
+    active: prometheus::IntGauge,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl OpenConnection {
+    fn new(
+        active: prometheus::IntGauge,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        active.inc();
+        OpenConnection {
+            active,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+async fn serve_accepted(accepted: Accepted) {
+    let Accepted {
+        stream,
+        peer,
+        local,
+        settings,
+        snapshots,
+        watcher,
+        open,
+    } = accepted;
+    // Boxed: reading the header takes more room than the connection needs for
+    // the rest of its life, which the task would keep.
+    let client = if settings.config.proxy_protocol {
+        Box::pin(client_of(stream, peer, &settings)).await
+    } else {
+        Some((stream, peer))
+    };
+    let Some((stream, client)) = client else {
+        return;
+    };
+    let connection = Arc::new(Connection::new(
+        settings.name.clone(),
+        client,
+        local,
+        settings.tls.is_some(),
+        snapshots,
+        &settings.trusted_proxies,
+        settings.config.idle_timeout,
+    ));
+    match &settings.tls {
+        None => serve_plain(stream, connection, settings.clone(), watcher, open).await,
+        // Boxed: a TLS connection's state is large, and plain connections (with a
+        // PROXY header) should not carry its size.
+        Some(acceptor) => {
+            let tls = serve_tls(
+                acceptor.clone(),
+                stream,
+                connection,
+                settings.clone(),
+                watcher,
+            );
+            Box::pin(tls).await;
+            drop(open);
+        }
+    }
+}
+
 /// Serves a plain TCP connection to its end, parking it whenever it goes quiet
 /// between HTTP/1 requests (see `park`): only the socket is kept then.
-async fn serve_plain(
+///
+/// Not an `async fn`: one of those keeps its arguments twice in its future (as
+/// passed, and moved into the body), and this future is a parked connection's
+/// whole task.
+#[allow(clippy::manual_async_fn)]
+fn serve_plain(
     mut stream: TcpStream,
     connection: Arc<Connection>,
-    config: &ListenerConfig,
-    builder: &auto::Builder<TokioExecutor>,
+    settings: Arc<ListenerSettings>,
     mut watcher: DrainWatch,
-) {
-    let slot = Arc::new(ParkSlot::default());
-    // The first head is due `header_timeout` after the accept. hyper starts at
-    // once: a new socket's readiness is unknown, and finding out would cost a
-    // syscall.
-    let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
-    loop {
-        let io = TimedIo::new(
-            stream,
-            connection.clone(),
-            config,
-            head_deadline,
-            Some(slot.clone()),
-        );
-        // Boxed: freed while the connection is parked.
-        Box::pin(serve_connection(
-            io,
-            connection.clone(),
-            builder,
-            &mut watcher,
-        ))
-        .await;
-        let Some((parked, idle_deadline)) = slot.take() else {
-            return;
-        };
-        stream = parked;
-        // Parked: hyper's last read found nothing, so the socket's read readiness
-        // was cleared then, and is set again by the client's next bytes (or by
-        // them having come meanwhile, which makes the wait below return at once).
-        let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
-        // Polled by hand rather than by `select!` over `readable()`: the socket's
-        // own waker slot costs no room, where a `readable()` future would take 152
-        // bytes of every connection's task.
-        let readable = std::future::poll_fn(|cx| {
-            if watcher.poll_started(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(false);
+    open: OpenConnection,
+) -> impl Future<Output = ()> {
+    async move {
+        // Held, not used: the connection counts as open while this future lives.
+        let _ = &open;
+        let config = &settings.config;
+        let builder = &settings.builder;
+        let slot = Arc::new(ParkSlot::default());
+        // The first head is due `header_timeout` after the accept. hyper starts at
+        // once: a new socket's readiness is unknown, and finding out would cost a
+        // syscall.
+        let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
+        loop {
+            let io = TimedIo::new(
+                stream,
+                connection.clone(),
+                config,
+                head_deadline,
+                Some(slot.clone()),
+            );
+            // Boxed: freed while the connection is parked.
+            Box::pin(serve_connection(
+                io,
+                connection.clone(),
+                builder,
+                &mut watcher,
+            ))
+            .await;
+            let Some((parked, idle_deadline)) = slot.take() else {
+                return;
+            };
+            stream = parked;
+            // Parked: hyper's last read found nothing, so the socket's read readiness
+            // was cleared then, and is set again by the client's next bytes (or by
+            // them having come meanwhile, which makes the wait below return at once).
+            let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
+            // Polled by hand rather than by `select!` over `readable()`: the socket's
+            // own waker slot costs no room, where a `readable()` future would take 152
+            // bytes of every connection's task.
+            let readable = std::future::poll_fn(|cx| {
+                if watcher.poll_started(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
+                stream.poll_read_ready(cx).map(|ready| ready.is_ok())
+            });
+            if !readable.await {
+                return;
             }
-            stream.poll_read_ready(cx).map(|ready| ready.is_ok())
-        });
-        if !readable.await {
-            return;
+            // Whatever wakes a parked connection starts a new request head.
+            head_deadline = tokio::time::Instant::now() + config.header_timeout;
         }
-        // Whatever wakes a parked connection starts a new request head.
-        head_deadline = tokio::time::Instant::now() + config.header_timeout;
     }
 }
 
