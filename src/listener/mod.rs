@@ -63,6 +63,24 @@ pub struct ListenerSettings {
 }
 
 impl ListenerSettings {
+    /// The facts of a connection from `client` to `local` on this listener.
+    fn connection(
+        &self,
+        client: SocketAddr,
+        local: SocketAddr,
+        snapshots: Arc<ArcSwap<Snapshot>>,
+    ) -> Arc<Connection> {
+        Arc::new(Connection::new(
+            self.name.clone(),
+            client,
+            local,
+            self.tls.is_some(),
+            snapshots,
+            &self.trusted_proxies,
+            self.config.idle_timeout,
+        ))
+    }
+
     /// Settings for `config`; the connection count carries over from `previous`
     /// when the limit did not change.
     pub fn new(
@@ -175,15 +193,7 @@ impl Listener {
                         // loop, which keeps only what it captures for as long as the
                         // connection is open: a 512-byte task where the general path
                         // above takes 768.
-                        let connection = Arc::new(Connection::new(
-                            current.name.clone(),
-                            peer,
-                            local,
-                            false,
-                            snapshots.clone(),
-                            &current.trusted_proxies,
-                            current.config.idle_timeout,
-                        ));
+                        let connection = current.connection(peer, local, snapshots.clone());
                         let serving =
                             serve_plain(stream, connection, current.clone(), watcher, open);
                         tokio::spawn(serving.instrument(span));
@@ -338,15 +348,7 @@ async fn serve_accepted(accepted: Accepted) {
     let Some((stream, client)) = client else {
         return;
     };
-    let connection = Arc::new(Connection::new(
-        settings.name.clone(),
-        client,
-        local,
-        settings.tls.is_some(),
-        snapshots,
-        &settings.trusted_proxies,
-        settings.config.idle_timeout,
-    ));
+    let connection = settings.connection(client, local, snapshots);
     match &settings.tls {
         None => serve_plain(stream, connection, settings.clone(), watcher, open).await,
         // Boxed: a TLS connection's state is large, and plain connections (with a
