@@ -11,6 +11,16 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// most clients and load balancers in front close theirs after 60 s.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Longest a request body may stall between two reads: a client on a poor mobile
+/// link pauses for seconds, not half a minute (nginx's `client_body_timeout` is
+/// 60 s, HAProxy's `timeout client` is commonly 30 s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a write to the client may stall: a reader that takes nothing for this
+/// long holds a connection and its buffered response for nothing (nginx's
+/// `send_timeout` is 60 s, HAProxy's `timeout client` is commonly 30 s).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Largest request head accepted before answering 431 (HAProxy's `tune.bufsize`
 /// is 16 KiB, nginx allows 4 × 8 KiB; cookies of big sites need more).
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;

@@ -40,6 +40,8 @@ pub struct FileListener {
     pub listen: Spanned<AddressValue>,
     pub header_timeout: Option<Spanned<DurationValue>>,
     pub idle_timeout: Option<Spanned<DurationValue>>,
+    pub body_timeout: Option<Spanned<DurationValue>>,
+    pub send_timeout: Option<Spanned<DurationValue>>,
     pub max_header_bytes: Option<Spanned<i64>>,
     // Accepted only to be refused by name until their issue lands.
     pub tls: Option<Spanned<FileTls>>,

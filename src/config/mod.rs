@@ -82,6 +82,10 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Longest a request body may stall between two reads.
+    pub body_timeout: Duration,
+    /// Longest a write to the client may stall.
+    pub send_timeout: Duration,
     pub max_header_bytes: usize,
     /// Peers whose `X-Forwarded-*` headers are believed (an L4 or L7 balancer in
     /// front); the client address is then read from `X-Forwarded-For`.
@@ -791,6 +795,18 @@ fn validate_listener(
         DEFAULT_IDLE_TIMEOUT,
         problems,
     );
+    let body_timeout = positive_duration(
+        &raw.body_timeout,
+        "body_timeout",
+        DEFAULT_BODY_TIMEOUT,
+        problems,
+    );
+    let send_timeout = positive_duration(
+        &raw.send_timeout,
+        "send_timeout",
+        DEFAULT_SEND_TIMEOUT,
+        problems,
+    );
     let max_header_bytes = match &raw.max_header_bytes {
         None => DEFAULT_MAX_HEADER_BYTES,
         Some(value) => {
@@ -824,6 +840,8 @@ fn validate_listener(
         listen: raw.listen.get_ref().0,
         header_timeout,
         idle_timeout,
+        body_timeout,
+        send_timeout,
         max_header_bytes,
         trusted_proxies: raw
             .trusted_proxies

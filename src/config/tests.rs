@@ -124,6 +124,8 @@ fn listener_defaults_apply() {
     let listener = &accept(MINIMAL).listeners[0];
     assert_eq!(listener.header_timeout, DEFAULT_HEADER_TIMEOUT);
     assert_eq!(listener.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(listener.body_timeout, DEFAULT_BODY_TIMEOUT);
+    assert_eq!(listener.send_timeout, DEFAULT_SEND_TIMEOUT);
     assert_eq!(listener.max_header_bytes, DEFAULT_MAX_HEADER_BYTES);
 }
 
@@ -162,6 +164,8 @@ shutdown_timeout = "5m"
 listen = "127.0.0.1:8080"
 header_timeout = "250ms"
 idle_timeout = "2m"
+body_timeout = "15s"
+send_timeout = "1m"
 max_header_bytes = 16384
 
 [[routes]]
@@ -179,6 +183,8 @@ timeouts = { connect = "1s", response = "1h", idle = "90s", request = "2h" }
     let listener = &config.listeners[0];
     assert_eq!(listener.header_timeout, Duration::from_millis(250));
     assert_eq!(listener.idle_timeout, Duration::from_secs(120));
+    assert_eq!(listener.body_timeout, Duration::from_secs(15));
+    assert_eq!(listener.send_timeout, Duration::from_secs(60));
     assert_eq!(listener.max_header_bytes, 16384);
     assert_eq!(
         config.upstreams[0].timeouts,
@@ -813,6 +819,42 @@ fn zero_idle_timeout_is_rejected() {
         16,
         Some("idle_timeout"),
         "must be greater than zero",
+    );
+}
+
+#[test]
+fn zero_body_timeout_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"body_timeout = "0s""#));
+    assert_problem(
+        &problem,
+        3,
+        16,
+        Some("body_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn zero_send_timeout_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"send_timeout = "0ms""#));
+    assert_problem(
+        &problem,
+        3,
+        16,
+        Some("send_timeout"),
+        "must be greater than zero",
+    );
+}
+
+#[test]
+fn malformed_send_timeout_is_rejected() {
+    let problem = single_problem(&with_listener_line(r#"send_timeout = "soon""#));
+    assert_problem(
+        &problem,
+        3,
+        16,
+        Some("send_timeout"),
+        "invalid duration \"soon\"",
     );
 }
 
