@@ -261,6 +261,11 @@ fn broken(
     }
 }
 
+/// `VALID` without its listener: the route and the upstream.
+fn after_the_listener() -> &'static str {
+    &VALID[VALID.find("\n[[routes]]").unwrap()..]
+}
+
 fn broken_configs() -> Vec<Broken> {
     vec![
         broken("empty", "", 1, 1, "the config file is empty"),
@@ -454,6 +459,30 @@ fn broken_configs() -> Vec<Broken> {
             31,
             "`max_connections_per_backend`: must be between 0 and",
         ),
+        // A BOM (as some Windows editors write) is not shown by editors, so it
+        // takes no column
+        broken(
+            "bom-value-on-first-line",
+            ["\u{FEFF}listeners = 5\n", after_the_listener()].concat(),
+            1,
+            13,
+            "`listeners`",
+        ),
+        broken(
+            "bom-typo-on-first-line",
+            ["\u{FEFF}listners = []\n", VALID].concat(),
+            1,
+            1,
+            "`listners`: unknown field",
+        ),
+        broken(
+            "bom-syntax-on-first-line",
+            ["\u{FEFF}[[listeners]\n", after_the_listener()].concat(),
+            1,
+            13,
+            "expected `]`",
+        ),
+        broken("bom-only", "\u{FEFF}\n", 1, 1, "the config file is empty"),
         broken(
             "syntax",
             VALID.replace("8080\"", "8080"),

@@ -462,6 +462,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `file` is the name used in error messages.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    // Some Windows editors start UTF-8 files with a byte order mark. Editors do not
+    // show it, so positions are counted from after it, and every span (toml's and
+    // ours) is an offset into the same text.
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let mut problems = Problems {
         text,
         file,
@@ -560,8 +564,7 @@ fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
     }
     let before = text.get(..span.start)?.trim_end();
     let before = before.strip_suffix('=')?.trim_end();
-    let start = before.rfind(|c: char| !is_key_char(c)).map_or(0, |i| i + 1);
-    let key = &before[start..];
+    let key = &before[before.trim_end_matches(is_key_char).len()..];
     (!key.is_empty()).then(|| key.to_owned())
 }
 

@@ -1563,6 +1563,46 @@ fn columns_count_characters_not_bytes() {
     );
 }
 
+/// Some Windows editors start a UTF-8 file with a byte order mark; editors do not
+/// show it, so it takes no column.
+#[test]
+fn a_byte_order_mark_takes_no_column() {
+    let text = ["\u{FEFF}", &with_listener_line(r#"header_timeout = "0s""#)].concat();
+    assert_problem(
+        &single_problem(&text),
+        3,
+        18,
+        Some("header_timeout"),
+        "must be greater than zero",
+    );
+    let text = ["\u{FEFF}nope = 1\n", MINIMAL].concat();
+    assert_problem(&single_problem(&text), 1, 1, Some("nope"), "unknown field");
+}
+
+#[test]
+fn an_error_at_a_key_right_after_a_byte_order_mark_names_the_key() {
+    let text = ["\u{FEFF}listeners = 5\n", ROUTE_AND_UPSTREAM].concat();
+    assert_problem(&single_problem(&text), 1, 13, Some("listeners"), "");
+}
+
+#[test]
+fn a_config_with_a_byte_order_mark_is_accepted() {
+    let config = accept(&["\u{FEFF}", MINIMAL].concat());
+    assert_eq!(config.listeners.len(), 1);
+}
+
+#[test]
+fn a_key_after_a_multibyte_character_is_named() {
+    // `key_at` walks back from `=` over key characters; the character that stops
+    // it may take more than one byte
+    let text = "\u{A0}listeners = 5";
+    let value = text.find('5').unwrap();
+    assert_eq!(
+        key_at(text, &(value..value + 1)).as_deref(),
+        Some("listeners")
+    );
+}
+
 #[test]
 fn crlf_line_endings_give_the_same_positions() {
     let text = with_listener_line(r#"header_timeout = "0s""#).replace('\n', "\r\n");
