@@ -458,24 +458,25 @@ fn json_line(line: &mut Vec<u8>, clock: &mut Clock, entry: &Entry) {
 
 /// nginx's `combined`, then upstream, backend, duration (s) and attempts.
 fn combined_line(line: &mut Vec<u8>, entry: &Entry) {
-    let header = |value: &Option<HeaderValue>| {
-        value
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| "-".to_owned(), |v| v.replace('"', "\\\""))
-    };
-    let _ = writeln!(
+    let _ = write!(
         line,
-        "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\" {} {} {:.6} {}",
+        "{} - - [{}] \"{} ",
         entry.client,
         clf_time(entry.time),
-        entry.method,
-        entry.target.replace('"', "%22"),
-        entry.version,
-        entry.status,
-        entry.bytes,
-        header(&entry.referer),
-        header(&entry.user_agent),
+        entry.method
+    );
+    push_clf_escaped(line, entry.target.as_bytes());
+    let _ = write!(
+        line,
+        " {:?}\" {} {} ",
+        entry.version, entry.status, entry.bytes
+    );
+    push_clf_header(line, entry.referer.as_ref());
+    line.push(b' ');
+    push_clf_header(line, entry.user_agent.as_ref());
+    let _ = writeln!(
+        line,
+        " {} {} {:.6} {}",
         entry.upstream.as_deref().unwrap_or("-"),
         entry
             .backend
@@ -484,6 +485,37 @@ fn combined_line(line: &mut Vec<u8>, entry: &Entry) {
         entry.attempts,
     );
 }
+
+/// A header in quotes, escaped, or `"-"` when the request had none.
+fn push_clf_header(line: &mut Vec<u8>, value: Option<&HeaderValue>) {
+    line.push(b'"');
+    match value {
+        Some(value) => push_clf_escaped(line, value.as_bytes()),
+        None => line.push(b'-'),
+    }
+    line.push(b'"');
+}
+
+/// Appends `bytes` escaped as nginx's `escape=default` does: `"`, `\`, control
+/// characters and bytes past ASCII become `\xHH`, so a quoted field always ends
+/// at the first unescaped `"` and a line stays one line.
+fn push_clf_escaped(line: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if byte != b'"' && byte != b'\\' && (0x20..0x7f).contains(&byte) {
+            continue;
+        }
+        line.extend_from_slice(&bytes[start..at]);
+        line.extend_from_slice(b"\\x");
+        line.push(HEX_UPPER[usize::from(byte >> 4)]);
+        line.push(HEX_UPPER[usize::from(byte & 0xf)]);
+        start = at + 1;
+    }
+    line.extend_from_slice(&bytes[start..]);
+}
+
+/// nginx writes its `\xHH` escapes in capitals.
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 /// UTC date and time of `secs` since the epoch: (year, month, day, hour, minute,
 /// second).
@@ -673,7 +705,30 @@ mod tests {
         let line = String::from_utf8(line).unwrap();
         assert_eq!(
             line,
-            "192.0.2.7 - - [25/Nov/2026:12:34:56 +0000] \"GET /a?b=%22c%22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app 127.0.0.1:9001 0.001500 1\n"
+            "192.0.2.7 - - [25/Nov/2026:12:34:56 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8.0\" app 127.0.0.1:9001 0.001500 1\n"
+        );
+    }
+
+    fn combined(entry: &Entry) -> String {
+        let mut line = Vec::new();
+        combined_line(&mut line, entry);
+        String::from_utf8(line).unwrap()
+    }
+
+    /// As nginx's `escape=default`: a quoted field can hold neither an unescaped
+    /// `"` nor a `\` that would escape the closing quote.
+    #[test]
+    fn combined_quoted_fields_escape_quotes_backslashes_and_controls_as_nginx() {
+        let mut tricky = entry();
+        tricky.target = "/a\\b\"\u{1}".into();
+        tricky.referer = Some(HeaderValue::from_static("http://x/\\"));
+        tricky.user_agent = Some(HeaderValue::from_bytes(b"ua \"q\" \\ \tcaf\xc3\xa9").unwrap());
+        let line = combined(&tricky);
+        assert!(
+            line.contains(
+                "\"GET /a\\x5Cb\\x22\\x01 HTTP/1.1\" 200 13 \"http://x/\\x5C\" \"ua \\x22q\\x22 \\x5C \\x09caf\\xC3\\xA9\" app "
+            ),
+            "{line}"
         );
     }
 }
