@@ -1,5 +1,5 @@
 //! Request and response rewriting between client and backend: origin-form URI,
-//! `Host`, hop-by-hop headers and `X-Forwarded-*`.
+//! `Host`, hop-by-hop headers, `X-Forwarded-*` and HTTP/2 cookie fields.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -121,6 +121,11 @@ pub fn rewrite_request(
             *uri = origin;
         }
     }
+    // The request goes on as HTTP/1.1, which allows one `Cookie` line; an HTTP/2
+    // client may have split its cookies over several fields (RFC 9113 §8.2.3).
+    if *version == Version::HTTP_2 {
+        join_cookies(headers);
+    }
     *version = Version::HTTP_11;
     remove_hop_by_hop(headers);
 
@@ -142,6 +147,24 @@ pub fn rewrite_request(
             headers.remove(&X_FORWARDED_HOST);
         }
         None => {}
+    }
+}
+
+/// Joins several `cookie` fields into one, separated by "; ". One field or none
+/// is left as it is, with no allocation.
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (fields.next(), fields.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    // Made of valid values and "; ", so it is valid too.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
     }
 }
 
@@ -298,6 +321,41 @@ mod tests {
             );
         }
         map
+    }
+
+    fn rewritten(version: Version, pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = headers(pairs);
+        let mut uri: Uri = "/".parse().unwrap();
+        let mut version = version;
+        rewrite_request(&mut uri, &mut version, &mut map, None, &facts());
+        map
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_joined_into_one_for_http1() {
+        let cookies = [
+            ("cookie", "a=1"),
+            ("x-between", "yes"),
+            ("cookie", "b=2; c=3"),
+            ("cookie", "d=4"),
+        ];
+        let map = rewritten(Version::HTTP_2, &cookies);
+        let sent: Vec<_> = map.get_all(header::COOKIE).iter().collect();
+        assert_eq!(sent, ["a=1; b=2; c=3; d=4"]);
+        assert_eq!(map["x-between"], "yes");
+
+        let map = rewritten(Version::HTTP_2, &[("cookie", "only=1")]);
+        let sent: Vec<_> = map.get_all(header::COOKIE).iter().collect();
+        assert_eq!(sent, ["only=1"]);
+    }
+
+    #[test]
+    fn http1_cookie_lines_are_left_as_they_came() {
+        // RFC 6265 forbids several `Cookie` lines in HTTP/1; weir does not fix
+        // them up, as nginx does not
+        let map = rewritten(Version::HTTP_11, &[("cookie", "a=1"), ("cookie", "b=2")]);
+        let sent: Vec<_> = map.get_all(header::COOKIE).iter().collect();
+        assert_eq!(sent, ["a=1", "b=2"]);
     }
 
     #[test]
