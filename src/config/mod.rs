@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use crate::router::{BadPath, normalise_path};
 use defaults::*;
 use file::{FileConfig, FileListener, FileRoute, FileUpstream};
 
@@ -951,7 +952,24 @@ fn validate_route(
             );
             return None;
         }
-        let trimmed = text.trim_end_matches('/');
+        // Requests are routed on their normalised path; a prefix written
+        // otherwise (`/%61pi`, `/a/./b`) would never match one.
+        let normal = match normalise_path(text) {
+            Ok(normal) => normal,
+            Err(bad) => {
+                let why = match bad {
+                    BadPath::AboveRoot => "its `..` segments climb above the root",
+                    BadPath::MalformedPercentEncoding => "a `%` must be followed by two hex digits",
+                };
+                problems.spanned(
+                    prefix,
+                    "path_prefix",
+                    format!("invalid path prefix {text:?}: {why}"),
+                );
+                return None;
+            }
+        };
+        let trimmed = normal.trim_end_matches('/');
         Some(if trimmed.is_empty() {
             "/".to_owned()
         } else {

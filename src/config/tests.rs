@@ -402,6 +402,32 @@ fn path_prefix_of_root_stays_root() {
 }
 
 #[test]
+fn path_prefix_is_normalised_as_request_paths_are() {
+    for (prefix, normal) in [
+        ("/%61pi", "/api"),
+        ("/api/./v1/", "/api/v1"),
+        ("/api/v0/../v1", "/api/v1"),
+        ("/a%2fb", "/a%2Fb"),
+        ("/api/..", "/"),
+    ] {
+        let config = accept(&with_route_path_prefix(prefix));
+        assert_eq!(
+            config.routes[0].path_prefix.as_deref(),
+            Some(normal),
+            "{prefix:?}"
+        );
+    }
+}
+
+#[test]
+fn path_prefix_above_the_root_or_with_a_bare_percent_is_rejected() {
+    let problem = single_problem(&with_route_path_prefix("/../api"));
+    assert_problem(&problem, 5, 15, Some("path_prefix"), "climb above the root");
+    let problem = single_problem(&with_route_path_prefix("/100%"));
+    assert_problem(&problem, 5, 15, Some("path_prefix"), "two hex digits");
+}
+
+#[test]
 fn path_prefix_without_leading_slash_is_rejected() {
     let problem = single_problem(&with_route_path_prefix("api"));
     // line 5: `path_prefix = "api"`, the value starts at column 15

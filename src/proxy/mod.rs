@@ -249,6 +249,9 @@ async fn proxy(
         ));
     }
     let host = validate::check(&request)?;
+    // Routed, and forwarded, on its normalised path: the backend must not read
+    // `/api/../admin` as another route's path.
+    let request = validate::normalise_target(request)?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let route = snapshot
         .router

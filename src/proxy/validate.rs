@@ -2,10 +2,14 @@
 //! already rejects, so that weir and the backend can never disagree on where a
 //! request starts and ends, or on which host it is for.
 
+use std::borrow::Cow;
+
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Version};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Uri, Version};
 
 use super::error::ProxyError;
+use crate::router::{BadPath, normalise_path};
 
 /// Checks the request head and returns the authority it is addressed to: the
 /// absolute URI's authority if any, else the `Host` header.
@@ -74,6 +78,41 @@ pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError>
         return Err(ProxyError::BadRequest("invalid request target"));
     }
     Ok(host)
+}
+
+/// The request with its path normalised ([`normalise_path`]), for the router and
+/// the backend alike; the query is left as it came. Nearly every request is
+/// returned as it is, with no allocation.
+pub fn normalise_target<B>(request: Request<B>) -> Result<Request<B>, ProxyError> {
+    let normal = match normalise_path(request.uri().path()) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(normal)) => Some(normal),
+        Err(BadPath::AboveRoot) => {
+            return Err(ProxyError::BadRequest("request path climbs above the root"));
+        }
+        Err(BadPath::MalformedPercentEncoding) => {
+            return Err(ProxyError::BadRequest(
+                "malformed percent-encoding in the request path",
+            ));
+        }
+    };
+    let Some(mut target) = normal else {
+        return Ok(request);
+    };
+    let (mut head, body) = request.into_parts();
+    if let Some(query) = head.uri.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let mut uri = std::mem::take(&mut head.uri).into_parts();
+    // Made of what the parsed target held, minus some percent-encodings: it parses.
+    uri.path_and_query = Some(
+        PathAndQuery::try_from(target)
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
+    );
+    head.uri =
+        Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    Ok(Request::from_parts(head, body))
 }
 
 /// `host[:port]` or `[v6]:port` made of the characters RFC 3986 allows there.
@@ -193,6 +232,40 @@ mod tests {
             let r = request(Version::HTTP_11, "/", &[("host", bad)]);
             assert_eq!(status(check(&r)), 400, "{bad:?}");
         }
+    }
+
+    fn normalised(uri: &str) -> Result<Uri, u16> {
+        normalise_target(request(Version::HTTP_11, uri, &[]))
+            .map(|request| request.uri().clone())
+            .map_err(|err| err.status().as_u16())
+    }
+
+    #[test]
+    fn the_path_is_normalised_and_the_query_left_alone() {
+        assert_eq!(
+            normalised("/api/../%61dmin?x=/../%61"),
+            Ok(Uri::from_static("/admin?x=/../%61"))
+        );
+        assert_eq!(normalised("/a/./b"), Ok(Uri::from_static("/a/b")));
+        assert_eq!(
+            normalised("http://a.example:8080/x/..?q"),
+            Ok(Uri::from_static("http://a.example:8080/?q"))
+        );
+    }
+
+    #[test]
+    fn a_normal_target_is_kept_as_it_is() {
+        for uri in ["/", "/a/b?c=../d", "*", "http://a.example/x"] {
+            assert_eq!(normalised(uri), Ok(Uri::from_static(uri)));
+        }
+    }
+
+    #[test]
+    fn a_path_climbing_above_the_root_or_with_a_bare_percent_is_refused() {
+        assert_eq!(normalised("/../etc/passwd"), Err(400));
+        assert_eq!(normalised("/100%?q"), Err(400));
+        // In the query a bare `%` is the backend's business.
+        assert_eq!(normalised("/a?100%"), Ok(Uri::from_static("/a?100%")));
     }
 
     #[test]
