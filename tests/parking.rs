@@ -5,11 +5,15 @@
 
 mod support;
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// Well past the park delay.
 const QUIET: Duration = Duration::from_millis(100);
@@ -140,4 +144,106 @@ async fn a_slow_reader_gets_the_whole_response() {
     // And the connection still serves the next request.
     conn.send(b"GET /again HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(conn.read_response().await.expect("a response").status, 200);
+}
+
+/// A backend that answers every request at once, before reading its body, and
+/// keeps the connection open without reading further: the request line of each
+/// connection's one request is recorded.
+async fn early_answering_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let recorded = lines.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                lines
+                    .lock()
+                    .unwrap()
+                    .push(head.lines().next().unwrap_or_default().to_owned());
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                    .await;
+                // Open, never read: the rest of the request stays on the wire.
+                std::future::pending::<()>().await;
+                drop(stream);
+            });
+        }
+    });
+    (addr, recorded)
+}
+
+#[tokio::test]
+async fn a_body_that_follows_an_early_answer_after_a_pause_is_never_a_request() {
+    let (backend, lines) = early_answering_backend().await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    let smuggled = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let head = format!(
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    conn.send(head.as_bytes()).await;
+    let answer = conn.read_response().await.expect("the early answer");
+    assert_eq!(answer.body, b"early");
+    // The body comes well after the answer, past the park delay.
+    tokio::time::sleep(QUIET).await;
+    conn.send(smuggled).await;
+    // The next request proper is answered, and is the only other one forwarded.
+    conn.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    if let Some(response) = conn.read_response().await {
+        assert_eq!(response.status, 200);
+    }
+    let seen = lines.lock().unwrap().clone();
+    assert!(
+        !seen.iter().any(|line| line.contains("/smuggled")),
+        "body bytes were forwarded as a request: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_pipelined_head_split_after_a_body_survives_a_pause() {
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(
+        b"POST /post HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /get HTTP/1.1\r\nHo",
+    )
+    .await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.send(b"st: a\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    assert_eq!(backend.paths(), ["/post", "/get"]);
+}
+
+#[tokio::test]
+async fn a_chunked_body_then_a_split_pipelined_head_survives_a_pause() {
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"POST /post HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET /get HTTP/1.1\r\nHo")
+        .await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    tokio::time::sleep(QUIET).await;
+    conn.send(b"st: a\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    // And, quiet again with nothing pending, it parks and serves the next one.
+    tokio::time::sleep(QUIET).await;
+    conn.send(b"GET /last HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(conn.read_response().await.expect("a response").status, 200);
+    assert_eq!(backend.paths(), ["/post", "/get", "/last"]);
 }

@@ -123,3 +123,96 @@ async fn a_silent_tunnel_is_closed_after_idle_timeout_and_a_busy_one_is_not() {
         "{end:?}"
     );
 }
+
+async fn open_tunnel(
+    lb: &Lb,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (mut socket, response) = within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(format!("ws://{}/", lb.addr)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 101);
+    socket.send(Message::text("up")).await.unwrap();
+    assert_eq!(
+        within("an echo", socket.next()).await.unwrap().unwrap(),
+        Message::text("up")
+    );
+    socket
+}
+
+#[tokio::test]
+async fn tunnels_count_against_max_connections() {
+    let echo = spawn_echo_server().await;
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\nmax_connections = 2\n\n{}",
+        one_upstream(&["echo"], "")
+    );
+    let lb = start_lb(&config, &[("echo", echo)]).await;
+    let first = open_tunnel(&lb).await;
+    let _second = open_tunnel(&lb).await;
+    // A third client connects (the kernel's backlog takes it) but is not served
+    // while both tunnels are open.
+    let mut third = RawConn::connect(lb.addr).await;
+    third.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let early =
+        tokio::time::timeout(std::time::Duration::from_millis(300), third.read_some()).await;
+    assert!(early.is_err(), "served past max_connections: {early:?}");
+    drop(first);
+    // Served now (what the echo server makes of a plain GET does not matter).
+    within("the third client's response", third.read_response())
+        .await
+        .expect("a response");
+}
+
+#[tokio::test]
+async fn a_tunnel_occupies_its_backend_until_it_closes() {
+    let echo = spawn_echo_server().await;
+    let lb = start_lb(
+        &one_upstream(&["echo"], "max_connections_per_backend = 1\n"),
+        &[("echo", echo)],
+    )
+    .await;
+    let mut socket = open_tunnel(&lb).await;
+    let reply = get(&client(), &lb.url("/"), None).await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = within("the close", socket.next()).await {}
+    drop(socket);
+    within("the backend's slot back", async {
+        loop {
+            let reply = get(&client(), &lb.url("/"), None).await;
+            if reply.status != 503 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_an_open_tunnel() {
+    let echo = spawn_echo_server().await;
+    let config =
+        "[runtime]\nshutdown_timeout = \"60s\"\n".to_owned() + &one_upstream(&["echo"], "");
+    let lb = start_lb(&config, &[("echo", echo)]).await;
+    let mut socket = open_tunnel(&lb).await;
+    lb.trigger.trigger();
+    let mut drained = std::pin::pin!(lb.running.wait());
+    // Draining: the tunnel still carries messages, and the drain is not over.
+    for i in 0..3 {
+        socket.send(Message::text(format!("{i}"))).await.unwrap();
+        tokio::select! {
+            echoed = within("an echo while draining", socket.next()) => {
+                assert_eq!(echoed.unwrap().unwrap(), Message::text(format!("{i}")));
+            }
+            () = &mut drained => panic!("the drain ended with a tunnel open"),
+        }
+    }
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = within("the close", socket.next()).await {}
+    drop(socket);
+    within("the drain once the tunnel closed", drained).await;
+}

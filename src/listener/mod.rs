@@ -3,7 +3,9 @@
 //! shutdown.
 
 mod drain;
-mod framing;
+// Public only for the fuzz targets (`fuzz/`); not weir's API.
+#[doc(hidden)]
+pub mod framing;
 mod park;
 mod timeouts;
 
@@ -77,7 +79,7 @@ impl ListenerSettings {
             self.tls.is_some(),
             snapshots,
             &self.trusted_proxies,
-            self.config.idle_timeout,
+            &self.config,
         ))
     }
 
@@ -283,7 +285,8 @@ async fn serve_tls(
         Ok(Ok(stream)) => {
             let head_deadline = tokio::time::Instant::now() + config.header_timeout;
             let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
-            serve_connection(io, connection, &settings.builder, &mut watcher).await;
+            serve_connection(io, connection.clone(), &settings.builder, &mut watcher).await;
+            outlived_by_tunnel(&connection).await;
         }
         Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
         Err(_) => debug!("TLS handshake not done within tls_handshake_timeout"),
@@ -400,7 +403,7 @@ fn serve_plain(
                 Some(slot.clone()),
             );
             // Boxed: freed while the connection is parked.
-            Box::pin(serve_connection(
+            let clean = Box::pin(serve_connection(
                 io,
                 connection.clone(),
                 builder,
@@ -408,8 +411,17 @@ fn serve_plain(
             ))
             .await;
             let Some((parked, idle_deadline)) = slot.take() else {
+                // Not parked: ended, or handed to a tunnel, which the task waits
+                // for so that it stays counted and drained.
+                outlived_by_tunnel(&connection).await;
                 return;
             };
+            // hyper ends cleanly at the end of input only between messages with
+            // nothing buffered; anything else (a message cut short) and the
+            // socket's next bytes could not be read in step: it is closed.
+            if !clean {
+                return;
+            }
             stream = parked;
             // Parked: hyper's last read found nothing, so the socket's read readiness
             // was cleared then, and is set again by the client's next bytes (or by
@@ -431,6 +443,22 @@ fn serve_plain(
             head_deadline = tokio::time::Instant::now() + config.header_timeout;
         }
     }
+}
+
+/// Waits until no request of `connection` is left: once hyper is done with a
+/// connection, only a tunnel (WebSocket, Upgrade) can hold one. The connection
+/// then still counts as open for `max_connections` and for the drain, which
+/// waits for it up to `shutdown_timeout`.
+async fn outlived_by_tunnel(connection: &Connection) {
+    std::future::poll_fn(|cx| {
+        connection.idle_waker.register(cx.waker());
+        if connection.active_requests() == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Serves one client connection until hyper is done with it; true when hyper

@@ -1,7 +1,8 @@
 //! Client connection timeouts, enforced on the socket itself: `header_timeout`
-//! (the whole request head must arrive in time: the slowloris guard) and
-//! `idle_timeout` (keep-alive connections with nothing to do); and parking, which
-//! ends hyper's hold on an HTTP/1 connection that has gone quiet (see `park`).
+//! (the whole request head must arrive in time: the slowloris guard),
+//! `idle_timeout` (keep-alive connections with nothing to do), `send_timeout` (a
+//! client that stops reading what is sent to it); and parking, which ends hyper's
+//! hold on an HTTP/1 connection that has gone quiet (see `park`).
 //!
 //! Why not hyper's `header_read_timeout`: it starts counting when hyper begins
 //! waiting for a head, so it also cuts idle keep-alive connections after the header
@@ -36,8 +37,8 @@ enum Phase {
     /// Part of a request head received: `header_timeout` from its first byte
     /// (from the accept for the first request).
     Head,
-    /// At least one request in flight: no client timeout; the upstream timeouts
-    /// bound the wait.
+    /// At least one request in flight: no read timeout here; the upstream
+    /// timeouts bound the wait, and `body_timeout` a request body that stalls.
     Busy,
 }
 
@@ -45,18 +46,17 @@ enum Phase {
 /// current phase has passed.
 pub struct TimedIo<S> {
     /// Present until dropped (a parked socket is handed on then).
-    io: Option<TokioIo<S>>,
+    io: Option<TokioIo<Counted<S>>>,
     connection: Arc<Connection>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    body_timeout: Duration,
+    send_timeout: Duration,
     phase: Phase,
-    /// Bytes arrived while requests were in flight (pipelining): the next head
-    /// has started.
-    read_while_busy: bool,
     /// `Connection::started_requests` when the phase was last set: a difference
     /// means a request came (and maybe went) since.
     seen_started: usize,
-    /// Raw scan of the request head being received; see `framing`.
+    /// Follows the request framing on the raw bytes; see `framing`.
     head_scan: HeadScan,
     deadline: Pin<Box<Sleep>>,
     /// Where the socket goes when the connection parks; `None` when it cannot
@@ -68,6 +68,9 @@ pub struct TimedIo<S> {
     parked: bool,
     /// The last write found the socket full: hyper still holds response bytes.
     write_blocked: bool,
+    /// Runs out `send_timeout` after a write found the socket full; made the
+    /// first time one does (most connections never see a full socket).
+    send_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S> TimedIo<S> {
@@ -81,23 +84,28 @@ impl<S> TimedIo<S> {
         park: Option<Arc<ParkSlot<S>>>,
     ) -> Self {
         TimedIo {
-            io: Some(TokioIo::new(stream)),
+            io: Some(TokioIo::new(Counted {
+                inner: stream,
+                read: 0,
+            })),
             seen_started: connection.started_requests(),
             connection,
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
+            body_timeout: config.body_timeout,
+            send_timeout: config.send_timeout,
             phase: Phase::Head,
-            read_while_busy: false,
             head_scan: HeadScan::default(),
             deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
             park,
             idle_deadline: head_deadline,
             parked: false,
             write_blocked: false,
+            send_deadline: None,
         }
     }
 
-    fn io(&mut self) -> Pin<&mut TokioIo<S>>
+    fn io(&mut self) -> Pin<&mut TokioIo<Counted<S>>>
     where
         S: Unpin,
     {
@@ -114,9 +122,10 @@ impl<S> TimedIo<S> {
         self.park.is_some() && !self.connection.http2.load(Ordering::Relaxed)
     }
 
-    /// Whether hyper is surely between messages, holding nothing: the last head
-    /// read was whole and announced no body (a body may still be arriving after
-    /// an early response), and the response went out whole.
+    /// Whether hyper is surely between messages, holding nothing: every byte
+    /// read belongs to a complete message (a body may still be arriving after an
+    /// early response, or a pipelined head be half there), and the response went
+    /// out whole.
     fn hyper_is_idle(&self) -> bool {
         self.head_scan.at_rest() && !self.write_blocked
     }
@@ -134,7 +143,14 @@ impl<S> TimedIo<S> {
             Phase::Head => now + self.header_timeout,
             Phase::Busy => now + self.idle_timeout,
             Phase::Idle => {
-                self.idle_deadline = now + self.idle_timeout;
+                // A body still coming after its response ended may stall only as
+                // long as any body.
+                let timeout = if self.head_scan.in_body() {
+                    self.idle_timeout.min(self.body_timeout)
+                } else {
+                    self.idle_timeout
+                };
+                self.idle_deadline = now + timeout;
                 if self.may_park() {
                     // The same timer first wakes the connection to park it.
                     now + PARK_AFTER.min(self.idle_timeout)
@@ -155,41 +171,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let busy = this.connection.active_requests() > 0;
-        if !busy
-            && (this.phase != Phase::Head || this.request_since_armed())
-            && this.head_scan.body_follows()
-        {
-            // Whatever arrives now starts a new request head.
-            this.head_scan.reset();
+        let upgraded = this.connection.upgraded.load(Ordering::Relaxed);
+        if upgraded {
+            // Tunnelled bytes are not HTTP.
+            this.head_scan.give_up();
         }
-        let read = if busy {
-            this.io().poll_read(cx, buf)
-        } else {
-            let io = this
-                .io
-                .as_mut()
-                .expect("the socket stays until the TimedIo is dropped");
-            read_head_bytes(
-                io.inner_mut(),
-                &mut this.head_scan,
-                &this.connection,
-                cx,
-                buf,
-            )
-        };
-        match read {
+        let io = this
+            .io
+            .as_mut()
+            .expect("the socket stays until the TimedIo is dropped");
+        match read_scanned(io, &mut this.head_scan, &this.connection, cx, buf) {
             Poll::Ready(Ok(())) => {
-                if busy {
-                    this.read_while_busy = true;
-                } else if this.phase != Phase::Head || this.request_since_armed() {
+                if !busy && (this.phase != Phase::Head || this.request_since_armed()) {
                     // The first bytes of a new request head.
-                    this.read_while_busy = false;
                     this.enter(Phase::Head);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             Poll::Pending => {
+                if upgraded {
+                    // A tunnel's reads: its own idle clock bounds them, and the
+                    // connection's idle waker is its connection task's (see
+                    // `outlived_by_tunnel`).
+                    return Poll::Pending;
+                }
                 if busy {
                     this.phase = Phase::Busy;
                     // Be woken when the last request finishes, then look again: it
@@ -201,13 +207,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
                 }
                 if this.phase == Phase::Busy || this.request_since_armed() {
                     // Bytes that came while busy, or after the last head in the
-                    // same read, start the next head.
-                    let next =
-                        if std::mem::take(&mut this.read_while_busy) || this.head_scan.mid_head() {
-                            Phase::Head
-                        } else {
-                            Phase::Idle
-                        };
+                    // same read, may have started the next head.
+                    let next = if this.head_scan.mid_head() {
+                        Phase::Head
+                    } else {
+                        Phase::Idle
+                    };
                     this.enter(next);
                 }
                 ready!(this.deadline.as_mut().poll(cx));
@@ -225,6 +230,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
                 }
                 let what = match this.phase {
                     Phase::Head => "request head not received within header_timeout",
+                    _ if this.head_scan.in_body() => "request body stalled for body_timeout",
                     _ => "connection idle for idle_timeout",
                 };
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)))
@@ -233,23 +239,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
     }
 }
 
-/// Reads bytes that start (or continue) a request head through a stack buffer, so
-/// they can be looked at before hyper parses them: hyper resolves a head carrying
-/// both `Content-Length` and `Transfer-Encoding` by dropping the former, and weir
-/// refuses such requests outright, so it must see the raw head. Body bytes, read
-/// while a request is in flight, go straight to hyper's buffer.
-fn read_head_bytes<S: AsyncRead + Unpin>(
-    stream: &mut S,
+/// Reads the next bytes for hyper, letting the scan see each of them (see
+/// `framing`): through a stack buffer, so they can be looked at before hyper
+/// parses them, or straight into hyper's buffer where they can only be body
+/// data (or the scan has lost track), counted but not looked at.
+fn read_scanned<S: AsyncRead + Unpin>(
+    io: &mut TokioIo<Counted<S>>,
     scan: &mut HeadScan,
     connection: &Connection,
     cx: &mut Context<'_>,
     mut buf: ReadBufCursor<'_>,
 ) -> Poll<io::Result<()>> {
-    let mut scratch = [const { MaybeUninit::<u8>::uninit() }; HEAD_READ_BYTES];
-    let limit = buf.remaining().min(HEAD_READ_BYTES);
+    if scan.unscanned_room() >= buf.remaining() as u64 {
+        let before = io.inner().read;
+        ready!(Pin::new(&mut *io).poll_read(cx, buf))?;
+        scan.skip(io.inner().read - before);
+        return Poll::Ready(Ok(()));
+    }
+    let mut scratch = [const { MaybeUninit::<u8>::uninit() }; SCRATCH_BYTES];
+    let limit = buf.remaining().min(SCRATCH_BYTES);
     let mut read = tokio::io::ReadBuf::uninit(&mut scratch[..limit]);
-    ready!(tokio::io::AsyncRead::poll_read(
-        Pin::new(stream),
+    ready!(AsyncRead::poll_read(
+        Pin::new(io.inner_mut()),
         cx,
         &mut read
     ))?;
@@ -263,8 +274,90 @@ fn read_head_bytes<S: AsyncRead + Unpin>(
     Poll::Ready(Ok(()))
 }
 
-/// Enough for the heads of nearly all requests in one read; longer ones take more.
-const HEAD_READ_BYTES: usize = 4096;
+/// Enough for the heads of nearly all requests, and for the tail of a body and
+/// the head behind it, in one read; longer ones take more.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+/// A socket that counts the bytes read from it: what a read straight into
+/// hyper's buffer brought, which hyper's cursor does not tell afterwards.
+pub struct Counted<S> {
+    inner: S,
+    read: u64,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.read += (buf.filled().len() - before) as u64;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> TimedIo<S> {
+    /// Notes how a write went; one that has found the socket full for
+    /// `send_timeout` fails, which ends the connection: a client that does not
+    /// read must not hold its backend connection and slot for good.
+    fn written<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if written.is_ready() {
+            self.write_blocked = false;
+            return written;
+        }
+        if !self.write_blocked {
+            self.write_blocked = true;
+            let due = Instant::now() + self.send_timeout;
+            match &mut self.send_deadline {
+                Some(deadline) => deadline.as_mut().reset(due),
+                None => self.send_deadline = Some(Box::pin(tokio::time::sleep_until(due))),
+            }
+        }
+        let deadline = self.send_deadline.as_mut().expect("armed above");
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client did not read for send_timeout",
+        )))
+    }
+}
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     fn poll_write(
@@ -274,8 +367,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = this.io().poll_write(cx, buf);
-        this.write_blocked = written.is_pending();
-        written
+        this.written(cx, written)
     }
 
     fn poll_write_vectored(
@@ -285,8 +377,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = this.io().poll_write_vectored(cx, bufs);
-        this.write_blocked = written.is_pending();
-        written
+        this.written(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -294,7 +385,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().io().poll_flush(cx)
+        // A TLS stream flushes its records here: the same stall as a write.
+        let this = self.get_mut();
+        let flushed = this.io().poll_flush(cx);
+        this.written(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -303,7 +397,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
             // The socket is parked, not closed.
             return Poll::Ready(Ok(()));
         }
-        this.io().poll_shutdown(cx)
+        let shut = this.io().poll_shutdown(cx);
+        this.written(cx, shut)
     }
 }
 
@@ -312,7 +407,7 @@ impl<S> Drop for TimedIo<S> {
         if self.parked
             && let (Some(io), Some(slot)) = (self.io.take(), &self.park)
         {
-            slot.put(io.into_inner(), self.idle_deadline);
+            slot.put(io.into_inner().inner, self.idle_deadline);
         }
     }
 }

@@ -43,6 +43,7 @@ impl ProxyError {
         }
         match self.status() {
             StatusCode::BAD_REQUEST => "400 bad request\n",
+            StatusCode::REQUEST_TIMEOUT => "408 request body too slow\n",
             StatusCode::METHOD_NOT_ALLOWED => "405 method not allowed\n",
             StatusCode::NOT_FOUND => "404 no route matches\n",
             StatusCode::SERVICE_UNAVAILABLE => "503 no healthy backend\n",
@@ -99,12 +100,15 @@ impl ProxyError {
         response
     }
 
-    /// A client that sent a malformed request may be out of step with the framing:
-    /// its connection is closed after the answer.
+    /// A client that sent a malformed request, or whose body broke or stalled,
+    /// may be out of step with the framing: its connection is closed after the
+    /// answer.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed(_)
+            ProxyError::BadRequest(_)
+                | ProxyError::MethodNotAllowed(_)
+                | ProxyError::Upstream(UpstreamError::ClientBody(_))
         )
     }
 }

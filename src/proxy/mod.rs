@@ -30,7 +30,7 @@ use crate::access_log;
 use crate::balance::RequestKey;
 use crate::config::RetryPolicy;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClientBodyError, ClientEnds, RequestBody, Tries, UpstreamError};
+use crate::upstream::{ClientBody, ClientEnds, RequestBody, Tries, UpstreamError};
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -44,6 +44,8 @@ pub struct Connection {
     pub facts: ClientFacts,
     /// The listener's `idle_timeout`, which also ends a silent tunnel.
     pub idle_timeout: std::time::Duration,
+    /// The listener's `body_timeout`: the longest a request body may stall.
+    pub body_timeout: std::time::Duration,
     /// Requests of this connection whose response is not finished; read by the
     /// connection's idle and header timeouts. Per connection, so never contended.
     pub active: AtomicUsize,
@@ -55,6 +57,9 @@ pub struct Connection {
     pub conflicting_framing: AtomicBool,
     /// Set once an HTTP/2 request arrives: such a connection is never parked.
     pub http2: AtomicBool,
+    /// Set when a protocol switch is relayed: the bytes after it are a tunnel's,
+    /// not requests.
+    pub upgraded: AtomicBool,
     /// Woken when `active` drops to zero, so the connection starts its idle clock
     /// even if the last response ended without a further read.
     pub idle_waker: AtomicWaker,
@@ -62,7 +67,7 @@ pub struct Connection {
 
 impl Connection {
     /// `trusted_proxies` is the listener's list; the connection keeps it only when
-    /// the peer is in it.
+    /// the peer is in it. The timeouts are `config`'s.
     pub fn new(
         listener: Arc<str>,
         peer: SocketAddr,
@@ -70,7 +75,7 @@ impl Connection {
         tls: bool,
         snapshots: Arc<ArcSwap<Snapshot>>,
         trusted_proxies: &Arc<[ipnet::IpNet]>,
-        idle_timeout: std::time::Duration,
+        config: &crate::config::ListenerConfig,
     ) -> Self {
         let trusted = trusted_proxies
             .iter()
@@ -81,7 +86,8 @@ impl Connection {
             listener,
             peer,
             local,
-            idle_timeout,
+            idle_timeout: config.idle_timeout,
+            body_timeout: config.body_timeout,
             facts: ClientFacts {
                 address: HeaderValue::from_str(&ip)
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
@@ -92,6 +98,7 @@ impl Connection {
             started: AtomicUsize::new(0),
             conflicting_framing: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
             idle_waker: AtomicWaker::new(),
         }
     }
@@ -301,14 +308,14 @@ async fn proxy(
     } else if buffers_for_retry(&upstream.retries, &parts) {
         // Small enough to keep whole, so that a retry can send it again.
         RequestBody::Full(Some(
-            incoming
+            ClientBody::new(incoming, connection.body_timeout)
                 .collect()
                 .await
-                .map_err(|err| UpstreamError::ClientBody(ClientBodyError(err)))?
+                .map_err(UpstreamError::ClientBody)?
                 .to_bytes(),
         ))
     } else {
-        RequestBody::Streaming(incoming)
+        RequestBody::Streaming(ClientBody::new(incoming, connection.body_timeout))
     };
     let (mut response, pick) = upstream
         .forward(
@@ -339,11 +346,13 @@ async fn proxy(
             ));
         };
         forward::keep_upgrade(response.headers_mut(), protocol);
+        connection.upgraded.store(true, Ordering::Relaxed);
         let backend_side = hyper::upgrade::on(&mut response);
         tunnel::spawn(
             client,
             backend_side,
             RequestGuard::new(connection.clone()),
+            response.body_mut().keep_in_flight(),
             connection.idle_timeout,
         );
     }

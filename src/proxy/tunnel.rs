@@ -15,13 +15,24 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::RequestGuard;
+use crate::upstream::InFlight;
 
-/// Runs the tunnel in its own task. `guard` keeps the client connection counted as
-/// busy for the tunnel's lifetime, so its header and idle timeouts stay out of it;
-/// the tunnel keeps its own idle clock instead.
-pub fn spawn(client: OnUpgrade, backend: OnUpgrade, guard: RequestGuard, idle_timeout: Duration) {
+/// Runs the tunnel in its own task until it closes. Writes to the client go
+/// through its connection's socket, whose `send_timeout` holds here too.
+///
+/// Held meanwhile: `guard` keeps the client connection counted as busy, so its
+/// header and idle timeouts stay out of it (the tunnel keeps its own idle
+/// clock), and its task open: counted in `max_connections`, waited for by a
+/// drain; `in_flight` keeps the tunnel counted on its backend.
+pub fn spawn(
+    client: OnUpgrade,
+    backend: OnUpgrade,
+    guard: RequestGuard,
+    in_flight: Option<InFlight>,
+    idle_timeout: Duration,
+) {
     tokio::spawn(async move {
-        let _guard = guard;
+        let _held = (guard, in_flight);
         let (client, backend) = match tokio::try_join!(client, backend) {
             Ok(both) => both,
             Err(err) => {

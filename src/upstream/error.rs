@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::request_body::ClientBodyError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// The TCP connect failed (refused, unreachable, reset). Nothing was sent.
@@ -25,10 +27,10 @@ pub enum UpstreamError {
     /// closed early, or an unparsable (or too large) response head.
     #[error("request failed: {0}")]
     Exchange(#[source] hyper::Error),
-    /// The client's request body broke while it was being forwarded; the backend
-    /// saw an incomplete request.
+    /// The client's request body broke or stalled (before or while it was
+    /// forwarded); the backend saw an incomplete request, if any.
     #[error("{0}")]
-    ClientBody(#[source] super::request_body::ClientBodyError),
+    ClientBody(#[source] ClientBodyError),
     /// The backend answered 101 to a request that asked for no protocol switch.
     #[error("backend switched protocols without being asked")]
     UnaskedUpgrade,
@@ -59,7 +61,8 @@ impl UpstreamError {
     /// mapping; the proxy's error type defers to it).
     pub fn status_code(&self) -> u16 {
         match self {
-            UpstreamError::ClientBody(_) => 400,
+            UpstreamError::ClientBody(ClientBodyError::Stalled(_)) => 408,
+            UpstreamError::ClientBody(ClientBodyError::Broken(_)) => 400,
             UpstreamError::AtCapacity => 503,
             err if err.is_timeout() => 504,
             _ => 502,
@@ -85,12 +88,16 @@ impl UpstreamError {
     /// fault, anything else the backend's.
     pub(super) fn from_exchange(err: hyper::Error) -> Self {
         let client_body = std::error::Error::source(&err)
-            .is_some_and(|source| source.is::<super::request_body::ClientBodyError>());
-        if client_body {
+            .and_then(|source| source.downcast_ref::<ClientBodyError>());
+        match client_body {
+            Some(ClientBodyError::Stalled(timeout)) => {
+                UpstreamError::ClientBody(ClientBodyError::Stalled(*timeout))
+            }
             // hyper keeps the cause boxed; rebuild ours around the same text.
-            UpstreamError::ClientBody(super::request_body::ClientBodyError(err))
-        } else {
-            UpstreamError::Exchange(err)
+            Some(ClientBodyError::Broken(_)) => {
+                UpstreamError::ClientBody(ClientBodyError::Broken(err))
+            }
+            None => UpstreamError::Exchange(err),
         }
     }
 }

@@ -12,14 +12,15 @@ mod retry;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::{Request, Response};
 
 pub use backend::{Backend, BackendState};
 pub use error::UpstreamError;
 pub use pool::{Pool, Transport};
-pub use request_body::{ClientBodyError, RequestBody};
-pub use response_body::ResponseBody;
+pub use request_body::{ClientBody, ClientBodyError, RequestBody};
+pub use response_body::{InFlight, ResponseBody};
 pub use retry::is_idempotent;
 use retry::{Replay, RetryBudget, retryable_error, retryable_status};
 use tracing::{debug, warn};
@@ -406,11 +407,12 @@ impl Upstream {
         let mut guard = InFlightGuard(Some(state));
         // The clock is read only for strategies that use the latency.
         let started = std::time::Instant::now();
-        let request = if self.transport.protocol.is_http2() {
+        let mut request = if self.transport.protocol.is_http2() {
             into_http2(request, self.transport.scheme(), backend.address)
         } else {
             request
         };
+        let request_sent = request.body_mut().completion();
         let result = exchange(backend, request, &self.transport, &self.timeouts, preamble).await;
         let now = std::time::Instant::now();
         // The client's body breaking says nothing about the backend.
@@ -447,6 +449,9 @@ impl Upstream {
         // After a protocol switch the connection belongs to the tunnel, not the pool.
         let connection =
             connection.filter(|_| parts.status != http::StatusCode::SWITCHING_PROTOCOLS);
+        // Pooled once both directions are complete: a request body still being
+        // written (after an early answer) would hold up the next request.
+        let connection = connection.map(|connection| (connection, request_sent));
         let body = ResponseBody::new(incoming, state.clone(), connection, self.timeouts.idle);
         Ok(Response::from_parts(parts, body))
     }
@@ -666,8 +671,16 @@ fn into_http2(
 /// A pooled connection that is ready for a new request.
 async fn reuse(backend: &Backend, timeouts: &UpstreamTimeouts) -> Option<pool::Connection> {
     while let Some(mut connection) = backend.state.pool().take(timeouts.idle) {
-        // Ready at once unless the previous response is still being wound up.
-        if connection.ready().await.is_ok() {
+        // Ready at once unless the previous exchange is still being wound up,
+        // which may take no longer than a connect would.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(connection.poll_ready(cx))).await;
+        let ready = match ready {
+            Poll::Ready(ready) => ready.is_ok(),
+            Poll::Pending => tokio::time::timeout(timeouts.connect, connection.ready())
+                .await
+                .is_ok_and(|ready| ready.is_ok()),
+        };
+        if ready {
             return Some(connection);
         }
     }

@@ -104,6 +104,17 @@ impl Connection {
         matches!(self.sender, Sender::Http1(_))
     }
 
+    /// Whether the connection can take a request now; an error means it is gone.
+    pub fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), hyper::Error>> {
+        match &mut self.sender {
+            Sender::Http1(sender) => sender.poll_ready(cx),
+            Sender::Http2(sender) => sender.poll_ready(cx),
+        }
+    }
+
     /// Waits until the connection can take a request; an error means it is gone.
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
         match &mut self.sender {

@@ -1,11 +1,15 @@
-//! The body sent to a backend, and the error that marks its failure as the
-//! client's.
+//! The body sent to a backend, the client's body it streams from (with its stall
+//! timeout), and the error that marks a failure as the client's.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 /// The body sent to a backend. An enum, not a boxed trait object: no allocation
 /// per request, and room for a replay buffer when retries need one.
@@ -16,14 +20,118 @@ pub enum RequestBody {
     /// once sent.
     Full(Option<Bytes>),
     /// The client's body, streamed as it arrives.
-    Streaming(Incoming),
+    Streaming(ClientBody),
 }
 
-/// The client's request body broke (bad chunk, early close): marks the fault as the
-/// client's, so it is answered 400, not 502.
+impl RequestBody {
+    /// A flag set once the whole body has been handed to the connection; `None`
+    /// for a body that is whole from the start. A backend connection goes back
+    /// to its pool only when both its request and its response are complete.
+    pub(super) fn completion(&mut self) -> Option<Arc<AtomicBool>> {
+        match self {
+            RequestBody::Streaming(body) => Some(
+                body.done
+                    .get_or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                    .clone(),
+            ),
+            RequestBody::Empty | RequestBody::Full(_) => None,
+        }
+    }
+}
+
+/// The client's request body broke, or stalled: marks the fault as the client's,
+/// so it is answered 400 (or 408), not 502.
 #[derive(Debug, thiserror::Error)]
-#[error("client request body: {0}")]
-pub struct ClientBodyError(#[source] pub hyper::Error);
+pub enum ClientBodyError {
+    /// A bad chunk, an early close.
+    #[error("client request body: {0}")]
+    Broken(#[source] hyper::Error),
+    /// No byte of it came for `body_timeout` while weir waited for one.
+    #[error("client request body stalled for {0:?} (body_timeout)")]
+    Stalled(Duration),
+}
+
+/// A client's request body, which fails once the client has sent nothing for
+/// `body_timeout` while it is waited on. Time the backend takes to accept what
+/// was read (its flow control) does not count: the clock runs only while a read
+/// is pending.
+#[derive(Debug)]
+pub struct ClientBody {
+    incoming: Incoming,
+    timeout: Duration,
+    /// Armed when a read finds nothing, made on the first such read (most
+    /// bodies arrive with their head).
+    stall: Option<Pin<Box<Sleep>>>,
+    /// A read is pending: `stall` runs for it.
+    waiting: bool,
+    /// See [`RequestBody::completion`].
+    done: Option<Arc<AtomicBool>>,
+}
+
+impl ClientBody {
+    pub fn new(incoming: Incoming, timeout: Duration) -> Self {
+        ClientBody {
+            incoming,
+            timeout,
+            stall: None,
+            waiting: false,
+            done: None,
+        }
+    }
+
+    fn finished(&self) {
+        if let Some(done) = &self.done {
+            done.store(true, Ordering::Release);
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                if this.incoming.is_end_stream() {
+                    this.finished();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.finished();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(ClientBodyError::Broken(err)))),
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let due = Instant::now() + this.timeout;
+                    match &mut this.stall {
+                        Some(stall) => stall.as_mut().reset(due),
+                        None => this.stall = Some(Box::pin(tokio::time::sleep_until(due))),
+                    }
+                }
+                let stall = this.stall.as_mut().expect("armed above");
+                ready!(stall.as_mut().poll(cx));
+                Poll::Ready(Some(Err(ClientBodyError::Stalled(this.timeout))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
 
 impl Body for RequestBody {
     type Data = Bytes;
@@ -36,9 +144,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            RequestBody::Streaming(incoming) => {
-                Pin::new(incoming).poll_frame(cx).map_err(ClientBodyError)
-            }
+            RequestBody::Streaming(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -46,7 +152,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Empty | RequestBody::Full(None) => true,
             RequestBody::Full(Some(_)) => false,
-            RequestBody::Streaming(incoming) => incoming.is_end_stream(),
+            RequestBody::Streaming(body) => body.is_end_stream(),
         }
     }
 
@@ -54,7 +160,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Empty | RequestBody::Full(None) => SizeHint::with_exact(0),
             RequestBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
-            RequestBody::Streaming(incoming) => incoming.size_hint(),
+            RequestBody::Streaming(body) => body.size_hint(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,8 +22,23 @@ use super::pool::Connection;
 pub struct ResponseBody {
     inner: Incoming,
     backend: Arc<BackendState>,
-    connection: Option<Connection>,
+    /// The connection, with the flag its request body sets once sent whole
+    /// (none when it was whole from the start).
+    connection: Option<(Connection, Option<Arc<AtomicBool>>)>,
     idle_timeout: Duration,
+    /// Still counted as in flight on `backend` (until a tunnel takes that over).
+    in_flight: bool,
+}
+
+/// A request counted as in flight on its backend until dropped: what a tunnel
+/// keeps after its 101 response is done.
+#[derive(Debug)]
+pub struct InFlight(Arc<BackendState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finish_request();
+    }
 }
 
 impl ResponseBody {
@@ -31,7 +47,7 @@ impl ResponseBody {
     pub(super) fn new(
         inner: Incoming,
         backend: Arc<BackendState>,
-        connection: Option<Connection>,
+        connection: Option<(Connection, Option<Arc<AtomicBool>>)>,
         idle_timeout: Duration,
     ) -> Self {
         ResponseBody {
@@ -39,11 +55,21 @@ impl ResponseBody {
             backend,
             connection,
             idle_timeout,
+            in_flight: true,
         }
     }
 
+    /// Hands the request's in-flight count over to the caller: a tunnel, which
+    /// occupies its backend for as long as it lasts.
+    pub fn keep_in_flight(&mut self) -> Option<InFlight> {
+        std::mem::take(&mut self.in_flight).then(|| InFlight(self.backend.clone()))
+    }
+
+    /// Pools the connection if its request went out whole too; else it closes.
     fn release(&mut self) {
-        if let Some(connection) = self.connection.take() {
+        if let Some((connection, request_sent)) = self.connection.take()
+            && request_sent.is_none_or(|sent| sent.load(Ordering::Acquire))
+        {
             self.backend.pool().put(connection, self.idle_timeout);
         }
     }
@@ -86,6 +112,8 @@ impl Drop for ResponseBody {
         if self.inner.is_end_stream() {
             self.release();
         }
-        self.backend.finish_request();
+        if self.in_flight {
+            self.backend.finish_request();
+        }
     }
 }
