@@ -31,16 +31,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if let Some(connection) = headers.get(header::CONNECTION).cloned() {
-        // Usually `keep-alive` or `close`; anything else names more headers to drop.
-        for token in connection.to_str().unwrap_or("").split(',') {
-            let token = token.trim();
-            if !token.eq_ignore_ascii_case("keep-alive")
-                && !token.eq_ignore_ascii_case("close")
-                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
-            {
-                headers.remove(name);
-            }
-        }
+        remove_named(headers, &connection);
         // Further `Connection` lines are rare; they name headers too.
         let more: Vec<HeaderValue> = headers
             .get_all(header::CONNECTION)
@@ -49,16 +40,28 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .cloned()
             .collect();
         for value in more {
-            for token in value.to_str().unwrap_or("").split(',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                    headers.remove(name);
-                }
-            }
+            remove_named(headers, &value);
         }
     }
     // Only the names present are removed: one hashed look-up each.
     while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
         headers.remove(&name);
+    }
+}
+
+/// Removes every header a `Connection` value names. Its tokens are read as bytes:
+/// a value with a stray non-ASCII byte still names the headers it names. `close`
+/// is removed too, when present: RFC 9110 reserves it as a field name for that
+/// reason. Names are looked up as `&str`, which allocates nothing.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for token in connection.as_bytes().split(|&byte| byte == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"keep-alive") {
+            continue; // hop-by-hop anyway, and the usual value
+        }
+        if let Ok(name) = std::str::from_utf8(token) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -373,6 +376,23 @@ mod tests {
         remove_hop_by_hop(&mut map);
         assert_eq!(map.len(), 1);
         assert_eq!(map["x-kept"], "yes");
+    }
+
+    #[test]
+    fn close_and_names_beside_obs_text_are_removed() {
+        // Both found by the `forward` fuzz target.
+        let mut map = headers(&[("connection", "close"), ("close", "1"), ("x-kept", "yes")]);
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.len(), 1, "{map:?}");
+        let mut map = HeaderMap::new();
+        map.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-secret, \xe9t\xe9").unwrap(),
+        );
+        map.insert("x-secret", HeaderValue::from_static("1"));
+        map.insert("x-kept", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.len(), 1, "{map:?}");
     }
 
     #[test]
