@@ -240,7 +240,12 @@ impl HeadScan {
             return;
         }
         if self.lines == 1 {
-            return; // the request line
+            // The request line. HTTP/2's connection preface looks like one; what
+            // follows it is frames, not heads.
+            if line.starts_with(b"PRI * HTTP/2.0") {
+                self.state = State::Lost;
+            }
+            return;
         }
         // Only the two framing names matter; most lines start otherwise.
         if !matches!(line.first(), Some(b'c' | b'C' | b't' | b'T')) {
@@ -548,6 +553,12 @@ mod tests {
     fn a_pipelined_head_after_a_bodiless_one_is_scanned() {
         let bytes = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(conflict_in_pieces(&[bytes]));
+    }
+
+    #[test]
+    fn the_http2_preface_loses_track() {
+        let scan = scanned(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(scan.state, State::Lost);
     }
 
     #[test]
