@@ -315,7 +315,10 @@ async fn proxy(
                 .to_bytes(),
         ))
     } else {
-        RequestBody::Streaming(ClientBody::new(incoming, connection.body_timeout))
+        RequestBody::Streaming(Box::new(ClientBody::new(
+            incoming,
+            connection.body_timeout,
+        )))
     };
     let (mut response, pick) = upstream
         .forward(

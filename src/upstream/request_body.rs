@@ -19,8 +19,10 @@ pub enum RequestBody {
     /// A body read whole beforehand, kept so a retry can send it again; `None`
     /// once sent.
     Full(Option<Bytes>),
-    /// The client's body, streamed as it arrives.
-    Streaming(ClientBody),
+    /// The client's body, streamed as it arrives. Boxed: most requests have no
+    /// body, and every layer of the request path moves the request, whose size
+    /// is that of its largest variant.
+    Streaming(Box<ClientBody>),
 }
 
 impl RequestBody {
