@@ -315,10 +315,7 @@ async fn proxy(
                 .to_bytes(),
         ))
     } else {
-        RequestBody::Streaming(Box::new(ClientBody::new(
-            incoming,
-            connection.body_timeout,
-        )))
+        RequestBody::Streaming(Box::new(ClientBody::new(incoming, connection.body_timeout)))
     };
     let (mut response, pick) = upstream
         .forward(
