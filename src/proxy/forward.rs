@@ -119,10 +119,7 @@ pub fn rewrite_request(
     let from_trusted = client.trusted_proxies.is_some();
     // Backends get origin-form targets; the authority travels in `Host`.
     if uri.scheme().is_some() || uri.authority().is_some() {
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(origin) = path.parse() {
-            *uri = origin;
-        }
+        *uri = Uri::from(origin_form(uri));
     }
     // The request goes on as HTTP/1.1, which allows one `Cookie` line; an HTTP/2
     // client may have split its cookies over several fields (RFC 9113 §8.2.3).
@@ -150,6 +147,18 @@ pub fn rewrite_request(
             headers.remove(&X_FORWARDED_HOST);
         }
         None => {}
+    }
+}
+
+/// The origin-form target of an absolute one: its path and query, with the path
+/// `/` when empty (`http://a?x` becomes `/?x`, RFC 9112 §3.2.1).
+fn origin_form(uri: &Uri) -> http::uri::PathAndQuery {
+    match uri.path_and_query() {
+        Some(target) if target.as_str().starts_with('/') => target.clone(),
+        Some(target) => format!("/{}", target.as_str())
+            .parse()
+            .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/")),
+        None => http::uri::PathAndQuery::from_static("/"),
     }
 }
 
@@ -376,6 +385,28 @@ mod tests {
         remove_hop_by_hop(&mut map);
         assert_eq!(map.len(), 1);
         assert_eq!(map["x-kept"], "yes");
+    }
+
+    #[test]
+    fn an_absolute_target_without_a_path_becomes_origin_form() {
+        // Found by the `forward` fuzz target.
+        for (target, origin) in [
+            ("http://a.example?x=1", "/?x=1"),
+            ("http://a.example", "/"),
+            ("http://a.example/p?q", "/p?q"),
+        ] {
+            let mut uri: Uri = target.parse().unwrap();
+            let mut version = Version::HTTP_11;
+            rewrite_request(
+                &mut uri,
+                &mut version,
+                &mut HeaderMap::new(),
+                None,
+                &facts(),
+            );
+            assert_eq!(uri, origin, "{target}");
+            assert!(uri.authority().is_none());
+        }
     }
 
     #[test]
