@@ -247,3 +247,26 @@ async fn a_chunked_body_then_a_split_pipelined_head_survives_a_pause() {
     assert_eq!(conn.read_response().await.expect("a response").status, 200);
     assert_eq!(backend.paths(), ["/post", "/get", "/last"]);
 }
+
+#[tokio::test]
+async fn a_backend_connection_still_taking_a_body_is_not_handed_to_the_next_request() {
+    // The backend answers at once and never reads the body; the client sends only
+    // part of it. The next request must not wait behind that body.
+    let (backend, lines) = early_answering_backend().await;
+    // A connect timeout past the test's bound: only the pool's rule, not the
+    // bounded wait for a busy connection, can make this pass.
+    let upstream = one_upstream(&["app"], "timeouts = { connect = \"30s\" }\n");
+    let lb = start_lb(&upstream, &[("app", backend)]).await;
+    let mut uploading = RawConn::connect(lb.addr).await;
+    uploading
+        .send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\npart")
+        .await;
+    let answer = uploading.read_response().await.expect("the early answer");
+    assert_eq!(answer.body, b"early");
+    let reply = get(&client(), &lb.url("/next"), None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        *lines.lock().unwrap(),
+        ["POST /upload HTTP/1.1", "GET /next HTTP/1.1"]
+    );
+}
