@@ -14,7 +14,7 @@ use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use support::*;
 
-fn listener(extra: &str) -> String {
+fn listener_config(extra: &str) -> String {
     format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\nbody_timeout = \"1s\"\nsend_timeout = \"1s\"\n{extra}\n"
     )
@@ -33,7 +33,7 @@ async fn spawn_reading_backend() -> Backend {
 
 async fn a_stalled_body_is_answered_408_and_closed(upstream_extra: &str) {
     let backend = spawn_reading_backend().await;
-    let config = listener("") + &one_upstream(&["app"], upstream_extra);
+    let config = listener_config("") + &one_upstream(&["app"], upstream_extra);
     let lb = start_lb(&config, &[("app", backend.addr)]).await;
     let mut conn = RawConn::connect(lb.addr).await;
     conn.send(b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 65536\r\n\r\nx")
@@ -61,7 +61,7 @@ async fn a_stalled_body_kept_for_retries_is_answered_408() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_body_that_keeps_coming_is_not_cut() {
     let backend = spawn_reading_backend().await;
-    let config = listener("") + &one_upstream(&["app"], "");
+    let config = listener_config("") + &one_upstream(&["app"], "");
     let lb = start_lb(&config, &[("app", backend.addr)]).await;
     let mut conn = RawConn::connect(lb.addr).await;
     conn.send(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
@@ -79,7 +79,7 @@ async fn a_slow_body_that_keeps_coming_is_not_cut() {
 #[tokio::test(start_paused = true)]
 async fn a_stalled_http2_body_is_answered_408() {
     let backend = spawn_reading_backend().await;
-    let config = listener("") + &one_upstream(&["app"], "");
+    let config = listener_config("") + &one_upstream(&["app"], "");
     let lb = start_lb(&config, &[("app", backend.addr)]).await;
     let (mut sender, _connection) = h2c_connect(lb.addr).await;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -115,7 +115,7 @@ async fn spawn_endless_backend() -> Backend {
 async fn a_client_that_never_reads_is_closed_and_frees_its_backend() {
     let backend = spawn_endless_backend().await;
     // One request at a time per backend: the stuck one must give its slot back.
-    let config = listener("") + &one_upstream(&["app"], "max_connections_per_backend = 1\n");
+    let config = listener_config("") + &one_upstream(&["app"], "max_connections_per_backend = 1\n");
     let lb = start_lb(&config, &[("app", backend.addr)]).await;
     let mut stuck = RawConn::connect(lb.addr).await;
     stuck.send(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n").await;
@@ -139,7 +139,7 @@ async fn a_client_that_never_reads_is_closed_and_frees_its_backend() {
 #[tokio::test(start_paused = true)]
 async fn an_http2_client_that_never_reads_is_closed() {
     let backend = spawn_endless_backend().await;
-    let config = listener("") + &one_upstream(&["app"], "max_connections_per_backend = 1\n");
+    let config = listener_config("") + &one_upstream(&["app"], "max_connections_per_backend = 1\n");
     let lb = start_lb(&config, &[("app", backend.addr)]).await;
     // A raw h2c client: the preface, its settings, one request on stream 1, then
     // nothing read.
@@ -173,4 +173,45 @@ async fn an_http2_client_that_never_reads_is_closed() {
     })
     .await;
     assert_eq!(next.text(), "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tunnel_whose_client_never_reads_is_closed() {
+    // The backend switches protocols, then sends as fast as it can until its
+    // connection breaks (at most 1 GiB).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (broken_tx, broken_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < 16 * 1024 && stream.write_all(&chunk).await.is_ok() {
+            sent += 1;
+        }
+        let _ = broken_tx.send(sent);
+    });
+    let config = listener_config("") + &one_upstream(&["app"], "");
+    let lb = start_lb(&config, &[("app", backend)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await;
+    // Never read (not even the 101): weir fills the socket, waits send_timeout,
+    // and closes the tunnel, which breaks the backend's side too.
+    let sent = within("the tunnel closed", broken_rx).await.unwrap();
+    assert!(
+        sent < 16 * 1024,
+        "the backend sent 1 GiB into a stuck tunnel"
+    );
 }
