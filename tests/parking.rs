@@ -199,12 +199,16 @@ async fn a_body_that_follows_an_early_answer_after_a_pause_is_never_a_request() 
     conn.send(head.as_bytes()).await;
     let answer = conn.read_response().await.expect("the early answer");
     assert_eq!(answer.body, b"early");
-    // The body comes well after the answer, past the park delay.
+    // The body comes well after the answer, past the park delay. weir may have
+    // closed the connection meanwhile (the backend dropped the body); if not,
+    // the next request proper is answered, and is the only other one forwarded.
     tokio::time::sleep(QUIET).await;
-    conn.send(smuggled).await;
-    // The next request proper is answered, and is the only other one forwarded.
-    conn.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    if let Some(response) = conn.read_response().await {
+    if conn.try_send(smuggled).await
+        && conn
+            .try_send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+        && let Some(response) = conn.read_response().await
+    {
         assert_eq!(response.status, 200);
     }
     let seen = lines.lock().unwrap().clone();
@@ -269,4 +273,40 @@ async fn a_backend_connection_still_taking_a_body_is_not_handed_to_the_next_requ
         *lines.lock().unwrap(),
         ["POST /upload HTTP/1.1", "GET /next HTTP/1.1"]
     );
+}
+
+#[tokio::test]
+async fn a_body_nobody_reads_after_an_early_answer_ends_the_connection() {
+    // The backend answers at once and never reads; the client goes on sending a
+    // large body. weir stops forwarding it and closes the client's connection
+    // after the answer, instead of both connections waiting for good.
+    let (backend, _lines) = early_answering_backend().await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend)]).await;
+    let stream = tokio::net::TcpStream::connect(lb.addr).await.unwrap();
+    let (mut reading, mut writing) = stream.into_split();
+    const SIZE: usize = 256 * 1024 * 1024;
+    let sender = tokio::spawn(async move {
+        let head = format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\n\r\n");
+        writing.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..SIZE / chunk.len() {
+            writing.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let mut received = Vec::new();
+    within("the answer, then the close", async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reading.read(&mut buf).await {
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        received.ends_with(b"early"),
+        "{:?}",
+        String::from_utf8_lossy(&received)
+    );
+    let sent = within("the sender to stop", sender).await.unwrap();
+    assert!(sent.is_err(), "the whole body went somewhere");
 }

@@ -81,6 +81,9 @@ pub struct Connection {
     sender: Sender,
     /// The generation of the transport that made it.
     generation: u64,
+    /// The task driving an HTTP/1.1 connection, to end it at once (see
+    /// [`Connection::abandon`]).
+    task: Option<tokio::task::AbortHandle>,
 }
 
 #[derive(Debug)]
@@ -138,6 +141,16 @@ impl Connection {
         }
     }
 
+    /// Ends the connection now, even mid-exchange: dropping the sender alone
+    /// would let its task finish writing a request body that nobody waits for
+    /// any more (to a backend that may never read it). A shared connection is
+    /// only let go.
+    pub fn abandon(self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
     /// Another handle on the same connection, when it is a shared (HTTP/2) one.
     pub fn share(&self) -> Option<Connection> {
         match &self.sender {
@@ -145,6 +158,7 @@ impl Connection {
             Sender::Http2(sender) => Some(Connection {
                 sender: Sender::Http2(sender.clone()),
                 generation: self.generation,
+                task: None,
             }),
         }
     }
@@ -281,13 +295,14 @@ pub async fn connect(
     let stream = tokio::time::timeout(connect_timeout, open)
         .await
         .map_err(|_elapsed| UpstreamError::ConnectTimeout(connect_timeout))??;
-    let sender = match stream {
+    let (sender, task) = match stream {
         Stream::Plain(stream) => handshake(address, transport.protocol, TokioIo::new(stream)).await,
         Stream::Tls(stream) => handshake(address, transport.protocol, TokioIo::new(*stream)).await,
     }?;
     Ok(Connection {
         sender,
         generation: transport.generation,
+        task,
     })
 }
 
@@ -296,12 +311,13 @@ enum Stream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Sets HTTP up on an open stream and spawns the connection's task.
+/// Sets HTTP up on an open stream and spawns the connection's task; an HTTP/1.1
+/// connection's task can be ended through the handle returned.
 async fn handshake<T>(
     address: SocketAddr,
     protocol: UpstreamProtocol,
     io: T,
-) -> Result<Sender, UpstreamError>
+) -> Result<(Sender, Option<tokio::task::AbortHandle>), UpstreamError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
@@ -323,19 +339,19 @@ where
                 debug!(backend = %address, error = %err, "backend connection ended with an error");
             }
         });
-        return Ok(Sender::Http2(sender));
+        return Ok((Sender::Http2(sender), None));
     }
     let (sender, connection) = http1::Builder::new()
         .max_header_size(MAX_RESPONSE_HEAD_BYTES)
         .handshake(io)
         .await
         .map_err(UpstreamError::Handshake)?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(err) = connection.with_upgrades().await {
             debug!(backend = %address, error = %err, "backend connection ended with an error");
         }
     });
-    Ok(Sender::Http1(sender))
+    Ok((Sender::Http1(sender), Some(task.abort_handle())))
 }
 
 #[cfg(test)]

@@ -65,12 +65,17 @@ impl ResponseBody {
         std::mem::take(&mut self.in_flight).then(|| InFlight(self.backend.clone()))
     }
 
-    /// Pools the connection if its request went out whole too; else it closes.
+    /// Pools the connection if its request went out whole too. Else the request
+    /// body is still being written after an early answer: the connection is
+    /// ended, which drops that body, and the client's connection is closed
+    /// after its response rather than waiting on a backend that may never read.
     fn release(&mut self) {
-        if let Some((connection, request_sent)) = self.connection.take()
-            && request_sent.is_none_or(|sent| sent.load(Ordering::Acquire))
-        {
-            self.backend.pool().put(connection, self.idle_timeout);
+        if let Some((connection, request_sent)) = self.connection.take() {
+            if request_sent.is_none_or(|sent| sent.load(Ordering::Acquire)) {
+                self.backend.pool().put(connection, self.idle_timeout);
+            } else {
+                connection.abandon();
+            }
         }
     }
 

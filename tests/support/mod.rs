@@ -517,6 +517,12 @@ impl RawConn {
         within("write", self.stream.write_all(bytes)).await.unwrap();
     }
 
+    /// [`RawConn::send`] to a peer that may have closed the connection: false
+    /// when the write failed.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        within("write", self.stream.write_all(bytes)).await.is_ok()
+    }
+
     /// Reads more bytes into the buffer; `false` at EOF or on a reset.
     async fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16 * 1024];
