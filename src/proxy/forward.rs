@@ -31,14 +31,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if let Some(connection) = headers.get(header::CONNECTION).cloned() {
-        remove_named(headers, &connection);
-        // Further `Connection` lines are rare; they name headers too.
+        // Further `Connection` lines are rare; they name headers too. Taken
+        // before any removal: a value may name `Connection` itself.
         let more: Vec<HeaderValue> = headers
             .get_all(header::CONNECTION)
             .iter()
             .skip(1)
             .cloned()
             .collect();
+        remove_named(headers, &connection);
         for value in more {
             remove_named(headers, &value);
         }
@@ -422,6 +423,19 @@ mod tests {
         );
         map.insert("x-secret", HeaderValue::from_static("1"));
         map.insert("x-kept", HeaderValue::from_static("yes"));
+        remove_hop_by_hop(&mut map);
+        assert_eq!(map.len(), 1, "{map:?}");
+    }
+
+    #[test]
+    fn a_connection_line_naming_connection_does_not_hide_the_next_line() {
+        // Found by the `forward` fuzz target.
+        let mut map = headers(&[
+            ("connection", "connection"),
+            ("connection", "x-a"),
+            ("x-a", "1"),
+            ("x-kept", "yes"),
+        ]);
         remove_hop_by_hop(&mut map);
         assert_eq!(map.len(), 1, "{map:?}");
     }
