@@ -10,7 +10,8 @@ use http::Request;
 use support::*;
 use tokio::sync::{Notify, mpsc};
 use weir::balance::RequestKey;
-use weir::upstream::{ClientEnds, RequestBody, ResponseBody, Upstream, UpstreamError};
+use weir::proxy::tries::{self, ClientEnds};
+use weir::upstream::{RequestBody, ResponseBody, Upstream, UpstreamError};
 
 fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
     let text = format!(
@@ -39,21 +40,22 @@ async fn send(
         query: None,
         headers: &headers,
     };
-    let pick = upstream.pick(&key).expect("a usable backend");
-    upstream
-        .forward(
-            ClientEnds {
-                address: client,
-                source: "127.0.0.1:1".parse().unwrap(),
-                destination: "127.0.0.1:2".parse().unwrap(),
-            },
-            pick,
-            request,
-            false,
-            &mut Default::default(),
-        )
-        .await
-        .map(|(response, _)| response)
+    let pick = tries::pick(upstream, &key).expect("a usable backend");
+    let client = ClientEnds {
+        address: client,
+        source: "127.0.0.1:1".parse().unwrap(),
+        destination: "127.0.0.1:2".parse().unwrap(),
+    };
+    tries::forward(
+        upstream,
+        client,
+        pick,
+        request,
+        false,
+        &mut Default::default(),
+    )
+    .await
+    .map(|(response, _)| response)
 }
 
 fn get() -> Request<RequestBody> {

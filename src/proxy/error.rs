@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
 
-use crate::upstream::UpstreamError;
+use crate::upstream::{ClientBodyError, Origin, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -23,57 +23,117 @@ pub enum ProxyError {
     Upstream(#[from] UpstreamError),
 }
 
+/// What a client is told when its request ends without a backend's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    /// The HTTP status; also the `code` label of the request metrics and the
+    /// access log's status, gRPC or not.
+    status: StatusCode,
+    /// The plain-text body: the status and a few words, never internal details.
+    text: &'static str,
+    /// The gRPC status a gRPC client gets instead (in a 200 "trailers-only"
+    /// answer).
+    grpc: u8,
+}
+
+// gRPC status codes, after the gRPC project's HTTP mapping, with two refinements:
+// a try that never reached a backend is UNAVAILABLE (safe for the client to retry),
+// and weir's own timeouts are DEADLINE_EXCEEDED.
+const UNKNOWN: u8 = 2;
+const DEADLINE_EXCEEDED: u8 = 4;
+const UNIMPLEMENTED: u8 = 12;
+const INTERNAL: u8 = 13;
+const UNAVAILABLE: u8 = 14;
+
+const BAD_REQUEST: Answer = Answer {
+    status: StatusCode::BAD_REQUEST,
+    text: "400 bad request\n",
+    grpc: INTERNAL,
+};
+const BACKEND_FAILED: Answer = Answer {
+    status: StatusCode::BAD_GATEWAY,
+    text: "502 backend failed\n",
+    grpc: UNAVAILABLE,
+};
+const BACKEND_TOO_SLOW: Answer = Answer {
+    status: StatusCode::GATEWAY_TIMEOUT,
+    text: "504 backend too slow\n",
+    grpc: DEADLINE_EXCEEDED,
+};
+
+/// The one table: every way a request can end without a backend's answer, and
+/// what the client gets for it.
+fn answer(err: &ProxyError) -> Answer {
+    match err {
+        ProxyError::BadRequest(_) => BAD_REQUEST,
+        ProxyError::MethodNotAllowed(_) => Answer {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            text: "405 method not allowed\n",
+            grpc: UNKNOWN,
+        },
+        ProxyError::NoRoute => Answer {
+            status: StatusCode::NOT_FOUND,
+            text: "404 no route matches\n",
+            grpc: UNIMPLEMENTED,
+        },
+        ProxyError::NoBackend => Answer {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            text: "503 no healthy backend\n",
+            grpc: UNAVAILABLE,
+        },
+        ProxyError::Upstream(err) => upstream_answer(err),
+    }
+}
+
+/// The table's rows for failures on the way to a backend.
+fn upstream_answer(err: &UpstreamError) -> Answer {
+    match err {
+        UpstreamError::Connect(_)
+        | UpstreamError::Tls(_)
+        | UpstreamError::Handshake(_)
+        | UpstreamError::ClosedBeforeSend
+        | UpstreamError::Reset(_)
+        | UpstreamError::BadResponse(_)
+        | UpstreamError::UnaskedUpgrade => BACKEND_FAILED,
+        // Nothing was sent: the gRPC client may safely try again.
+        UpstreamError::ConnectTimeout(_) => Answer {
+            grpc: UNAVAILABLE,
+            ..BACKEND_TOO_SLOW
+        },
+        UpstreamError::ResponseTimeout(_) | UpstreamError::RequestTimeout(_) => BACKEND_TOO_SLOW,
+        UpstreamError::AtCapacity => Answer {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            text: "503 every backend is at its connection limit\n",
+            grpc: UNAVAILABLE,
+        },
+        UpstreamError::ClientBody(ClientBodyError::Stalled(_)) => Answer {
+            status: StatusCode::REQUEST_TIMEOUT,
+            text: "408 request body too slow\n",
+            grpc: UNKNOWN,
+        },
+        UpstreamError::ClientBody(ClientBodyError::Broken(_)) => BAD_REQUEST,
+    }
+}
+
+/// The status a failed try stands for, by the one table: what a backend's
+/// metrics count it as.
+pub(super) fn upstream_status(err: &UpstreamError) -> StatusCode {
+    upstream_answer(err).status
+}
+
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream(err) => {
-                StatusCode::from_u16(err.status_code()).unwrap_or(StatusCode::BAD_GATEWAY)
-            }
-        }
+        answer(self).status
     }
 
     /// The plain-text body: the status and a few words, never internal details.
     pub fn body(&self) -> &'static str {
-        if let ProxyError::Upstream(UpstreamError::AtCapacity) = self {
-            return "503 every backend is at its connection limit\n";
-        }
-        match self.status() {
-            StatusCode::BAD_REQUEST => "400 bad request\n",
-            StatusCode::REQUEST_TIMEOUT => "408 request body too slow\n",
-            StatusCode::METHOD_NOT_ALLOWED => "405 method not allowed\n",
-            StatusCode::NOT_FOUND => "404 no route matches\n",
-            StatusCode::SERVICE_UNAVAILABLE => "503 no healthy backend\n",
-            StatusCode::GATEWAY_TIMEOUT => "504 backend too slow\n",
-            _ => "502 backend failed\n",
-        }
+        answer(self).text
     }
 
-    /// The gRPC status code for a gRPC client, after the gRPC project's HTTP
-    /// mapping, with two refinements: a try that never reached a backend is
-    /// UNAVAILABLE (safe for the client to retry), and weir's own timeouts are
-    /// DEADLINE_EXCEEDED.
+    /// The gRPC status code for a gRPC client.
     pub fn grpc_status(&self) -> u8 {
-        const UNKNOWN: u8 = 2;
-        const DEADLINE_EXCEEDED: u8 = 4;
-        const UNIMPLEMENTED: u8 = 12;
-        const INTERNAL: u8 = 13;
-        const UNAVAILABLE: u8 = 14;
-        if let ProxyError::Upstream(err) = self
-            && err.nothing_sent()
-        {
-            return UNAVAILABLE;
-        }
-        match self.status() {
-            StatusCode::BAD_REQUEST => INTERNAL,
-            StatusCode::NOT_FOUND => UNIMPLEMENTED,
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE,
-            StatusCode::GATEWAY_TIMEOUT => DEADLINE_EXCEEDED,
-            _ => UNKNOWN,
-        }
+        answer(self).grpc
     }
 
     /// A "trailers-only" gRPC answer: status 200 and the gRPC status in the
@@ -104,12 +164,11 @@ impl ProxyError {
     /// may be out of step with the framing: its connection is closed after the
     /// answer.
     pub fn closes_connection(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::BadRequest(_)
-                | ProxyError::MethodNotAllowed(_)
-                | ProxyError::Upstream(UpstreamError::ClientBody(_))
-        )
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed(_) => true,
+            ProxyError::NoRoute | ProxyError::NoBackend => false,
+            ProxyError::Upstream(err) => err.origin() == Origin::Client,
+        }
     }
 }
 

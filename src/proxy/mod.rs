@@ -1,11 +1,16 @@
-//! The request path: validate → route → pick a backend → forward → stream back.
-//! Every failure becomes a response in exactly one place ([`error::ProxyError`]).
+//! The request path, top to bottom: validate → route → rewrite ([`validate`],
+//! [`forward`]) → the tries on the upstream ([`tries`], each try one exchange in
+//! [`crate::upstream::exchange`]) → the response streams back ([`body`]). Every
+//! failure becomes a response in exactly one place ([`error`]'s table).
 
 mod body;
 mod error;
 // Public only for the micro-benchmarks (`benches/forward.rs`); not weir's API.
 #[doc(hidden)]
 pub mod forward;
+// Public for the tests that drive tries on an upstream directly; not weir's API.
+#[doc(hidden)]
+pub mod tries;
 mod tunnel;
 mod validate;
 
@@ -28,9 +33,9 @@ pub use forward::ClientFacts;
 
 use crate::access_log;
 use crate::balance::RequestKey;
-use crate::config::RetryPolicy;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClientBody, ClientEnds, RequestBody, Tries, UpstreamError};
+use crate::upstream::{ClientBody, RequestBody, ResponseBody, UpstreamError};
+use tries::{ClientEnds, Tried};
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -206,8 +211,8 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
         entry.upstream = outcome
             .routed
             .map(|r| snapshot.upstreams[r.upstream].name.clone());
-        entry.backend = outcome.tries.backend;
-        entry.attempts = outcome.tries.count;
+        entry.backend = outcome.tried.backend;
+        entry.attempts = outcome.tried.count;
         entry
     });
     if slot.is_some() || log.is_some() {
@@ -229,7 +234,7 @@ struct Outcome {
     routed: Option<Routed>,
     /// The client address as weir sees it (behind trusted proxies, the forwarded one).
     client: Option<std::net::IpAddr>,
-    tries: Tries,
+    tried: Tried,
 }
 
 /// Where the router sent a request: indices into the snapshot.
@@ -244,7 +249,7 @@ async fn proxy(
     connection: &Arc<Connection>,
     request: Request<Incoming>,
     outcome: &mut Outcome,
-) -> Result<Response<crate::upstream::ResponseBody>, ProxyError> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     // The flag belongs to this request's head; cleared so the next head starts clean.
     if request.headers().contains_key(header::TRANSFER_ENCODING)
         && connection
@@ -279,7 +284,7 @@ async fn proxy(
     };
     outcome.client = Some(client);
     let key = RequestKey::of(client, &request);
-    let pick = upstream.pick(&key).ok_or(ProxyError::NoBackend)?;
+    let pick = tries::pick(upstream, &key).ok_or(ProxyError::NoBackend)?;
 
     let upgrade = forward::requested_upgrade(request.version(), request.headers());
     let mut request = request;
@@ -305,7 +310,7 @@ async fn proxy(
     }
     let body = if incoming.is_end_stream() {
         RequestBody::Empty
-    } else if buffers_for_retry(&upstream.retries, &parts) {
+    } else if tries::keeps_body(&upstream.retries, &parts) {
         // Small enough to keep whole, so that a retry can send it again.
         RequestBody::Full(Some(
             ClientBody::new(incoming, connection.body_timeout)
@@ -317,19 +322,20 @@ async fn proxy(
     } else {
         RequestBody::Streaming(Box::new(ClientBody::new(incoming, connection.body_timeout)))
     };
-    let (mut response, pick) = upstream
-        .forward(
-            ClientEnds {
-                address: client,
-                source: connection.peer,
-                destination: connection.local,
-            },
-            pick,
-            Request::from_parts(parts, body),
-            no_host,
-            &mut outcome.tries,
-        )
-        .await?;
+    let client_ends = ClientEnds {
+        address: client,
+        source: connection.peer,
+        destination: connection.local,
+    };
+    let (mut response, pick) = tries::forward(
+        upstream,
+        client_ends,
+        pick,
+        Request::from_parts(parts, body),
+        no_host,
+        &mut outcome.tried,
+    )
+    .await?;
     let backend = pick.backend;
     forward::rewrite_response(response.headers_mut());
     if let Some(cookie) = pick.set_cookie {
@@ -341,9 +347,7 @@ async fn proxy(
         // A switch the client did not ask for cannot be relayed.
         let (Some(client), Some(protocol)) = (client_upgrade, upgrade) else {
             warn!(upstream = %upstream.name, backend = %backend.address, "backend switched protocols unasked");
-            return Err(ProxyError::Upstream(
-                crate::upstream::UpstreamError::UnaskedUpgrade,
-            ));
+            return Err(ProxyError::Upstream(UpstreamError::UnaskedUpgrade));
         };
         forward::keep_upgrade(response.headers_mut(), protocol);
         connection.upgraded.store(true, Ordering::Relaxed);
@@ -357,20 +361,6 @@ async fn proxy(
         );
     }
     Ok(response)
-}
-
-/// Whether the request body is read whole before forwarding: only when a retry
-/// could replay it (an idempotent method under a policy that retries sent
-/// requests) and its announced length is within `max_body_bytes`.
-fn buffers_for_retry(policy: &RetryPolicy, parts: &http::request::Parts) -> bool {
-    policy.after_send
-        && policy.attempts > 0
-        && crate::upstream::is_idempotent(&parts.method)
-        && parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|length| length <= policy.max_body_bytes)
 }
 
 fn error_response(err: &ProxyError) -> Response<ProxyBody> {

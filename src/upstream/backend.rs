@@ -179,12 +179,12 @@ impl BackendState {
         &self.slots
     }
 
-    pub(super) fn start_request(&self) {
+    pub(crate) fn start_request(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request in unless `limit` are in flight already.
-    pub(super) fn try_start_request(&self, limit: u32) -> bool {
+    pub(crate) fn try_start_request(&self, limit: u32) -> bool {
         self.in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < limit).then_some(n + 1)

@@ -1,5 +1,6 @@
-//! What can go wrong talking to a backend, with where it went wrong: the proxy maps
-//! it to a status, and the retry policy reads whether the request was sent.
+//! What went wrong on the way to a backend, said by the layer that saw it: what
+//! happened, where it came from ([`Origin`]), and whether the request may go again
+//! ([`Retry`]). What the client is told is decided once, in the proxy's table.
 
 use std::time::Duration;
 
@@ -23,20 +24,23 @@ pub enum UpstreamError {
     /// A new connection closed before the request could be written.
     #[error("backend closed the connection before the request was sent")]
     ClosedBeforeSend,
-    /// The exchange failed after the request was handed to the connection: reset,
-    /// closed early, or an unparsable (or too large) response head.
-    #[error("request failed: {0}")]
-    Exchange(#[source] hyper::Error),
-    /// The client's request body broke or stalled (before or while it was
-    /// forwarded); the backend saw an incomplete request, if any.
-    #[error("{0}")]
-    ClientBody(#[source] ClientBodyError),
+    /// The connection broke after the request was handed to it: reset, closed
+    /// before a complete response head, or the exchange was cut short.
+    #[error("connection lost after the request was sent: {0}")]
+    Reset(#[source] hyper::Error),
+    /// The backend's response head could not be read: malformed or too large.
+    #[error("unreadable response: {0}")]
+    BadResponse(#[source] hyper::Error),
     /// The backend answered 101 to a request that asked for no protocol switch.
     #[error("backend switched protocols without being asked")]
     UnaskedUpgrade,
     /// No response head within `timeouts.response`.
     #[error("no response within {0:?}")]
     ResponseTimeout(Duration),
+    /// The client's request body broke or stalled (before or while it was
+    /// forwarded); the backend saw an incomplete request, if any.
+    #[error("{0}")]
+    ClientBody(#[source] ClientBodyError),
     /// Every usable backend had `max_connections_per_backend` requests in flight
     /// (for `queue_timeout`, when set). Nothing was sent.
     #[error("every backend is at max_connections_per_backend")]
@@ -46,46 +50,68 @@ pub enum UpstreamError {
     RequestTimeout(Duration),
 }
 
-impl UpstreamError {
-    /// True when a timeout, not a refusal or a broken exchange, ended the try.
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::ConnectTimeout(_)
-                | UpstreamError::ResponseTimeout(_)
-                | UpstreamError::RequestTimeout(_)
-        )
-    }
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The backend, or the way to it: counts against the backend's record.
+    Backend,
+    /// The client, whose request body broke or stalled: says nothing of the
+    /// backend, and the client's connection may be out of step.
+    Client,
+    /// One of weir's own limits over all tries (capacity, the request deadline).
+    Limit,
+}
 
-    /// The status a client gets for this failure when no retry is left (the one
-    /// mapping; the proxy's error type defers to it).
-    pub fn status_code(&self) -> u16 {
-        match self {
-            UpstreamError::ClientBody(ClientBodyError::Stalled(_)) => 408,
-            UpstreamError::ClientBody(ClientBodyError::Broken(_)) => 400,
-            UpstreamError::AtCapacity => 503,
-            err if err.is_timeout() => 504,
-            _ => 502,
-        }
-    }
-
-    /// True when the request never reached the backend, so sending it elsewhere is
-    /// safe whatever its method.
-    pub fn nothing_sent(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_)
-                | UpstreamError::Tls(_)
-                | UpstreamError::ConnectTimeout(_)
-                | UpstreamError::Handshake(_)
-                | UpstreamError::ClosedBeforeSend
-        )
-    }
+/// Whether the request may be tried again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// None of the request reached a backend: it may go again whatever its method.
+    Unsent,
+    /// The backend may have acted on the request: only a replayable one (an
+    /// idempotent method with its body kept) may go again.
+    IfReplayable,
+    /// Not tried again.
+    Never,
 }
 
 impl UpstreamError {
+    pub fn origin(&self) -> Origin {
+        match self {
+            UpstreamError::ClientBody(_) => Origin::Client,
+            UpstreamError::AtCapacity | UpstreamError::RequestTimeout(_) => Origin::Limit,
+            UpstreamError::Connect(_)
+            | UpstreamError::Tls(_)
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::Handshake(_)
+            | UpstreamError::ClosedBeforeSend
+            | UpstreamError::Reset(_)
+            | UpstreamError::BadResponse(_)
+            | UpstreamError::UnaskedUpgrade
+            | UpstreamError::ResponseTimeout(_) => Origin::Backend,
+        }
+    }
+
+    pub fn retry(&self) -> Retry {
+        match self {
+            UpstreamError::Connect(_)
+            | UpstreamError::Tls(_)
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::Handshake(_)
+            | UpstreamError::ClosedBeforeSend => Retry::Unsent,
+            UpstreamError::Reset(_)
+            | UpstreamError::BadResponse(_)
+            | UpstreamError::ResponseTimeout(_) => Retry::IfReplayable,
+            // A switch nobody asked for is the backend's design, not a glitch; the
+            // client's body and weir's limits stay broken on any backend.
+            UpstreamError::UnaskedUpgrade
+            | UpstreamError::ClientBody(_)
+            | UpstreamError::AtCapacity
+            | UpstreamError::RequestTimeout(_) => Retry::Never,
+        }
+    }
+
     /// Classifies a failed exchange: the client's body breaking is the client's
-    /// fault, anything else the backend's.
+    /// fault; else an unreadable head or a lost connection.
     pub(super) fn from_exchange(err: hyper::Error) -> Self {
         let client_body = std::error::Error::source(&err)
             .and_then(|source| source.downcast_ref::<ClientBodyError>());
@@ -97,7 +123,8 @@ impl UpstreamError {
             Some(ClientBodyError::Broken(_)) => {
                 UpstreamError::ClientBody(ClientBodyError::Broken(err))
             }
-            None => UpstreamError::Exchange(err),
+            None if err.is_parse() => UpstreamError::BadResponse(err),
+            None => UpstreamError::Reset(err),
         }
     }
 }

@@ -7,6 +7,8 @@
 //! loops of backends that gained checks and stops those of backends that lost them
 //! or left the config. A backend that stays keeps its loop and its health.
 
+mod probe;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use crate::config::HealthCheckConfig;
 use crate::metrics::BackendMetrics;
 use crate::proxy_protocol;
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, BackendState, Transport};
+use crate::upstream::{BackendState, Transport};
 
 /// The check loops running, by upstream name and backend address.
 #[derive(Debug, Default)]
@@ -186,7 +188,7 @@ async fn check_loop(
     let host = config.host.clone().unwrap_or_else(|| address.to_string());
     let mut streak = Streak::default();
     loop {
-        let result = upstream::probe(
+        let result = probe::probe(
             address,
             &transport,
             &config.path,

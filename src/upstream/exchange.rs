@@ -1,0 +1,207 @@
+//! One try on one backend: the request goes out on a pooled connection or a new
+//! one, and the response head comes back within `timeouts.response`. What the try
+//! means for the backend's record, and whether another follows, is the tries'
+//! business (`proxy::tries`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use http::{Request, Response};
+
+use super::pool::{self, Transport};
+use super::{Backend, BackendState, RequestBody, ResponseBody, UpstreamError};
+use crate::config::UpstreamTimeouts;
+
+/// Sends `request` to `backend` and returns the response head; its body streams
+/// afterwards. The backend's in-flight count must have been raised for this
+/// request; it is lowered when the try fails or, else, when the response body is
+/// done.
+pub(crate) async fn send(
+    backend: &Backend,
+    transport: &Transport,
+    timeouts: &UpstreamTimeouts,
+    request: Request<RequestBody>,
+    preamble: Option<&[u8]>,
+) -> Result<Response<ResponseBody>, Failure> {
+    let state = &backend.state;
+    // Lowers the in-flight count if no response body takes over that duty.
+    let mut guard = InFlightGuard(Some(state));
+    let mut request = if transport.protocol.is_http2() {
+        into_http2(request, transport.scheme(), backend.address)
+    } else {
+        request
+    };
+    let request_sent = request.body_mut().completion();
+    let (response, connection) = exchange(backend, request, transport, timeouts, preamble).await?;
+    guard.0 = None;
+    let (parts, incoming) = response.into_parts();
+    // After a protocol switch the connection belongs to the tunnel, not the pool.
+    let connection = connection.filter(|_| parts.status != http::StatusCode::SWITCHING_PROTOCOLS);
+    // Pooled once both directions are complete: a request body still being
+    // written (after an early answer) would hold up the next request.
+    let connection = connection.map(|connection| (connection, request_sent));
+    let body = ResponseBody::new(incoming, state.clone(), connection, timeouts.idle);
+    Ok(Response::from_parts(parts, body))
+}
+
+/// How one try ended without a response.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: UpstreamError,
+    /// The request, when none of it reached the backend: it can go elsewhere as is.
+    /// Boxed: results of every try carry this type, and the failure is rare.
+    pub(crate) unsent: Option<Box<Request<RequestBody>>>,
+}
+
+impl Failure {
+    fn sent(error: UpstreamError) -> Self {
+        Failure {
+            error,
+            unsent: None,
+        }
+    }
+}
+
+struct InFlightGuard<'a>(Option<&'a Arc<BackendState>>);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(state) = self.0 {
+            state.finish_request();
+        }
+    }
+}
+
+/// One exchange on a pooled connection, or on a new one. A pooled connection may
+/// have been closed by the backend while it sat idle; when that shows before the
+/// request was written, the request goes out on a fresh connection instead.
+///
+/// Returns the connection to park once the response is read, if it is one of its
+/// own (HTTP/1.1); a shared HTTP/2 connection stays parked meanwhile.
+async fn exchange(
+    backend: &Backend,
+    mut request: Request<RequestBody>,
+    transport: &Transport,
+    timeouts: &UpstreamTimeouts,
+    preamble: Option<&[u8]>,
+) -> Result<(Response<hyper::body::Incoming>, Option<pool::Connection>), Failure> {
+    // A connection that began with a client's PROXY header belongs to that client:
+    // it is neither taken from the pool nor put back.
+    if preamble.is_none()
+        && let Some(mut connection) = reuse(backend, timeouts).await
+    {
+        match send_on(&mut connection, request, timeouts).await {
+            Ok(response) => return Ok((response, own(connection))),
+            Err(SendFailure::NotSent(returned)) => request = returned,
+            Err(SendFailure::Failed(error)) => return Err(Failure::sent(error)),
+        }
+    }
+    // Boxed: the connect future is large and rarely awaited with a warm pool, and
+    // every future around this one would carry (and copy) its size otherwise.
+    let connect = pool::connect(backend.address, transport, timeouts.connect, preamble);
+    let mut connection = match Box::pin(connect).await {
+        Ok(connection) => connection,
+        Err(error) => {
+            return Err(Failure {
+                error,
+                unsent: Some(Box::new(request)),
+            });
+        }
+    };
+    if preamble.is_none()
+        && let Some(shared) = connection.share()
+    {
+        // Other requests to this backend may use it from now on.
+        backend.state.pool().put(shared, timeouts.idle);
+    }
+    match send_on(&mut connection, request, timeouts).await {
+        Ok(response) => Ok((
+            response,
+            preamble.is_none().then(|| own(connection)).flatten(),
+        )),
+        Err(SendFailure::NotSent(request)) => Err(Failure {
+            error: UpstreamError::ClosedBeforeSend,
+            unsent: Some(Box::new(request)),
+        }),
+        Err(SendFailure::Failed(error)) => Err(Failure::sent(error)),
+    }
+}
+
+/// `connection`, when it is its request's own (HTTP/1.1) and goes back to the pool
+/// after the response.
+fn own(connection: pool::Connection) -> Option<pool::Connection> {
+    connection.is_own().then_some(connection)
+}
+
+/// HTTP/2 carries the target in `:scheme`, `:authority` and `:path`: the
+/// origin-form request and its `Host` become an absolute URI (the `Host` header
+/// itself is dropped, as RFC 9113 prefers `:authority` alone). Without a `Host`,
+/// the backend's address is the authority.
+pub(crate) fn into_http2(
+    mut request: Request<RequestBody>,
+    scheme: http::uri::Scheme,
+    backend: SocketAddr,
+) -> Request<RequestBody> {
+    let host = request.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| request.uri().authority().cloned())
+        .or_else(|| http::uri::Authority::try_from(backend.to_string()).ok());
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    *request.uri_mut() = http::Uri::from_parts(parts).unwrap_or_default();
+    *request.version_mut() = http::Version::HTTP_2;
+    request
+}
+
+/// A pooled connection that is ready for a new request.
+async fn reuse(backend: &Backend, timeouts: &UpstreamTimeouts) -> Option<pool::Connection> {
+    while let Some(mut connection) = backend.state.pool().take(timeouts.idle) {
+        // Ready at once unless the previous exchange is still being wound up,
+        // which may take no longer than a connect would.
+        let ready = std::future::poll_fn(|cx| Poll::Ready(connection.poll_ready(cx))).await;
+        let ready = match ready {
+            Poll::Ready(ready) => ready.is_ok(),
+            Poll::Pending => tokio::time::timeout(timeouts.connect, connection.ready())
+                .await
+                .is_ok_and(|ready| ready.is_ok()),
+        };
+        if ready {
+            return Some(connection);
+        }
+    }
+    None
+}
+
+// Boxing the returned request would cost an allocation on a path that is taken only
+// when a pooled connection turns out closed; the size is moved once at most.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum SendFailure {
+    /// The connection refused the request before writing any of it.
+    NotSent(Request<RequestBody>),
+    Failed(UpstreamError),
+}
+
+pub(crate) async fn send_on(
+    connection: &mut pool::Connection,
+    request: Request<RequestBody>,
+    timeouts: &UpstreamTimeouts,
+) -> Result<Response<hyper::body::Incoming>, SendFailure> {
+    match tokio::time::timeout(timeouts.response, connection.try_send_request(request)).await {
+        Err(_elapsed) => Err(SendFailure::Failed(UpstreamError::ResponseTimeout(
+            timeouts.response,
+        ))),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(mut err)) => match err.take_message() {
+            Some(request) => Err(SendFailure::NotSent(request)),
+            None => Err(SendFailure::Failed(UpstreamError::from_exchange(
+                err.into_error(),
+            ))),
+        },
+    }
+}
