@@ -5,15 +5,17 @@
 //! - [`config`]: the TOML file → validated, typed [`config::Config`].
 //! - [`router`]: host and path → route. Pure.
 //! - [`balance`]: strategies that pick a backend. Pure.
-//! - [`upstream`]: backends, their runtime state and pooled connections; one
-//!   exchange with one backend.
+//! - [`upstream`]: a group of backends, their runtime state and pooled
+//!   connections; one exchange with one backend.
 //! - [`metrics`]: the Prometheus families and the handles resolved per config.
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`access_log`]: one line per request, written off the request path.
 //! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
 //! - [`tls`]: certificates by SNI, ALPN and client certificates (rustls).
-//! - [`health`]: active health check loops, following the running snapshot.
-//! - [`proxy`]: the request path and the one mapping from errors to responses.
+//! - [`health`]: active health check loops and their probe, following the
+//!   running snapshot.
+//! - [`proxy`]: the request path (validate, route, rewrite, the tries on the
+//!   upstream, the response) and the one table from errors to answers.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
 //! - [`control`]: the running listeners, snapshot and checks, and the reload.
 //! - [`admin`]: the admin API (metrics, health, status, reload).

@@ -136,9 +136,27 @@ impl ProxyError {
         answer(self).grpc
     }
 
+    /// The answer a client gets: for a gRPC client a gRPC one, else plain text.
+    pub fn response(&self, grpc: bool) -> Response<ProxyBody> {
+        if grpc {
+            return self.grpc_response();
+        }
+        let mut response = Response::new(ProxyBody::local(self.body()));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if self.closes_connection() {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
     /// A "trailers-only" gRPC answer: status 200 and the gRPC status in the
     /// headers, no body, as gRPC clients expect from a proxy.
-    pub fn grpc_response(&self) -> Response<ProxyBody> {
+    fn grpc_response(&self) -> Response<ProxyBody> {
         let mut response = Response::new(ProxyBody::local(""));
         let headers = response.headers_mut();
         headers.insert(

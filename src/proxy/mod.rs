@@ -4,6 +4,7 @@
 //! failure becomes a response in exactly one place ([`error`]'s table).
 
 mod body;
+mod connection;
 mod error;
 // Public only for the micro-benchmarks (`benches/forward.rs`); not weir's API.
 #[doc(hidden)]
@@ -14,20 +15,18 @@ pub mod tries;
 mod tunnel;
 mod validate;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
-use atomic_waker::AtomicWaker;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tracing::{debug, warn};
 
 pub use body::{Finish, ProxyBody};
+pub use connection::{Connection, RequestGuard};
 pub use error::ProxyError;
 pub use forward::ClientFacts;
 
@@ -36,106 +35,6 @@ use crate::balance::RequestKey;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ClientBody, RequestBody, ResponseBody, UpstreamError};
 use tries::{ClientEnds, Tried};
-
-/// What every request of one client connection shares.
-#[derive(Debug)]
-pub struct Connection {
-    /// The config in force; read once per request.
-    pub snapshots: Arc<ArcSwap<Snapshot>>,
-    pub listener: Arc<str>,
-    pub peer: SocketAddr,
-    /// The address the client connected to.
-    pub local: SocketAddr,
-    pub facts: ClientFacts,
-    /// The listener's `idle_timeout`, which also ends a silent tunnel.
-    pub idle_timeout: std::time::Duration,
-    /// The listener's `body_timeout`: the longest a request body may stall.
-    pub body_timeout: std::time::Duration,
-    /// Requests of this connection whose response is not finished; read by the
-    /// connection's idle and header timeouts. Per connection, so never contended.
-    pub active: AtomicUsize,
-    /// Requests started on this connection so far: lets the timeouts tell that a
-    /// request came and went since they last looked.
-    pub started: AtomicUsize,
-    /// Set when a request head on this connection carried both `Content-Length`
-    /// and `Transfer-Encoding` (seen on the raw bytes; hyper drops the former).
-    pub conflicting_framing: AtomicBool,
-    /// Set once an HTTP/2 request arrives: such a connection is never parked.
-    pub http2: AtomicBool,
-    /// Set when a protocol switch is relayed: the bytes after it are a tunnel's,
-    /// not requests.
-    pub upgraded: AtomicBool,
-    /// Woken when `active` drops to zero, so the connection starts its idle clock
-    /// even if the last response ended without a further read.
-    pub idle_waker: AtomicWaker,
-}
-
-impl Connection {
-    /// `trusted_proxies` is the listener's list; the connection keeps it only when
-    /// the peer is in it. The timeouts are `config`'s.
-    pub fn new(
-        listener: Arc<str>,
-        peer: SocketAddr,
-        local: SocketAddr,
-        tls: bool,
-        snapshots: Arc<ArcSwap<Snapshot>>,
-        trusted_proxies: &Arc<[ipnet::IpNet]>,
-        config: &crate::config::ListenerConfig,
-    ) -> Self {
-        let trusted = trusted_proxies
-            .iter()
-            .any(|network| network.contains(&peer.ip()));
-        let ip = peer.ip().to_string();
-        Connection {
-            snapshots,
-            listener,
-            peer,
-            local,
-            idle_timeout: config.idle_timeout,
-            body_timeout: config.body_timeout,
-            facts: ClientFacts {
-                address: HeaderValue::from_str(&ip)
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-                tls,
-                trusted_proxies: trusted.then(|| trusted_proxies.clone()),
-            },
-            active: AtomicUsize::new(0),
-            started: AtomicUsize::new(0),
-            conflicting_framing: AtomicBool::new(false),
-            http2: AtomicBool::new(false),
-            upgraded: AtomicBool::new(false),
-            idle_waker: AtomicWaker::new(),
-        }
-    }
-
-    pub fn active_requests(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-
-    pub fn started_requests(&self) -> usize {
-        self.started.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts one request as active on its connection until dropped.
-#[derive(Debug)]
-pub struct RequestGuard(Arc<Connection>);
-
-impl RequestGuard {
-    fn new(connection: Arc<Connection>) -> Self {
-        connection.active.fetch_add(1, Ordering::Relaxed);
-        connection.started.fetch_add(1, Ordering::Relaxed);
-        RequestGuard(connection)
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.0.idle_waker.wake();
-        }
-    }
-}
 
 /// Serves one request of `connection` against the current snapshot.
 pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -188,11 +87,7 @@ pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> R
             }
             // A gRPC answer is a 200 whatever went wrong; metrics and the access
             // log keep the HTTP status it stands for.
-            let response = if grpc {
-                err.grpc_response()
-            } else {
-                error_response(&err)
-            };
+            let response = err.response(grpc);
             (response, err.status().as_u16())
         }
     };
@@ -361,18 +256,4 @@ async fn proxy(
         );
     }
     Ok(response)
-}
-
-fn error_response(err: &ProxyError) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::local(err.body()));
-    *response.status_mut() = err.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if err.closes_connection() {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }
