@@ -1,15 +1,23 @@
 //! The configuration pipeline: TOML text → [`file::FileConfig`] (syntax, unknown keys)
 //! → [`Config`] (validated, typed). A `Config` can only be obtained through
 //! [`load`] or [`parse`], so the rest of weir never sees an unchecked value.
+//!
+//! - this file: the typed config ([`Config`] and its parts), loading and validation;
+//! - [`file`]: the file as written, every value with its span;
+//! - [`defaults`]: the value of every key left out, and why;
+//! - `problems`: positions and problems ([`ConfigError`], [`Problem`]): line and
+//!   column of a span, the key it names, messages an operator can read.
 
 pub mod defaults;
 pub mod file;
+mod problems;
+
+pub use problems::{ConfigError, Problem};
 
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +26,7 @@ use toml::Spanned;
 use crate::router::{BadPath, normalise_path};
 use defaults::*;
 use file::{FileConfig, FileListener, FileRoute, FileUpstream};
+use problems::{Problems, key_at, missing_field, readable};
 
 /// A validated configuration: everything the daemon needs to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -399,57 +408,6 @@ pub struct UpstreamTimeouts {
     pub request: Option<Duration>,
 }
 
-// === errors ===
-
-/// Everything wrong with one config file: all validation problems are collected so
-/// that `--check` shows them in one go.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}", display_problems(.0))]
-    Invalid(Vec<Problem>),
-}
-
-/// One problem at one place of the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    /// The key the problem is about, when it can be named.
-    pub key: Option<String>,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
-        if let Some(key) = &self.key {
-            write!(f, "`{key}`: ")?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-fn display_problems(problems: &[Problem]) -> String {
-    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
-    lines.join("\n")
-}
-
-impl ConfigError {
-    pub fn problems(&self) -> &[Problem] {
-        match self {
-            ConfigError::Invalid(problems) => problems,
-            ConfigError::Read { .. } => &[],
-        }
-    }
-}
-
 // === loading ===
 
 /// Reads and validates the file at `path`.
@@ -503,70 +461,6 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     } else {
         Err(ConfigError::Invalid(problems.list))
     }
-}
-
-/// serde names the Rust type it expected ("expected struct FileSticky"); an
-/// operator wrote a TOML value, so name the TOML kind instead.
-fn readable(message: &str) -> String {
-    match message.find("expected struct File") {
-        Some(at) => format!("{}expected a table, e.g. {{ key = value }}", &message[..at]),
-        None => message.to_owned(),
-    }
-}
-
-/// Collects problems with their position in the text.
-struct Problems<'a> {
-    text: &'a str,
-    file: &'a str,
-    list: Vec<Problem>,
-}
-
-impl Problems<'_> {
-    fn at(&mut self, span: Range<usize>, key: Option<String>, message: impl Into<String>) {
-        let (line, column) = line_column(self.text, span.start);
-        self.list.push(Problem {
-            file: self.file.to_owned(),
-            line,
-            column,
-            key,
-            message: message.into(),
-        });
-    }
-
-    fn spanned<T>(&mut self, item: &Spanned<T>, key: &str, message: impl Into<String>) {
-        self.at(item.span(), Some(key.to_owned()), message);
-    }
-}
-
-/// The field named by serde's "missing field `x`" message.
-fn missing_field(message: &str) -> Option<&str> {
-    message.strip_prefix("missing field `")?.strip_suffix('`')
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-/// The key an error span refers to: the span itself when it covers a key, or the key
-/// before `=` when it covers a value. Best effort: `None` when it cannot tell.
-fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
-    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-    let covered = text.get(span.clone())?.trim();
-    if !covered.is_empty() && covered.chars().all(is_key_char) {
-        let after = text.get(span.end..)?.trim_start();
-        if after.starts_with('=') {
-            return Some(covered.to_owned());
-        }
-    }
-    let before = text.get(..span.start)?.trim_end();
-    let before = before.strip_suffix('=')?.trim_end();
-    let key = &before[before.trim_end_matches(is_key_char).len()..];
-    (!key.is_empty()).then(|| key.to_owned())
 }
 
 // === validation ===
