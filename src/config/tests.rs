@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::defaults::*;
 use super::*;
 
 const FILE: &str = "test.toml";
