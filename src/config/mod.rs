@@ -3,7 +3,7 @@
 //! [`load`] or [`parse`], so the rest of weir never sees an unchecked value.
 //!
 //! - this file: the typed config ([`Config`] and its parts) and loading;
-//! - [`file`]: the file as written, every value with its span;
+//! - [`file`](mod@file): the file as written, every value with its span;
 //! - [`defaults`]: the value of every key left out, and why;
 //! - `problems`: positions and problems ([`ConfigError`], [`Problem`]): line and
 //!   column of a span, the key it names, messages an operator can read;
