@@ -215,17 +215,6 @@ fn full_example_mentions_every_supported_key() {
 // === weir --check on broken configs ===
 
 /// The start of a valid config, to which a broken case appends one problem.
-///
-/// ```text
-/// 1 [[listeners]]
-/// 2 listen = "127.0.0.1:8080"
-/// 3
-/// 4 [[routes]]
-/// 5 upstream = "api"
-/// 6
-/// 7 [upstreams.api]
-/// 8 backends = [{ address = "127.0.0.1:9001" }]
-/// ```
 const VALID: &str = r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -236,6 +225,39 @@ upstream = "api"
 backends = [{ address = "127.0.0.1:9001" }]
 "#;
 
+/// Written in a config text right before the token a problem is expected at.
+const MARK: char = '‸';
+
+/// `text` without its marks, and the 1-based line and column (in characters) of
+/// each mark in that text.
+fn marks(text: &str) -> (String, Vec<(usize, usize)>) {
+    let mut clean = String::with_capacity(text.len());
+    let mut places = Vec::new();
+    let (mut line, mut column) = (1, 1);
+    for c in text.chars() {
+        if c == MARK {
+            places.push((line, column));
+            continue;
+        }
+        clean.push(c);
+        if c == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    (clean, places)
+}
+
+/// `text` without its one mark, and the mark's line and column.
+#[track_caller]
+fn marked(text: &str) -> (String, usize, usize) {
+    let (clean, places) = marks(text);
+    assert_eq!(places.len(), 1, "expected one {MARK} in {text:?}");
+    let (line, column) = places[0];
+    (clean, line, column)
+}
+
 struct Broken {
     name: &'static str,
     text: String,
@@ -245,20 +267,23 @@ struct Broken {
     expect: &'static str,
 }
 
-fn broken(
-    name: &'static str,
-    text: impl Into<String>,
-    line: usize,
-    column: usize,
-    expect: &'static str,
-) -> Broken {
+/// A broken case whose text marks where its problem is reported.
+#[track_caller]
+fn broken(name: &'static str, text: impl Into<String>, expect: &'static str) -> Broken {
+    let (text, line, column) = marked(&text.into());
     Broken {
         name,
-        text: text.into(),
+        text,
         line,
         column,
         expect,
     }
+}
+
+/// `case` with a byte order mark in front, as some Windows editors write it.
+fn with_bom(mut case: Broken) -> Broken {
+    case.text.insert(0, '\u{FEFF}');
+    case
 }
 
 /// `VALID` without its listener: the route and the upstream.
@@ -268,226 +293,174 @@ fn after_the_listener() -> &'static str {
 
 fn broken_configs() -> Vec<Broken> {
     vec![
-        broken("empty", "", 1, 1, "the config file is empty"),
-        broken("whitespace", " \n\n\t\n", 1, 1, "the config file is empty"),
+        broken("empty", "‸", "the config file is empty"),
+        broken("whitespace", "‸ \n\n\t\n", "the config file is empty"),
         broken(
             "top-level-typo",
-            ["listners = []\n", VALID].concat(),
-            1,
-            1,
+            ["‸listners = []\n", VALID].concat(),
             "`listners`: unknown field",
         ),
         broken(
             "listener-typo",
-            VALID.replace("listen = ", "lsten = "),
-            2,
-            1,
+            VALID.replace("listen = ", "‸lsten = "),
             "`lsten`: unknown field",
         ),
         broken(
             "upstream-typo",
-            [VALID, "stratgy = \"round_robin\"\n"].concat(),
-            9,
-            1,
+            [VALID, "‸stratgy = \"round_robin\"\n"].concat(),
             "`stratgy`: unknown field",
         ),
         broken(
             "backend-typo",
-            VALID.replace("9001\" }", "9001\", wieght = 2 }"),
-            8,
-            43,
+            VALID.replace("9001\" }", "9001\", ‸wieght = 2 }"),
             "`wieght`: unknown field",
         ),
         broken(
             "duration-unit",
-            VALID.replace("8080\"\n", "8080\"\nheader_timeout = \"5x\"\n"),
-            3,
-            18,
+            VALID.replace("8080\"\n", "8080\"\nheader_timeout = ‸\"5x\"\n"),
             "`header_timeout`: invalid duration",
         ),
         broken(
             "duration-no-unit",
-            VALID.replace("8080\"\n", "8080\"\nidle_timeout = \"10\"\n"),
-            3,
-            16,
+            VALID.replace("8080\"\n", "8080\"\nidle_timeout = ‸\"10\"\n"),
             "`idle_timeout`: invalid duration",
         ),
         broken(
             "duration-fraction",
-            ["[runtime]\nshutdown_timeout = \"1.5s\"\n", VALID].concat(),
-            2,
-            20,
+            ["[runtime]\nshutdown_timeout = ‸\"1.5s\"\n", VALID].concat(),
             "`shutdown_timeout`: invalid duration",
         ),
         broken(
             "listen-host-name",
-            VALID.replace("127.0.0.1:8080", "localhost:8080"),
-            2,
-            10,
+            VALID.replace("\"127.0.0.1:8080", "‸\"localhost:8080"),
             "`listen`: invalid address",
         ),
         broken(
             "unknown-upstream",
-            VALID.replace("upstream = \"api\"", "upstream = \"apj\""),
-            5,
-            12,
+            VALID.replace("upstream = \"api\"", "upstream = ‸\"apj\""),
             "`upstream`: unknown upstream \"apj\"",
         ),
         broken(
             "no-backends",
-            VALID.replace(
-                "backends = [{ address = \"127.0.0.1:9001\" }]",
-                "backends = []",
-            ),
-            7,
-            1,
+            VALID
+                .replace(
+                    "backends = [{ address = \"127.0.0.1:9001\" }]",
+                    "backends = []",
+                )
+                .replace("[upstreams.api]", "‸[upstreams.api]"),
             "needs at least one backend",
         ),
         broken(
             "weight-zero",
-            VALID.replace("9001\" }", "9001\", weight = 0 }"),
-            8,
-            52,
+            VALID.replace("9001\" }", "9001\", weight = ‸0 }"),
             "`weight`: must be between 1 and 1000",
         ),
         broken(
             "weight-too-big",
-            VALID.replace("9001\" }", "9001\", weight = 1001 }"),
-            8,
-            52,
+            VALID.replace("9001\" }", "9001\", weight = ‸1001 }"),
             "`weight`: must be between 1 and 1000",
         ),
         broken(
             "same-address",
-            ["[[listeners]]\nlisten = \"127.0.0.1:8080\"\n", VALID].concat(),
-            4,
-            10,
+            [
+                "[[listeners]]\nlisten = \"127.0.0.1:8080\"\n",
+                &VALID.replace("listen = ", "listen = ‸"),
+            ]
+            .concat(),
             "is already used by another listener",
         ),
         broken(
             "duplicate-listener-name",
             [
                 "[[listeners]]\nname = \"web\"\nlisten = \"127.0.0.1:8081\"\n",
-                &VALID.replace("[[listeners]]\n", "[[listeners]]\nname = \"web\"\n"),
+                &VALID.replace("[[listeners]]\n", "[[listeners]]\nname = ‸\"web\"\n"),
             ]
             .concat(),
-            5,
-            8,
             "duplicate listener name \"web\"",
         ),
         broken(
             "no-listeners",
-            VALID.replace("[[listeners]]\nlisten = \"127.0.0.1:8080\"\n", ""),
-            1,
-            1,
+            VALID.replace("[[listeners]]\nlisten = \"127.0.0.1:8080\"\n", "‸"),
             "no [[listeners]]",
         ),
         broken(
             "no-routes",
-            VALID.replace("[[routes]]\nupstream = \"api\"\n", ""),
-            1,
-            1,
+            ["‸", &VALID.replace("[[routes]]\nupstream = \"api\"\n", "")].concat(),
             "no [[routes]]",
         ),
         broken(
             "zero-header-timeout",
-            VALID.replace("8080\"\n", "8080\"\nheader_timeout = \"0s\"\n"),
-            3,
-            18,
+            VALID.replace("8080\"\n", "8080\"\nheader_timeout = ‸\"0s\"\n"),
             "`header_timeout`: must be greater than zero",
         ),
         broken(
             "max-header-bytes-too-small",
-            VALID.replace("8080\"\n", "8080\"\nmax_header_bytes = 1024\n"),
-            3,
-            20,
+            VALID.replace("8080\"\n", "8080\"\nmax_header_bytes = ‸1024\n"),
             "`max_header_bytes`: must be between",
         ),
         broken(
             "duplicate-backend",
             VALID.replace(
                 "[{ address = \"127.0.0.1:9001\" }]",
-                "[{ address = \"127.0.0.1:9001\" }, { address = \"127.0.0.1:9001\" }]",
+                "[{ address = \"127.0.0.1:9001\" }, { address = ‸\"127.0.0.1:9001\" }]",
             ),
-            8,
-            57,
             "is listed twice",
         ),
         broken(
             "unknown-strategy",
-            [VALID, "strategy = \"fastest\"\n"].concat(),
-            9,
-            12,
+            [VALID, "strategy = ‸\"fastest\"\n"].concat(),
             "`strategy`: unknown strategy \"fastest\"",
         ),
         broken(
             "sticky-not-a-table",
-            [VALID, "sticky = true\n"].concat(),
-            9,
-            10,
+            [VALID, "sticky = ‸true\n"].concat(),
             "`sticky`: invalid type: boolean `true`, expected a table",
         ),
         broken(
             "logging-level",
-            ["[logging]\nlevel = \"loud\"\n", VALID].concat(),
-            2,
-            9,
+            ["[logging]\nlevel = ‸\"loud\"\n", VALID].concat(),
             "`level`: expected one of: error, warn, info, debug, trace",
         ),
         broken(
             "health-check-path",
             [
                 VALID,
-                "\n[upstreams.api.health_check]\npath = \"healthz\"\n",
+                "\n[upstreams.api.health_check]\npath = ‸\"healthz\"\n",
             ]
             .concat(),
-            11,
-            8,
             "`health_check.path`: must be a path starting with '/'",
         ),
         broken(
             "listener-tls",
-            VALID.replace("8080\"\n", "8080\"\ntls = { key = \"a.key\" }\n"),
-            3,
-            15,
+            VALID.replace("8080\"\n", "8080\"\ntls = { key = ‸\"a.key\" }\n"),
             "`tls.key`: tls.key needs tls.cert",
         ),
         broken(
             "max-connections-per-backend",
-            [VALID, "max_connections_per_backend = -5\n"].concat(),
-            9,
-            31,
+            [VALID, "max_connections_per_backend = ‸-5\n"].concat(),
             "`max_connections_per_backend`: must be between 0 and",
         ),
         // A BOM (as some Windows editors write) is not shown by editors, so it
         // takes no column
-        broken(
+        with_bom(broken(
             "bom-value-on-first-line",
-            ["\u{FEFF}listeners = 5\n", after_the_listener()].concat(),
-            1,
-            13,
+            ["listeners = ‸5\n", after_the_listener()].concat(),
             "`listeners`",
-        ),
-        broken(
+        )),
+        with_bom(broken(
             "bom-typo-on-first-line",
-            ["\u{FEFF}listners = []\n", VALID].concat(),
-            1,
-            1,
+            ["‸listners = []\n", VALID].concat(),
             "`listners`: unknown field",
-        ),
-        broken(
+        )),
+        with_bom(broken(
             "bom-syntax-on-first-line",
-            ["\u{FEFF}[[listeners]\n", after_the_listener()].concat(),
-            1,
-            13,
+            ["[[listeners]‸\n", after_the_listener()].concat(),
             "expected `]`",
-        ),
-        broken("bom-only", "\u{FEFF}\n", 1, 1, "the config file is empty"),
+        )),
+        with_bom(broken("bom-only", "‸\n", "the config file is empty")),
         broken(
             "syntax",
-            VALID.replace("8080\"", "8080"),
-            2,
-            25,
+            VALID.replace("8080\"", "8080‸"),
             "invalid basic string",
         ),
     ]
@@ -533,30 +506,28 @@ fn check_refuses_broken_configs_with_file_line_column_and_key() {
 fn check_reports_every_problem_of_a_file() {
     let dir = scratch_dir("several");
     let path = dir.join("several.toml");
-    std::fs::write(
-        &path,
+    let (text, places) = marks(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
-header_timeout = "0s"
+header_timeout = ‸"0s"
 
 [[routes]]
-upstream = "missing"
+upstream = ‸"missing"
 
 [upstreams.api]
-backends = [{ address = "127.0.0.1:9001", weight = 0 }]
+backends = [{ address = "127.0.0.1:9001", weight = ‸0 }]
 "#,
-    )
-    .unwrap();
+    );
+    std::fs::write(&path, text).unwrap();
     let output = check(&path);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let file = path.display();
-    for place in [
-        format!("{file}:3:18: `header_timeout`"),
-        format!("{file}:6:12: `upstream`"),
-        format!("{file}:9:52: `weight`"),
-    ] {
+    let keys = ["header_timeout", "upstream", "weight"];
+    assert_eq!(places.len(), keys.len());
+    for (&(line, column), key) in places.iter().zip(keys) {
+        let place = format!("{file}:{line}:{column}: `{key}`");
         assert!(stderr.contains(&place), "stderr lacks {place:?}:\n{stderr}");
     }
     assert_eq!(stderr.lines().count(), 3, "one line per problem:\n{stderr}");

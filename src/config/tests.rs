@@ -1,27 +1,17 @@
 //! Tests of the config pipeline: text → `Config`, and every refusal with its
-//! position. Positions are 1-based; columns count characters. Each expected
-//! line:column was counted by hand from the test text (the comment next to a text
-//! gives the line numbers where it helps).
+//! position. Positions are 1-based; columns count characters. A test text shows
+//! where it expects a problem with a `‸` right before the token to be reported;
+//! [`marked`] takes it out and gives its line and column.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::defaults::*;
 use super::*;
 
 const FILE: &str = "test.toml";
 
 /// One listener, one route, one upstream; everything else defaulted.
-///
-/// ```text
-/// 1 [[listeners]]
-/// 2 listen = "127.0.0.1:8080"
-/// 3
-/// 4 [[routes]]
-/// 5 upstream = "api"
-/// 6
-/// 7 [upstreams.api]
-/// 8 backends = [{ address = "127.0.0.1:9001" }]
-/// ```
 const MINIMAL: &str = r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -41,14 +31,53 @@ upstream = "api"
 backends = [{ address = "127.0.0.1:9001" }]
 "#;
 
+/// Written in a test text right before the token a problem is expected at.
+const MARK: char = '‸';
+
+/// `text` without its marks, and the line and column of each mark in that text.
+fn marks(text: &str) -> (String, Vec<(usize, usize)>) {
+    let mut clean = String::with_capacity(text.len());
+    let mut places = Vec::new();
+    let (mut line, mut column) = (1, 1);
+    for c in text.chars() {
+        if c == MARK {
+            places.push((line, column));
+            continue;
+        }
+        clean.push(c);
+        if c == '\n' {
+            (line, column) = (line + 1, 1);
+        } else {
+            column += 1;
+        }
+    }
+    (clean, places)
+}
+
+/// `text` without its one mark, and the mark's line and column.
+#[track_caller]
+fn marked(text: &str) -> (String, usize, usize) {
+    let (clean, places) = marks(text);
+    assert_eq!(places.len(), 1, "expected one {MARK} in {text:?}");
+    let (line, column) = places[0];
+    (clean, line, column)
+}
+
+/// `text` without its marks, for a test that does not look at positions.
+fn unmarked(text: &str) -> String {
+    marks(text).0
+}
+
 #[track_caller]
 fn accept(text: &str) -> Config {
+    assert!(!text.contains(MARK), "take the marks out first: {text:?}");
     parse(text, FILE).unwrap_or_else(|err| panic!("refused:\n{err}\n--- text ---\n{text}"))
 }
 
 /// The problems of a refused text, in file order.
 #[track_caller]
 fn refuse(text: &str) -> Vec<Problem> {
+    assert!(!text.contains(MARK), "take the marks out first: {text:?}");
     match parse(text, FILE) {
         Ok(config) => panic!("accepted: {config:#?}\n--- text ---\n{text}"),
         Err(err) => {
@@ -89,6 +118,18 @@ fn assert_problem(
 
 fn addr(text: &str) -> SocketAddr {
     text.parse().unwrap()
+}
+
+#[test]
+fn marks_give_lines_and_columns_in_characters() {
+    assert_eq!(
+        marks("‸a = 1\nb = ‸\"é‸\"\n‸"),
+        (
+            "a = 1\nb = \"é\"\n".to_owned(),
+            vec![(1, 1), (2, 5), (2, 7), (3, 1)]
+        )
+    );
+    assert_eq!(marked("x = ‸1"), ("x = 1".to_owned(), 1, 5));
 }
 
 // === valid configs and defaults ===
@@ -316,14 +357,14 @@ address = "127.0.0.1:9002"
 
 // === hosts and path prefixes ===
 
-/// A config whose only route has `host = "<host>"` on line 5.
+/// A config whose only route has `host = "<host>"`, the value marked.
 fn with_route_host(host: &str) -> String {
     format!(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
-host = "{host}"
+host = ‸"{host}"
 upstream = "api"
 
 [upstreams.api]
@@ -332,14 +373,14 @@ backends = [{{ address = "127.0.0.1:9001" }}]
     )
 }
 
-/// A config whose only route has `path_prefix = "<prefix>"` on line 5.
+/// A config whose only route has `path_prefix = "<prefix>"`, the value marked.
 fn with_route_path_prefix(prefix: &str) -> String {
     format!(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
-path_prefix = "{prefix}"
+path_prefix = ‸"{prefix}"
 upstream = "api"
 
 [upstreams.api]
@@ -350,7 +391,7 @@ backends = [{{ address = "127.0.0.1:9001" }}]
 
 #[test]
 fn exact_host_is_stored_lowercase() {
-    let config = accept(&with_route_host("API.Example.COM"));
+    let config = accept(&unmarked(&with_route_host("API.Example.COM")));
     assert_eq!(
         config.routes[0].host,
         Some(HostPattern::Exact("api.example.com".into()))
@@ -359,7 +400,7 @@ fn exact_host_is_stored_lowercase() {
 
 #[test]
 fn wildcard_host_becomes_a_lowercase_suffix() {
-    let config = accept(&with_route_host("*.Example.com"));
+    let config = accept(&unmarked(&with_route_host("*.Example.com")));
     assert_eq!(
         config.routes[0].host,
         Some(HostPattern::Suffix(".example.com".into()))
@@ -368,35 +409,36 @@ fn wildcard_host_becomes_a_lowercase_suffix() {
 
 #[test]
 fn host_with_a_port_is_rejected() {
-    let problem = single_problem(&with_route_host("api.example.com:8080"));
-    // line 5: `host = "api.example.com:8080"`, the value starts at column 8
-    assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+    let (text, line, column) = marked(&with_route_host("api.example.com:8080"));
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("host"), "invalid host");
 }
 
 #[test]
 fn host_with_a_wildcard_not_in_front_is_rejected() {
     for host in ["*", "*.", "a.*.com", "*.*.com", "api.*"] {
-        let problem = single_problem(&with_route_host(host));
-        assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+        let (text, line, column) = marked(&with_route_host(host));
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some("host"), "invalid host");
     }
 }
 
 #[test]
 fn path_prefix_trailing_slash_is_trimmed() {
-    let config = accept(&with_route_path_prefix("/api/"));
+    let config = accept(&unmarked(&with_route_path_prefix("/api/")));
     assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/api"));
 }
 
 #[test]
 fn path_prefix_several_trailing_slashes_are_trimmed() {
-    let config = accept(&with_route_path_prefix("/api/v1///"));
+    let config = accept(&unmarked(&with_route_path_prefix("/api/v1///")));
     assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/api/v1"));
 }
 
 #[test]
 fn path_prefix_of_root_stays_root() {
     for prefix in ["/", "//"] {
-        let config = accept(&with_route_path_prefix(prefix));
+        let config = accept(&unmarked(&with_route_path_prefix(prefix)));
         assert_eq!(config.routes[0].path_prefix.as_deref(), Some("/"));
     }
 }
@@ -410,7 +452,7 @@ fn path_prefix_is_normalised_as_request_paths_are() {
         ("/a%2fb", "/a%2Fb"),
         ("/api/..", "/"),
     ] {
-        let config = accept(&with_route_path_prefix(prefix));
+        let config = accept(&unmarked(&with_route_path_prefix(prefix)));
         assert_eq!(
             config.routes[0].path_prefix.as_deref(),
             Some(normal),
@@ -421,31 +463,57 @@ fn path_prefix_is_normalised_as_request_paths_are() {
 
 #[test]
 fn path_prefix_above_the_root_or_with_a_bare_percent_is_rejected() {
-    let problem = single_problem(&with_route_path_prefix("/../api"));
-    assert_problem(&problem, 5, 15, Some("path_prefix"), "climb above the root");
-    let problem = single_problem(&with_route_path_prefix("/100%"));
-    assert_problem(&problem, 5, 15, Some("path_prefix"), "two hex digits");
+    let (text, line, column) = marked(&with_route_path_prefix("/../api"));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("path_prefix"),
+        "climb above the root",
+    );
+    let (text, line, column) = marked(&with_route_path_prefix("/100%"));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("path_prefix"),
+        "two hex digits",
+    );
 }
 
 #[test]
 fn path_prefix_without_leading_slash_is_rejected() {
-    let problem = single_problem(&with_route_path_prefix("api"));
-    // line 5: `path_prefix = "api"`, the value starts at column 15
-    assert_problem(&problem, 5, 15, Some("path_prefix"), "invalid path prefix");
+    let (text, line, column) = marked(&with_route_path_prefix("api"));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("path_prefix"),
+        "invalid path prefix",
+    );
 }
 
 #[test]
 fn path_prefix_with_query_or_space_is_rejected() {
     for prefix in ["/api?x=1", "/api#top", "/a b"] {
-        let problem = single_problem(&with_route_path_prefix(prefix));
-        assert_problem(&problem, 5, 15, Some("path_prefix"), "invalid path prefix");
+        let (text, line, column) = marked(&with_route_path_prefix(prefix));
+        let problem = single_problem(&text);
+        assert_problem(
+            &problem,
+            line,
+            column,
+            Some("path_prefix"),
+            "invalid path prefix",
+        );
     }
 }
 
 // === weights ===
 
-/// A config whose upstream has `backends = [{ address = "127.0.0.1:9001", weight = <w> }]`
-/// on line 8; the weight value starts at column 52.
+/// A config whose only backend has `weight = <weight>`, the value marked.
 fn with_weight(weight: i64) -> String {
     format!(
         r#"[[listeners]]
@@ -455,7 +523,7 @@ listen = "127.0.0.1:8080"
 upstream = "api"
 
 [upstreams.api]
-backends = [{{ address = "127.0.0.1:9001", weight = {weight} }}]
+backends = [{{ address = "127.0.0.1:9001", weight = ‸{weight} }}]
 "#
     )
 }
@@ -488,79 +556,123 @@ backends = [
 
 #[test]
 fn weight_zero_is_rejected() {
-    let problem = single_problem(&with_weight(0));
+    let (text, line, column) = marked(&with_weight(0));
+    let problem = single_problem(&text);
     let message = format!("must be between 1 and {MAX_WEIGHT}");
-    assert_problem(&problem, 8, 52, Some("weight"), &message);
+    assert_problem(&problem, line, column, Some("weight"), &message);
 }
 
 #[test]
 fn weight_above_max_is_rejected() {
-    let problem = single_problem(&with_weight(i64::from(MAX_WEIGHT) + 1));
+    let (text, line, column) = marked(&with_weight(i64::from(MAX_WEIGHT) + 1));
+    let problem = single_problem(&text);
     let message = format!("must be between 1 and {MAX_WEIGHT}");
-    assert_problem(&problem, 8, 52, Some("weight"), &message);
+    assert_problem(&problem, line, column, Some("weight"), &message);
 }
 
 #[test]
 fn negative_weight_is_rejected() {
-    let problem = single_problem(&with_weight(-1));
-    assert_problem(&problem, 8, 52, Some("weight"), "must be between 1 and");
+    let (text, line, column) = marked(&with_weight(-1));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("weight"),
+        "must be between 1 and",
+    );
 }
 
 // === unknown keys and syntax ===
 
 #[test]
 fn unknown_key_at_top_level_is_rejected() {
-    let problem = single_problem(&["colour = \"red\"\n", MINIMAL].concat());
-    assert_problem(&problem, 1, 1, Some("colour"), "unknown field `colour`");
+    let (text, line, column) = marked(&["‸colour = \"red\"\n", MINIMAL].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("colour"),
+        "unknown field `colour`",
+    );
 }
 
 #[test]
 fn unknown_key_in_runtime_is_rejected() {
-    let problem = single_problem(&["[runtime]\nthreads = 4\n\n", MINIMAL].concat());
-    assert_problem(&problem, 2, 1, Some("threads"), "unknown field `threads`");
+    let (text, line, column) = marked(&["[runtime]\n‸threads = 4\n\n", MINIMAL].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("threads"),
+        "unknown field `threads`",
+    );
 }
 
 #[test]
 fn unknown_key_in_a_listener_is_rejected() {
-    let text = [
-        r#"[[listeners]]
+    let (text, line, column) = marked(
+        &[
+            r#"[[listeners]]
 listen = "127.0.0.1:8080"
-bogus = 1
+‸bogus = 1
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    assert_problem(&problem, 3, 1, Some("bogus"), "unknown field `bogus`");
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("bogus"),
+        "unknown field `bogus`",
+    );
 }
 
 #[test]
 fn unknown_key_in_a_route_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
-prefix = "/api"
+‸prefix = "/api"
 upstream = "api"
 
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
     );
-    assert_problem(&problem, 5, 1, Some("prefix"), "unknown field `prefix`");
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("prefix"),
+        "unknown field `prefix`",
+    );
 }
 
 #[test]
 fn unknown_key_in_an_upstream_is_rejected() {
-    // line 9 is inside [upstreams.api]
-    let problem = single_problem(&[MINIMAL, "stratgy = \"random\"\n"].concat());
-    assert_problem(&problem, 9, 1, Some("stratgy"), "unknown field `stratgy`");
+    let (text, line, column) = marked(&[MINIMAL, "‸stratgy = \"random\"\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("stratgy"),
+        "unknown field `stratgy`",
+    );
 }
 
 #[test]
 fn unknown_key_in_a_backend_inline_table_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -568,77 +680,101 @@ listen = "127.0.0.1:8080"
 upstream = "api"
 
 [upstreams.api]
-backends = [{ address = "127.0.0.1:9001", wieght = 2 }]
+backends = [{ address = "127.0.0.1:9001", ‸wieght = 2 }]
 "#,
     );
-    // `backends = [{ ` is 14 characters, `address = "127.0.0.1:9001", ` 28 more
-    assert_problem(&problem, 8, 43, Some("wieght"), "unknown field `wieght`");
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("wieght"),
+        "unknown field `wieght`",
+    );
 }
 
 #[test]
 fn unknown_key_in_upstream_timeouts_is_rejected() {
-    let problem = single_problem(&[MINIMAL, "timeouts = { read = \"5s\" }\n"].concat());
-    // line 9: `timeouts = { ` is 13 characters
-    assert_problem(&problem, 9, 14, Some("read"), "unknown field `read`");
+    let (text, line, column) = marked(&[MINIMAL, "timeouts = { ‸read = \"5s\" }\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("read"), "unknown field `read`");
 }
 
 #[test]
 fn duplicate_key_is_rejected() {
-    let text = [
-        r#"[[listeners]]
+    let (text, line, column) = marked(
+        &[
+            r#"[[listeners]]
 listen = "127.0.0.1:8080"
-listen = "127.0.0.1:8081"
+‸listen = "127.0.0.1:8081"
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    assert_problem(&problem, 3, 1, Some("listen"), "duplicate key");
+    assert_problem(&problem, line, column, Some("listen"), "duplicate key");
 }
 
 #[test]
 fn toml_syntax_error_is_reported_at_its_place() {
-    let text = [
-        r#"[[listeners]]
-listen = "127.0.0.1:8080
+    let (text, line, column) = marked(
+        &[
+            r#"[[listeners]]
+listen = "127.0.0.1:8080‸
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    // the unterminated string runs to the end of line 2 (24 characters)
-    assert_eq!((problem.line, problem.column), (2, 25), "{problem:#?}");
+    // the unterminated string is reported at the end of its line
+    assert_eq!(
+        (problem.line, problem.column),
+        (line, column),
+        "{problem:#?}"
+    );
     assert!(problem.message.contains("string"), "{problem:#?}");
 }
 
 #[test]
 fn missing_listen_is_rejected() {
-    let text = ["[[listeners]]\nname = \"web\"\n", ROUTE_AND_UPSTREAM].concat();
+    let (text, line, column) =
+        marked(&["‸[[listeners]]\nname = \"web\"\n", ROUTE_AND_UPSTREAM].concat());
     let problem = single_problem(&text);
-    assert_eq!((problem.line, problem.column), (1, 1), "{problem:#?}");
+    assert_eq!(
+        (problem.line, problem.column),
+        (line, column),
+        "{problem:#?}"
+    );
     assert!(problem.message.contains("missing field `listen`"));
 }
 
 #[test]
 fn missing_route_upstream_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
-[[routes]]
+‸[[routes]]
 path_prefix = "/"
 
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
     );
-    assert_eq!((problem.line, problem.column), (4, 1), "{problem:#?}");
+    let problem = single_problem(&text);
+    assert_eq!(
+        (problem.line, problem.column),
+        (line, column),
+        "{problem:#?}"
+    );
     assert!(problem.message.contains("missing field `upstream`"));
 }
 
 // === durations ===
 
-/// A config whose listener has `<key> = <value>` on line 3.
+/// A config whose listener has `line` besides its `listen`.
 fn with_listener_line(line: &str) -> String {
     [
         "[[listeners]]\nlisten = \"127.0.0.1:8080\"\n",
@@ -651,12 +787,12 @@ fn with_listener_line(line: &str) -> String {
 
 #[test]
 fn duration_with_unknown_unit_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"header_timeout = "5x""#));
-    // `header_timeout = ` is 17 characters
+    let (text, line, column) = marked(&with_listener_line(r#"header_timeout = ‸"5x""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        18,
+        line,
+        column,
         Some("header_timeout"),
         "invalid duration \"5x\"",
     );
@@ -664,12 +800,12 @@ fn duration_with_unknown_unit_is_rejected() {
 
 #[test]
 fn duration_without_unit_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"idle_timeout = "10""#));
-    // `idle_timeout = ` is 15 characters
+    let (text, line, column) = marked(&with_listener_line(r#"idle_timeout = ‸"10""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        16,
+        line,
+        column,
         Some("idle_timeout"),
         "invalid duration \"10\"",
     );
@@ -677,12 +813,13 @@ fn duration_without_unit_is_rejected() {
 
 #[test]
 fn fractional_duration_is_rejected() {
-    let problem = single_problem(&["[runtime]\nshutdown_timeout = \"1.5s\"\n\n", MINIMAL].concat());
-    // `shutdown_timeout = ` is 19 characters
+    let (text, line, column) =
+        marked(&["[runtime]\nshutdown_timeout = ‸\"1.5s\"\n\n", MINIMAL].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        2,
-        20,
+        line,
+        column,
         Some("shutdown_timeout"),
         "invalid duration \"1.5s\"",
     );
@@ -690,11 +827,12 @@ fn fractional_duration_is_rejected() {
 
 #[test]
 fn duration_written_as_a_number_is_rejected() {
-    let problem = single_problem(&with_listener_line("idle_timeout = 10"));
+    let (text, line, column) = marked(&with_listener_line("idle_timeout = ‸10"));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        16,
+        line,
+        column,
         Some("idle_timeout"),
         "expected a duration string",
     );
@@ -702,39 +840,48 @@ fn duration_written_as_a_number_is_rejected() {
 
 #[test]
 fn malformed_duration_in_upstream_timeouts_is_rejected() {
-    let problem = single_problem(&[MINIMAL, "timeouts = { connect = \"5x\" }\n"].concat());
-    // line 9: `timeouts = { connect = ` is 23 characters
-    assert_problem(&problem, 9, 24, Some("connect"), "invalid duration \"5x\"");
+    let (text, line, column) = marked(&[MINIMAL, "timeouts = { connect = ‸\"5x\" }\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("connect"),
+        "invalid duration \"5x\"",
+    );
 }
 
 // === addresses ===
 
 #[test]
 fn listen_address_with_a_host_name_is_rejected() {
-    let text = [
-        "[[listeners]]\nlisten = \"localhost:8080\"\n",
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+    let (text, line, column) = marked(
+        &[
+            "[[listeners]]\nlisten = ‸\"localhost:8080\"\n",
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    // `listen = ` is 9 characters
-    assert_problem(&problem, 2, 10, Some("listen"), "invalid address");
+    assert_problem(&problem, line, column, Some("listen"), "invalid address");
 }
 
 #[test]
 fn listen_address_without_port_is_rejected() {
-    let text = [
-        "[[listeners]]\nlisten = \"127.0.0.1\"\n",
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+    let (text, line, column) = marked(
+        &[
+            "[[listeners]]\nlisten = ‸\"127.0.0.1\"\n",
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    assert_problem(&problem, 2, 10, Some("listen"), "invalid address");
+    assert_problem(&problem, line, column, Some("listen"), "invalid address");
 }
 
 #[test]
 fn backend_address_without_port_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -742,49 +889,52 @@ listen = "127.0.0.1:8080"
 upstream = "api"
 
 [upstreams.api]
-backends = [{ address = "127.0.0.1" }]
+backends = [{ address = ‸"127.0.0.1" }]
 "#,
     );
-    // `backends = [{ address = ` is 24 characters
-    assert_problem(&problem, 8, 25, Some("address"), "invalid address");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("address"), "invalid address");
 }
 
 // === listeners ===
 
 #[test]
 fn two_listeners_on_the_same_address_are_rejected() {
-    let text = [
-        r#"[[listeners]]
+    let (text, line, column) = marked(
+        &[
+            r#"[[listeners]]
 listen = "127.0.0.1:8080"
 [[listeners]]
-listen = "127.0.0.1:8080"
+listen = ‸"127.0.0.1:8080"
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    assert_problem(&problem, 4, 10, Some("listen"), "already used");
+    assert_problem(&problem, line, column, Some("listen"), "already used");
 }
 
 #[test]
 fn duplicate_listener_name_is_rejected() {
-    let text = [
-        r#"[[listeners]]
+    let (text, line, column) = marked(
+        &[
+            r#"[[listeners]]
 name = "web"
 listen = "127.0.0.1:8080"
 [[listeners]]
-name = "web"
+name = ‸"web"
 listen = "127.0.0.1:8081"
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    // `name = ` is 7 characters
     assert_problem(
         &problem,
-        5,
-        8,
+        line,
+        column,
         Some("name"),
         "duplicate listener name \"web\"",
     );
@@ -792,22 +942,24 @@ listen = "127.0.0.1:8081"
 
 #[test]
 fn default_listener_name_colliding_with_an_explicit_one_is_rejected() {
-    let text = [
-        r#"[[listeners]]
+    let (text, line, column) = marked(
+        &[
+            r#"[[listeners]]
 name = "listener-1"
 listen = "127.0.0.1:8080"
-[[listeners]]
+‸[[listeners]]
 listen = "127.0.0.1:8081"
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
     // the unnamed listener has no `name` to point at: its header is used
     assert_problem(
         &problem,
-        4,
-        1,
+        line,
+        column,
         Some("name"),
         "duplicate listener name \"listener-1\"",
     );
@@ -815,22 +967,25 @@ listen = "127.0.0.1:8081"
 
 #[test]
 fn empty_listener_name_is_rejected() {
-    let text = [
-        "[[listeners]]\nname = \" \"\nlisten = \"127.0.0.1:8080\"\n",
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+    let (text, line, column) = marked(
+        &[
+            "[[listeners]]\nname = ‸\" \"\nlisten = \"127.0.0.1:8080\"\n",
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    assert_problem(&problem, 2, 8, Some("name"), "must not be empty");
+    assert_problem(&problem, line, column, Some("name"), "must not be empty");
 }
 
 #[test]
 fn zero_header_timeout_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"header_timeout = "0s""#));
+    let (text, line, column) = marked(&with_listener_line(r#"header_timeout = ‸"0s""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        18,
+        line,
+        column,
         Some("header_timeout"),
         "must be greater than zero",
     );
@@ -838,11 +993,12 @@ fn zero_header_timeout_is_rejected() {
 
 #[test]
 fn zero_idle_timeout_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"idle_timeout = "0ms""#));
+    let (text, line, column) = marked(&with_listener_line(r#"idle_timeout = ‸"0ms""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        16,
+        line,
+        column,
         Some("idle_timeout"),
         "must be greater than zero",
     );
@@ -850,11 +1006,12 @@ fn zero_idle_timeout_is_rejected() {
 
 #[test]
 fn zero_body_timeout_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"body_timeout = "0s""#));
+    let (text, line, column) = marked(&with_listener_line(r#"body_timeout = ‸"0s""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        16,
+        line,
+        column,
         Some("body_timeout"),
         "must be greater than zero",
     );
@@ -862,11 +1019,12 @@ fn zero_body_timeout_is_rejected() {
 
 #[test]
 fn zero_send_timeout_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"send_timeout = "0ms""#));
+    let (text, line, column) = marked(&with_listener_line(r#"send_timeout = ‸"0ms""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        16,
+        line,
+        column,
         Some("send_timeout"),
         "must be greater than zero",
     );
@@ -874,11 +1032,12 @@ fn zero_send_timeout_is_rejected() {
 
 #[test]
 fn malformed_send_timeout_is_rejected() {
-    let problem = single_problem(&with_listener_line(r#"send_timeout = "soon""#));
+    let (text, line, column) = marked(&with_listener_line(r#"send_timeout = ‸"soon""#));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        16,
+        line,
+        column,
         Some("send_timeout"),
         "invalid duration \"soon\"",
     );
@@ -886,25 +1045,33 @@ fn malformed_send_timeout_is_rejected() {
 
 #[test]
 fn max_header_bytes_below_minimum_is_rejected() {
-    let line = format!("max_header_bytes = {}", MIN_MAX_HEADER_BYTES - 1);
-    let problem = single_problem(&with_listener_line(&line));
+    let entry = format!("max_header_bytes = ‸{}", MIN_MAX_HEADER_BYTES - 1);
+    let (text, line, column) = marked(&with_listener_line(&entry));
+    let problem = single_problem(&text);
     let message = format!("must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES}");
-    // `max_header_bytes = ` is 19 characters
-    assert_problem(&problem, 3, 20, Some("max_header_bytes"), &message);
+    assert_problem(&problem, line, column, Some("max_header_bytes"), &message);
 }
 
 #[test]
 fn max_header_bytes_above_maximum_is_rejected() {
-    let line = format!("max_header_bytes = {}", MAX_MAX_HEADER_BYTES + 1);
-    let problem = single_problem(&with_listener_line(&line));
+    let entry = format!("max_header_bytes = ‸{}", MAX_MAX_HEADER_BYTES + 1);
+    let (text, line, column) = marked(&with_listener_line(&entry));
+    let problem = single_problem(&text);
     let message = format!("must be between {MIN_MAX_HEADER_BYTES} and {MAX_MAX_HEADER_BYTES}");
-    assert_problem(&problem, 3, 20, Some("max_header_bytes"), &message);
+    assert_problem(&problem, line, column, Some("max_header_bytes"), &message);
 }
 
 #[test]
 fn negative_max_header_bytes_is_rejected() {
-    let problem = single_problem(&with_listener_line("max_header_bytes = -1"));
-    assert_problem(&problem, 3, 20, Some("max_header_bytes"), "must be between");
+    let (text, line, column) = marked(&with_listener_line("max_header_bytes = ‸-1"));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("max_header_bytes"),
+        "must be between",
+    );
 }
 
 #[test]
@@ -919,63 +1086,80 @@ fn max_header_bytes_bounds_are_accepted() {
 
 #[test]
 fn empty_file_is_rejected() {
-    let problem = single_problem("");
-    assert_problem(&problem, 1, 1, None, "the config file is empty");
+    let (text, line, column) = marked("‸");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, None, "the config file is empty");
 }
 
 #[test]
 fn whitespace_only_file_is_rejected_as_empty() {
-    let problem = single_problem("  \n\t\n\n");
-    assert_problem(&problem, 1, 1, None, "the config file is empty");
+    let (text, line, column) = marked("‸  \n\t\n\n");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, None, "the config file is empty");
 }
 
 #[test]
 fn comment_only_file_is_missing_listeners_and_routes() {
-    let problems = refuse("# nothing yet\n");
+    let (text, line, column) = marked("‸# nothing yet\n");
+    let problems = refuse(&text);
     assert_eq!(problems.len(), 2, "{problems:#?}");
-    assert_problem(&problems[0], 1, 1, Some("listeners"), "no [[listeners]]");
-    assert_problem(&problems[1], 1, 1, Some("routes"), "no [[routes]]");
+    assert_problem(
+        &problems[0],
+        line,
+        column,
+        Some("listeners"),
+        "no [[listeners]]",
+    );
+    assert_problem(&problems[1], line, column, Some("routes"), "no [[routes]]");
 }
 
 #[test]
 fn config_without_listeners_is_rejected() {
-    let problem = single_problem(ROUTE_AND_UPSTREAM);
-    assert_problem(&problem, 1, 1, Some("listeners"), "no [[listeners]]");
+    let (text, line, column) = marked(&["‸", ROUTE_AND_UPSTREAM].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("listeners"),
+        "no [[listeners]]",
+    );
 }
 
 #[test]
 fn config_without_routes_is_rejected() {
-    let problem = single_problem(
-        r#"[[listeners]]
+    let (text, line, column) = marked(
+        r#"‸[[listeners]]
 listen = "127.0.0.1:8080"
 
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
     );
-    assert_problem(&problem, 1, 1, Some("routes"), "no [[routes]]");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("routes"), "no [[routes]]");
 }
 
 // === routes ===
 
 #[test]
 fn route_to_an_unknown_upstream_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
-upstream = "apj"
+upstream = ‸"apj"
 
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
     );
-    // `upstream = ` is 11 characters
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        5,
-        12,
+        line,
+        column,
         Some("upstream"),
         "unknown upstream \"apj\"; defined upstreams: api",
     );
@@ -983,15 +1167,23 @@ backends = [{ address = "127.0.0.1:9001" }]
 
 #[test]
 fn route_without_any_upstream_defined_is_rejected() {
-    let text =
-        ["[[listeners]]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nupstream = \"api\"\n"].concat();
+    let (text, line, column) = marked(
+        &["[[listeners]]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nupstream = ‸\"api\"\n"]
+            .concat(),
+    );
     let problem = single_problem(&text);
-    assert_problem(&problem, 5, 12, Some("upstream"), "no upstream is defined");
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("upstream"),
+        "no upstream is defined",
+    );
 }
 
 #[test]
 fn duplicate_route_name_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -1000,36 +1192,44 @@ name = "api"
 upstream = "api"
 
 [[routes]]
-name = "api"
+name = ‸"api"
 upstream = "api"
 
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
     );
-    assert_problem(&problem, 9, 8, Some("name"), "duplicate route name \"api\"");
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("name"),
+        "duplicate route name \"api\"",
+    );
 }
 
 // === upstreams ===
 
 #[test]
 fn upstream_without_backends_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
 upstream = "api"
 
-[upstreams.api]
+‸[upstreams.api]
 strategy = "round_robin"
 "#,
     );
+    let problem = single_problem(&text);
     // reported at the upstream's header
     assert_problem(
         &problem,
-        7,
-        1,
+        line,
+        column,
         Some("upstreams.api.backends"),
         "at least one backend",
     );
@@ -1037,21 +1237,22 @@ strategy = "round_robin"
 
 #[test]
 fn upstream_with_an_empty_backend_list_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
 upstream = "api"
 
-[upstreams.api]
+‸[upstreams.api]
 backends = []
 "#,
     );
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        7,
-        1,
+        line,
+        column,
         Some("upstreams.api.backends"),
         "at least one backend",
     );
@@ -1059,7 +1260,7 @@ backends = []
 
 #[test]
 fn backend_without_address_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -1067,17 +1268,21 @@ listen = "127.0.0.1:8080"
 upstream = "api"
 
 [upstreams.api]
-backends = [{ weight = 2 }]
+backends = [‸{ weight = 2 }]
 "#,
     );
-    // the inline table starts at column 13
-    assert_eq!((problem.line, problem.column), (8, 13), "{problem:#?}");
+    let problem = single_problem(&text);
+    assert_eq!(
+        (problem.line, problem.column),
+        (line, column),
+        "{problem:#?}"
+    );
     assert!(problem.message.contains("missing field `address`"));
 }
 
 #[test]
 fn duplicate_backend_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
@@ -1085,14 +1290,14 @@ listen = "127.0.0.1:8080"
 upstream = "api"
 
 [upstreams.api]
-backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9001" }]
+backends = [{ address = "127.0.0.1:9001" }, { address = ‸"127.0.0.1:9001" }]
 "#,
     );
-    // `backends = [{ address = "127.0.0.1:9001" }, { address = ` is 56 characters
-    assert_problem(&problem, 8, 57, Some("address"), "listed twice");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("address"), "listed twice");
 }
 
-/// A config whose upstream has `strategy = "<strategy>"` on line 8 (value at column 12).
+/// A config whose upstream has `strategy = "<strategy>"`, the value marked.
 fn with_strategy(strategy: &str) -> String {
     format!(
         r#"[[listeners]]
@@ -1102,7 +1307,7 @@ listen = "127.0.0.1:8080"
 upstream = "api"
 
 [upstreams.api]
-strategy = "{strategy}"
+strategy = ‸"{strategy}"
 backends = [{{ address = "127.0.0.1:9001" }}]
 "#
     )
@@ -1110,17 +1315,18 @@ backends = [{{ address = "127.0.0.1:9001" }}]
 
 #[test]
 fn round_robin_strategy_is_accepted() {
-    let config = accept(&with_strategy("round_robin"));
+    let config = accept(&unmarked(&with_strategy("round_robin")));
     assert_eq!(config.upstreams[0].strategy, StrategyKind::RoundRobin);
 }
 
 #[test]
 fn unknown_strategy_is_rejected() {
-    let problem = single_problem(&with_strategy("fastest"));
+    let (text, line, column) = marked(&with_strategy("fastest"));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        8,
-        12,
+        line,
+        column,
         Some("strategy"),
         "unknown strategy \"fastest\"",
     );
@@ -1137,19 +1343,19 @@ fn every_built_strategy_is_accepted() {
         ("ewma", StrategyKind::Ewma),
     ];
     for (name, kind) in expected {
-        let config = parse(&with_strategy(name), "weir.toml").unwrap();
+        let config = parse(&unmarked(&with_strategy(name)), "weir.toml").unwrap();
         assert_eq!(config.upstreams[0].strategy, kind, "{name}");
     }
 }
 
 #[test]
 fn zero_response_timeout_is_rejected() {
-    let problem = single_problem(&[MINIMAL, "timeouts = { response = \"0ms\" }\n"].concat());
-    // line 9: `timeouts = { response = ` is 24 characters
+    let (text, line, column) = marked(&[MINIMAL, "timeouts = { response = ‸\"0ms\" }\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        25,
+        line,
+        column,
         Some("timeouts.response"),
         "must be greater than zero",
     );
@@ -1179,11 +1385,12 @@ fn limits_and_queue_timeout_are_accepted() {
 
 #[test]
 fn queue_timeout_needs_a_connection_limit() {
-    let problem = single_problem(&[MINIMAL, "queue_timeout = \"1s\"\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "queue_timeout = ‸\"1s\"\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        17,
+        line,
+        column,
         Some("queue_timeout"),
         "only applies with max_connections_per_backend",
     );
@@ -1191,11 +1398,12 @@ fn queue_timeout_needs_a_connection_limit() {
 
 #[test]
 fn negative_max_connections_per_backend_is_rejected() {
-    let problem = single_problem(&[MINIMAL, "max_connections_per_backend = -1\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "max_connections_per_backend = ‸-1\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        31,
+        line,
+        column,
         Some("max_connections_per_backend"),
         "must be between 0 and 1000000",
     );
@@ -1214,11 +1422,13 @@ fn admin_takes_a_listen_address_apart_from_the_listeners() {
     );
     assert_eq!(accept(MINIMAL).admin, None);
     // MINIMAL's listener is 127.0.0.1:8080.
-    let problem = single_problem(&["[admin]\nlisten = \"127.0.0.1:8080\"\n\n", MINIMAL].concat());
+    let (text, line, column) =
+        marked(&["[admin]\nlisten = ‸\"127.0.0.1:8080\"\n\n", MINIMAL].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        2,
-        10,
+        line,
+        column,
         Some("admin.listen"),
         "also a proxy listener",
     );
@@ -1249,19 +1459,18 @@ fn logging_defaults_and_every_key() {
 
 #[test]
 fn bad_logging_values_are_refused_at_the_value() {
-    // The [logging] header is on line 10, the key on line 11.
-    for (entry, column, key, message) in [
-        ("level = \"loud\"", 9, "level", "expected one of"),
-        ("access_log = \"\"", 14, "access_log", "a file path"),
+    for (entry, key, message) in [
+        ("level = ‸\"loud\"", "level", "expected one of"),
+        ("access_log = ‸\"\"", "access_log", "a file path"),
         (
-            "access_log_format = \"xml\"",
-            21,
+            "access_log_format = ‸\"xml\"",
             "access_log_format",
             "\"json\" or \"combined\"",
         ),
     ] {
-        let problem = single_problem(&[MINIMAL, &format!("\n[logging]\n{entry}\n")].concat());
-        assert_problem(&problem, 11, column, Some(key), message);
+        let (text, line, column) = marked(&[MINIMAL, &format!("\n[logging]\n{entry}\n")].concat());
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
     }
 }
 
@@ -1299,11 +1508,18 @@ fn listener_tls_takes_one_certificate_or_several_read_from_the_config_folder() {
         .concat(),
     );
     assert_eq!(tables.listeners[0].tls, Some(tls));
-    // `tls = ` is 6 characters
-    let problem = single_problem(&with_listener_line("tls = {}"));
-    assert_problem(&problem, 3, 7, Some("tls"), "tls needs a certificate");
-    let problem = single_problem(&with_listener_line(r#"tls = { cert = "a.pem" }"#));
-    assert_problem(&problem, 3, 16, Some("tls.cert"), "needs tls.key");
+    let (text, line, column) = marked(&with_listener_line("tls = ‸{}"));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("tls"),
+        "tls needs a certificate",
+    );
+    let (text, line, column) = marked(&with_listener_line(r#"tls = { cert = ‸"a.pem" }"#));
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("tls.cert"), "needs tls.key");
 }
 
 #[test]
@@ -1325,10 +1541,17 @@ fn trusted_proxies_take_networks_and_addresses() {
 
 #[test]
 fn invalid_trusted_proxy_is_refused_at_its_value() {
-    let text = with_listener_line(r#"trusted_proxies = ["10.0.0.0/8", "10.0.0.0/33"]"#);
+    let (text, line, column) = marked(&with_listener_line(
+        r#"trusted_proxies = ["10.0.0.0/8", ‸"10.0.0.0/33"]"#,
+    ));
     let problem = single_problem(&text);
-    // `trusted_proxies = ["10.0.0.0/8", ` is 33 characters
-    assert_problem(&problem, 3, 34, Some("trusted_proxies"), "invalid network");
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("trusted_proxies"),
+        "invalid network",
+    );
 }
 
 #[test]
@@ -1339,11 +1562,12 @@ fn max_concurrent_streams_is_bounded() {
             .max_concurrent_streams,
         8
     );
-    let problem = single_problem(&with_listener_line("max_concurrent_streams = 0"));
+    let (text, line, column) = marked(&with_listener_line("max_concurrent_streams = ‸0"));
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        3,
-        26,
+        line,
+        column,
         Some("max_concurrent_streams"),
         "between 1 and 10000",
     );
@@ -1382,25 +1606,29 @@ fn hash_keys_of_every_kind_are_accepted() {
 #[test]
 fn invalid_hash_key_is_refused_at_its_value() {
     for bad in ["host", "header:", "header:bad name", "cookie:", "query:"] {
-        let text = [
-            MINIMAL,
-            &format!("strategy = \"hash\"\nhash_key = \"{bad}\"\n"),
-        ]
-        .concat();
+        let (text, line, column) = marked(
+            &[
+                MINIMAL,
+                &format!("strategy = \"hash\"\nhash_key = ‸\"{bad}\"\n"),
+            ]
+            .concat(),
+        );
         let problem = single_problem(&text);
-        assert_problem(&problem, 10, 12, Some("hash_key"), "invalid hash_key");
+        assert_problem(&problem, line, column, Some("hash_key"), "invalid hash_key");
     }
 }
 
 #[test]
 fn hash_needs_a_hash_key_and_only_hash_takes_one() {
-    let problem = single_problem(&[MINIMAL, "strategy = \"hash\"\n"].concat());
-    assert_problem(&problem, 9, 12, Some("strategy"), "needs a hash_key");
-    let problem = single_problem(&[MINIMAL, "hash_key = \"path\"\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "strategy = ‸\"hash\"\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("strategy"), "needs a hash_key");
+    let (text, line, column) = marked(&[MINIMAL, "hash_key = ‸\"path\"\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        12,
+        line,
+        column,
         Some("hash_key"),
         "only applies to strategy",
     );
@@ -1418,25 +1646,27 @@ fn hash_balance_factor_goes_with_hashing_only() {
     )
     .unwrap();
     assert_eq!(config.upstreams[0].hash_balance_percent, Some(125));
-    let problem = single_problem(&[MINIMAL, "hash_balance_factor = 1.25\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "hash_balance_factor = ‸1.25\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        23,
+        line,
+        column,
         Some("hash_balance_factor"),
         "only applies to strategy",
     );
-    let problem = single_problem(
+    let (text, line, column) = marked(
         &[
             MINIMAL,
-            "strategy = \"ip_hash\"\nhash_balance_factor = 0.5\n",
+            "strategy = \"ip_hash\"\nhash_balance_factor = ‸0.5\n",
         ]
         .concat(),
     );
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        10,
-        23,
+        line,
+        column,
         Some("hash_balance_factor"),
         "must be between 1.0 and 100.0",
     );
@@ -1478,20 +1708,36 @@ fn upstream_tls_is_true_or_a_table() {
 
 #[test]
 fn upstream_tls_problems_name_their_key() {
-    let problem = single_problem(&[MINIMAL, "tls = { sny = \"a\" }\n"].concat());
-    assert_problem(&problem, 9, 9, Some("sny"), "expected one of `sni`, `ca`");
-    let problem = single_problem(&[MINIMAL, "tls = \"yes\"\n"].concat());
-    assert_problem(&problem, 9, 7, Some("tls"), "true, false or a table");
-    let problem = single_problem(&[MINIMAL, "tls = { sni = \"not a name!\" }\n"].concat());
-    assert_problem(&problem, 9, 15, Some("tls.sni"), "DNS name");
-    let problem = single_problem(
+    let (text, line, column) = marked(&[MINIMAL, "tls = { ‸sny = \"a\" }\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("sny"),
+        "expected one of `sni`, `ca`",
+    );
+    let (text, line, column) = marked(&[MINIMAL, "tls = ‸\"yes\"\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("tls"),
+        "true, false or a table",
+    );
+    let (text, line, column) = marked(&[MINIMAL, "tls = { sni = ‸\"not a name!\" }\n"].concat());
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("tls.sni"), "DNS name");
+    let (text, line, column) = marked(
         &[
             MINIMAL,
-            "tls = { ca = \"ca.pem\", insecure_skip_verify = true }\n",
+            "tls = { ca = ‸\"ca.pem\", insecure_skip_verify = true }\n",
         ]
         .concat(),
     );
-    assert_problem(&problem, 9, 14, Some("tls.ca"), "contradict");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("tls.ca"), "contradict");
 }
 
 #[test]
@@ -1499,16 +1745,16 @@ fn upstream_protocol_must_fit_tls() {
     let h2c = parse(&[MINIMAL, "protocol = \"h2c\"\n"].concat(), "weir.toml").unwrap();
     assert_eq!(h2c.upstreams[0].protocol, UpstreamProtocol::H2c);
     for (extra, message) in [
-        ("protocol = \"h2\"\n", "needs tls"),
-        ("tls = true\nprotocol = \"h2c\"\n", "with tls, use \"h2\""),
+        ("protocol = ‸\"h2\"\n", "needs tls"),
+        ("tls = true\nprotocol = ‸\"h2c\"\n", "with tls, use \"h2\""),
         (
-            "protocol = \"http2\"\n",
+            "protocol = ‸\"http2\"\n",
             "expected \"http1\", \"h2\" or \"h2c\"",
         ),
     ] {
-        let problem = single_problem(&[MINIMAL, extra].concat());
-        let line = 9 + extra.matches('\n').count() - 1;
-        assert_problem(&problem, line, 12, Some("protocol"), message);
+        let (text, line, column) = marked(&[MINIMAL, extra].concat());
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some("protocol"), message);
     }
 }
 
@@ -1516,74 +1762,75 @@ fn upstream_protocol_must_fit_tls() {
 
 #[test]
 fn several_problems_in_one_file_are_all_reported() {
-    let problems = refuse(
+    let (text, places) = marks(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
-header_timeout = "0s"
+header_timeout = ‸"0s"
 
 [[routes]]
-upstream = "missing"
+upstream = ‸"missing"
 
 [upstreams.api]
-strategy = "fastest"
-backends = [{ address = "127.0.0.1:9001", weight = 0 }]
+strategy = ‸"fastest"
+backends = [{ address = "127.0.0.1:9001", weight = ‸0 }]
 "#,
     );
+    let problems = refuse(&text);
     let found: Vec<(usize, usize, Option<&str>)> = problems
         .iter()
         .map(|p| (p.line, p.column, p.key.as_deref()))
         .collect();
-    assert_eq!(
-        found,
-        [
-            (3, 18, Some("header_timeout")),
-            (6, 12, Some("upstream")),
-            (9, 12, Some("strategy")),
-            (10, 52, Some("weight")),
-        ]
-    );
+    let keys = ["header_timeout", "upstream", "strategy", "weight"];
+    assert_eq!(places.len(), keys.len());
+    let expected: Vec<(usize, usize, Option<&str>)> = places
+        .iter()
+        .zip(keys)
+        .map(|(&(line, column), key)| (line, column, Some(key)))
+        .collect();
+    assert_eq!(found, expected);
 }
 
 #[test]
 fn problems_in_several_tables_are_all_reported() {
-    let problems = refuse(
+    let (text, places) = marks(
         &[
-            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nmax_concurrent_streams = 0\n\n",
+            "[[listeners]]\nlisten = \"127.0.0.1:8081\"\nmax_concurrent_streams = ‸0\n\n",
             MINIMAL,
-            "protocol = \"h2\"\n",
+            "protocol = ‸\"h2\"\n",
         ]
         .concat(),
     );
+    let problems = refuse(&text);
     let found: Vec<(usize, usize, Option<&str>)> = problems
         .iter()
         .map(|p| (p.line, p.column, p.key.as_deref()))
         .collect();
-    // MINIMAL starts on line 5 here, so its line 8 is line 12 and the
-    // protocol is on line 13
-    assert_eq!(
-        found,
-        [
-            (3, 26, Some("max_concurrent_streams")),
-            (13, 12, Some("protocol"))
-        ]
-    );
+    let keys = ["max_concurrent_streams", "protocol"];
+    assert_eq!(places.len(), keys.len());
+    let expected: Vec<(usize, usize, Option<&str>)> = places
+        .iter()
+        .zip(keys)
+        .map(|(&(line, column), key)| (line, column, Some(key)))
+        .collect();
+    assert_eq!(found, expected);
 }
 
 #[test]
 fn columns_count_characters_not_bytes() {
-    let text = [
-        r#"listeners = [{ name = "café", listen = "127.0.0.1:8080", header_timeout = "0s" }]
+    // `é` takes two bytes and one column
+    let (text, line, column) = marked(
+        &[
+            r#"listeners = [{ name = "café", listen = "127.0.0.1:8080", header_timeout = ‸"0s" }]
 "#,
-        ROUTE_AND_UPSTREAM,
-    ]
-    .concat();
+            ROUTE_AND_UPSTREAM,
+        ]
+        .concat(),
+    );
     let problem = single_problem(&text);
-    // `listeners = [{ name = "café", listen = "127.0.0.1:8080", header_timeout = ` is
-    // 74 characters (75 bytes: `é` takes two)
     assert_problem(
         &problem,
-        1,
-        75,
+        line,
+        column,
         Some("header_timeout"),
         "must be greater than zero",
     );
@@ -1593,22 +1840,32 @@ fn columns_count_characters_not_bytes() {
 /// show it, so it takes no column.
 #[test]
 fn a_byte_order_mark_takes_no_column() {
-    let text = ["\u{FEFF}", &with_listener_line(r#"header_timeout = "0s""#)].concat();
+    // marked in the text without the byte order mark, as an editor shows it
+    let (text, line, column) = marked(&with_listener_line(r#"header_timeout = ‸"0s""#));
+    let text = ["\u{FEFF}", &text].concat();
     assert_problem(
         &single_problem(&text),
-        3,
-        18,
+        line,
+        column,
         Some("header_timeout"),
         "must be greater than zero",
     );
-    let text = ["\u{FEFF}nope = 1\n", MINIMAL].concat();
-    assert_problem(&single_problem(&text), 1, 1, Some("nope"), "unknown field");
+    let (text, line, column) = marked(&["‸nope = 1\n", MINIMAL].concat());
+    let text = ["\u{FEFF}", &text].concat();
+    assert_problem(
+        &single_problem(&text),
+        line,
+        column,
+        Some("nope"),
+        "unknown field",
+    );
 }
 
 #[test]
 fn an_error_at_a_key_right_after_a_byte_order_mark_names_the_key() {
-    let text = ["\u{FEFF}listeners = 5\n", ROUTE_AND_UPSTREAM].concat();
-    assert_problem(&single_problem(&text), 1, 13, Some("listeners"), "");
+    let (text, line, column) = marked(&["listeners = ‸5\n", ROUTE_AND_UPSTREAM].concat());
+    let text = ["\u{FEFF}", &text].concat();
+    assert_problem(&single_problem(&text), line, column, Some("listeners"), "");
 }
 
 #[test]
@@ -1631,12 +1888,12 @@ fn a_key_after_a_multibyte_character_is_named() {
 
 #[test]
 fn crlf_line_endings_give_the_same_positions() {
-    let text = with_listener_line(r#"header_timeout = "0s""#).replace('\n', "\r\n");
-    let problem = single_problem(&text);
+    let (text, line, column) = marked(&with_listener_line(r#"header_timeout = ‸"0s""#));
+    let problem = single_problem(&text.replace('\n', "\r\n"));
     assert_problem(
         &problem,
-        3,
-        18,
+        line,
+        column,
         Some("header_timeout"),
         "must be greater than zero",
     );
@@ -1644,34 +1901,35 @@ fn crlf_line_endings_give_the_same_positions() {
 
 #[test]
 fn problem_display_names_file_line_column_and_key() {
-    let problem = single_problem(&with_listener_line(r#"header_timeout = "0s""#));
+    let (text, line, column) = marked(&with_listener_line(r#"header_timeout = ‸"0s""#));
+    let problem = single_problem(&text);
     assert_eq!(
         problem.to_string(),
-        "test.toml:3:18: `header_timeout`: must be greater than zero"
+        format!("test.toml:{line}:{column}: `header_timeout`: must be greater than zero")
     );
 }
 
 #[test]
 fn problem_display_without_key_has_no_key_part() {
-    let problem = single_problem("");
+    let (text, line, column) = marked("‸");
+    let problem = single_problem(&text);
     assert!(
-        problem
-            .to_string()
-            .starts_with("test.toml:1:1: the config file is empty"),
+        problem.to_string().starts_with(&format!(
+            "test.toml:{line}:{column}: the config file is empty"
+        )),
         "{problem}"
     );
 }
 
 #[test]
 fn config_error_display_lists_one_problem_per_line() {
-    let err = parse("# nothing yet\n", FILE).unwrap_err();
+    let (text, line, column) = marked("‸# nothing yet\n");
+    let err = parse(&text, FILE).unwrap_err();
     let text = err.to_string();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(
-        lines.iter().all(|l| l.starts_with("test.toml:1:1: ")),
-        "{text}"
-    );
+    let place = format!("test.toml:{line}:{column}: ");
+    assert!(lines.iter().all(|l| l.starts_with(&place)), "{text}");
 }
 
 #[test]
@@ -1704,29 +1962,30 @@ listen = "127.0.0.1:0"
 
 #[test]
 fn empty_route_name_is_rejected() {
-    let problem = single_problem(
+    let (text, line, column) = marked(
         r#"[[listeners]]
 listen = "127.0.0.1:8080"
 
 [[routes]]
-name = ""
+name = ‸""
 upstream = "api"
 
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#,
     );
-    assert_problem(&problem, 5, 8, Some("name"), "must not be empty");
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("name"), "must not be empty");
 }
 
 #[test]
 fn zero_upstream_timeout_is_reported_at_its_value() {
-    let problem = single_problem(&[MINIMAL, "timeouts = { connect = \"0s\" }\n"].concat());
-    // line 9: `timeouts = { connect = ` is 23 characters
+    let (text, line, column) = marked(&[MINIMAL, "timeouts = { connect = ‸\"0s\" }\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        24,
+        line,
+        column,
         Some("timeouts.connect"),
         "must be greater than zero",
     );
@@ -1734,15 +1993,23 @@ fn zero_upstream_timeout_is_reported_at_its_value() {
 
 #[test]
 fn missing_required_key_names_the_key() {
-    let text = ["[[listeners]]\nname = \"web\"\n", ROUTE_AND_UPSTREAM].concat();
+    let (text, line, column) =
+        marked(&["‸[[listeners]]\nname = \"web\"\n", ROUTE_AND_UPSTREAM].concat());
     let problem = single_problem(&text);
-    assert_problem(&problem, 1, 1, Some("listen"), "missing field `listen`");
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("listen"),
+        "missing field `listen`",
+    );
 }
 
 #[test]
 fn host_with_an_empty_label_is_rejected() {
-    let problem = single_problem(&with_route_host("api..example.com"));
-    assert_problem(&problem, 5, 8, Some("host"), "invalid host");
+    let (text, line, column) = marked(&with_route_host("api..example.com"));
+    let problem = single_problem(&text);
+    assert_problem(&problem, line, column, Some("host"), "invalid host");
 }
 
 #[test]
@@ -1769,25 +2036,23 @@ fn sticky_takes_a_cookie_a_ttl_and_a_secret() {
 
 #[test]
 fn bad_sticky_values_are_refused_at_the_value() {
-    // Line 9 is the sticky line; the value of `cookie` starts at column 21.
-    for (sticky, column, key, message) in [
+    for (sticky, key, message) in [
         (
-            r#"{ cookie = "a b" }"#,
-            21,
+            r#"{ cookie = ‸"a b" }"#,
             "sticky.cookie",
             "invalid cookie name",
         ),
         (
-            r#"{ cookie = "" }"#,
-            21,
+            r#"{ cookie = ‸"" }"#,
             "sticky.cookie",
             "invalid cookie name",
         ),
-        (r#"{ ttl = "0s" }"#, 18, "sticky.ttl", "at least 1s"),
-        (r#"{ secret = "short" }"#, 21, "sticky.secret", "too short"),
+        (r#"{ ttl = ‸"0s" }"#, "sticky.ttl", "at least 1s"),
+        (r#"{ secret = ‸"short" }"#, "sticky.secret", "too short"),
     ] {
-        let problem = single_problem(&[MINIMAL, &format!("sticky = {sticky}\n")].concat());
-        assert_problem(&problem, 9, column, Some(key), message);
+        let (text, line, column) = marked(&[MINIMAL, &format!("sticky = {sticky}\n")].concat());
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
     }
     let problems = refuse(&[MINIMAL, "sticky = { name = \"x\" }\n"].concat());
     assert!(
@@ -1864,53 +2129,52 @@ fn expect_status_takes_a_range_a_status_or_a_list() {
 
 #[test]
 fn bad_health_check_values_are_refused_at_the_value() {
-    // `health_check = { ` is 17 characters: values start at column 18 + key + 3.
     for (entry, key, message) in [
         (
-            r#"path = "healthz""#,
+            r#"path = ‸"healthz""#,
             "health_check.path",
             "starting with '/'",
         ),
         (
-            r#"interval = "0s""#,
+            r#"interval = ‸"0s""#,
             "health_check.interval",
             "greater than zero",
         ),
         (
-            "healthy_threshold = 0",
+            "healthy_threshold = ‸0",
             "health_check.healthy_threshold",
             "between 1 and 100",
         ),
         (
-            "unhealthy_threshold = -1",
+            "unhealthy_threshold = ‸-1",
             "health_check.unhealthy_threshold",
             "between 1 and 100",
         ),
         (
-            r#"expect_status = "299-200""#,
+            r#"expect_status = ‸"299-200""#,
             "health_check.expect_status",
             "status range",
         ),
         (
-            "expect_status = 99",
+            "expect_status = ‸99",
             "health_check.expect_status",
             "status range",
         ),
         (
-            "expect_status = []",
+            "expect_status = ‸[]",
             "health_check.expect_status",
             "status range",
         ),
         (
-            r#"initial_state = "down""#,
+            r#"initial_state = ‸"down""#,
             "health_check.initial_state",
             "\"unhealthy\"",
         ),
     ] {
-        let column = 18 + entry.find('=').unwrap() + 2;
-        let problem =
-            single_problem(&[MINIMAL, &format!("health_check = {{ {entry} }}\n")].concat());
-        assert_problem(&problem, 9, column, Some(key), message);
+        let (text, line, column) =
+            marked(&[MINIMAL, &format!("health_check = {{ {entry} }}\n")].concat());
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
     }
 }
 
@@ -1930,39 +2194,42 @@ fn outlier_detection_defaults_and_bounds() {
     assert_eq!(upstream.panic_threshold, 50);
     assert_eq!(accept(MINIMAL).upstreams[0].panic_threshold, 0);
 
-    let problem = single_problem(
+    let (text, line, column) = marked(
         &[
             MINIMAL,
-            "outlier_detection = { base_ejection_time = \"1m\", max_ejection_time = \"10s\" }\n",
+            "outlier_detection = { base_ejection_time = \"1m\", max_ejection_time = ‸\"10s\" }\n",
         ]
         .concat(),
     );
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        70,
+        line,
+        column,
         Some("outlier_detection.max_ejection_time"),
         "at least base_ejection_time",
     );
-    let problem = single_problem(&[MINIMAL, "panic_threshold = 101\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "panic_threshold = ‸101\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        19,
+        line,
+        column,
         Some("panic_threshold"),
         "between 0 and 100",
     );
-    let problem = single_problem(
+    let (text, line, column) = marked(
         &[
             MINIMAL,
-            "outlier_detection = { consecutive_failures = 0 }\n",
+            "outlier_detection = { consecutive_failures = ‸0 }\n",
         ]
         .concat(),
     );
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        46,
+        line,
+        column,
         Some("outlier_detection.consecutive_failures"),
         "between 1 and 1000",
     );
@@ -2019,31 +2286,32 @@ fn retries_defaults_and_every_key() {
 
 #[test]
 fn bad_retry_values_are_refused_at_the_value() {
-    // `retries = { ` is 12 characters: values start at column 13 + key + 3.
     for (entry, key, message) in [
-        ("attempts = 11", "retries.attempts", "between 0 and 10"),
-        ("budget = 1.5", "retries.budget", "between 0.0 and 1.0"),
-        ("budget = -0.1", "retries.budget", "between 0.0 and 1.0"),
+        ("attempts = ‸11", "retries.attempts", "between 0 and 10"),
+        ("budget = ‸1.5", "retries.budget", "between 0.0 and 1.0"),
+        ("budget = ‸-0.1", "retries.budget", "between 0.0 and 1.0"),
         (
-            "max_body_bytes = -1",
+            "max_body_bytes = ‸-1",
             "retries.max_body_bytes",
             "between 0 and",
         ),
         (
-            "min_retries_per_second = -1",
+            "min_retries_per_second = ‸-1",
             "retries.min_retries_per_second",
             "between 0 and",
         ),
     ] {
-        let column = 13 + entry.find('=').unwrap() + 2;
-        let problem = single_problem(&[MINIMAL, &format!("retries = {{ {entry} }}\n")].concat());
-        assert_problem(&problem, 9, column, Some(key), message);
+        let (text, line, column) =
+            marked(&[MINIMAL, &format!("retries = {{ {entry} }}\n")].concat());
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
     }
-    let problem = single_problem(&[MINIMAL, "timeouts = { request = \"0s\" }\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "timeouts = { request = ‸\"0s\" }\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        24,
+        line,
+        column,
         Some("timeouts.request"),
         "greater than zero",
     );
@@ -2057,12 +2325,13 @@ fn slow_start_takes_a_duration_but_not_with_hashing() {
         Some(Duration::from_secs(30))
     );
     assert_eq!(accept(MINIMAL).upstreams[0].slow_start, None);
-    let problem =
-        single_problem(&[MINIMAL, "strategy = \"ip_hash\"\nslow_start = \"30s\"\n"].concat());
+    let (text, line, column) =
+        marked(&[MINIMAL, "strategy = \"ip_hash\"\nslow_start = ‸\"30s\"\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        10,
-        14,
+        line,
+        column,
         Some("slow_start"),
         "does not apply to strategy \"hash\"",
     );
@@ -2081,11 +2350,12 @@ fn send_proxy_protocol_takes_a_version() {
         let config = accept(&[MINIMAL, &format!("send_proxy_protocol = \"{text}\"\n")].concat());
         assert_eq!(config.upstreams[0].send_proxy_protocol, Some(version));
     }
-    let problem = single_problem(&[MINIMAL, "send_proxy_protocol = \"v3\"\n"].concat());
+    let (text, line, column) = marked(&[MINIMAL, "send_proxy_protocol = ‸\"v3\"\n"].concat());
+    let problem = single_problem(&text);
     assert_problem(
         &problem,
-        9,
-        23,
+        line,
+        column,
         Some("send_proxy_protocol"),
         "expected \"v1\" or \"v2\"",
     );
