@@ -299,22 +299,9 @@ fn sighup_rereads_the_file() {
             spawn_named_backend("b").await,
         )
     });
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("weir-sighup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("weir.toml");
-    let text = config_text(&[&listen.to_string()], "round_robin", &[a.addr]);
-    std::fs::write(&path, &text).unwrap();
-    let mut weir = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let text = config_text(&["127.0.0.1:0"], "round_robin", &[a.addr]);
+    let weir = WeirCommand::new().config_text("sighup", &text).start();
+    let listen = weir.listening();
     let fetch = || -> Option<String> {
         let mut stream = std::net::TcpStream::connect(listen).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -325,31 +312,18 @@ fn sighup_rereads_the_file() {
         stream.read_to_string(&mut response).ok()?;
         response.rsplit("\r\n\r\n").next().map(str::to_owned)
     };
-    // Bounded waits: 100 tries, 50 ms apart (a process, not a future, to wait on).
-    let until = |want: &str| {
-        (0..100).any(|_| {
-            fetch().as_deref() == Some(want) || {
-                std::thread::sleep(Duration::from_millis(50));
-                false
-            }
-        })
-    };
-    let started = until("a");
+    let started = fetch().as_deref() == Some("a");
     std::fs::write(
-        &path,
+        weir.config_path(),
         text.replace(&a.addr.to_string(), &b.addr.to_string()),
     )
     .unwrap();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &weir.id().to_string()])
-        .status()
-        .unwrap();
-    let reloaded = until("b");
-    let _ = weir.kill();
-    let _ = weir.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let hup = weir.signal("HUP");
+    weir.wait_for_log("config reloaded");
+    let reloaded = fetch().as_deref() == Some("b");
+    drop(weir);
     drop((a, b));
     assert!(started, "weir did not start serving");
-    assert!(hup.success());
+    assert!(hup);
     assert!(reloaded, "SIGHUP did not bring the new backend in");
 }

@@ -1,6 +1,6 @@
 //! Helpers shared by the socket-level tests: in-process backends, a weir started on
 //! `127.0.0.1:0`, an HTTP client and a raw TCP client for bytes hyper would refuse
-//! to send.
+//! to send; and the weir binary run as a child process ([`process`]).
 //!
 //! Every wait is bounded (`within`) so that a hang fails the test instead of
 //! blocking the suite; nothing here sleeps to synchronise.
@@ -8,6 +8,11 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod process;
+
+// Not every test binary runs weir as a process: like the rest, unused in some.
+#[allow(unused_imports)]
+pub use process::{WeirCommand, WeirProcess};
 
 use std::future::Future;
 use std::net::SocketAddr;
