@@ -292,6 +292,11 @@ pub async fn spawn_named_backend(name: &'static str) -> Backend {
     spawn_backend(move |_request| async move { text(200, name) }).await
 }
 
+/// A backend answering 200 with the request's path as the body.
+pub async fn spawn_path_backend() -> Backend {
+    spawn_backend(|request| async move { text(200, request.uri().path().to_owned()) }).await
+}
+
 /// A backend speaking raw bytes: for each connection it reads one request head
 /// (up to the blank line), then hands the socket to `respond`. For responses that
 /// a correct HTTP server would never send.
@@ -394,6 +399,12 @@ pub fn one_upstream(names: &[&str], extra: &str) -> String {
         "[[routes]]\nupstream = \"app\"\n\n[upstreams.app]\nbackends = [{}]\n{extra}\n",
         backends.join(", ")
     )
+}
+
+/// A `[[listeners]]` table on `127.0.0.1:0` with `keys` added, for a config that
+/// sets listener keys.
+pub fn timed_listener(keys: &str) -> String {
+    format!("[[listeners]]\nlisten = \"127.0.0.1:0\"\n{keys}\n\n")
 }
 
 // === HTTP client ===
