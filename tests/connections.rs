@@ -23,7 +23,9 @@ async fn sequential_requests_reuse_backend_connections() {
     let backend = spawn_named_backend("ok").await;
     let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
 
-    let stream = TcpStream::connect(lb.addr).await.unwrap();
+    let stream = within("connect", TcpStream::connect(lb.addr))
+        .await
+        .unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();

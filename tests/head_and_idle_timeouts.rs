@@ -35,7 +35,9 @@ async fn header_timeout_is_total_not_per_read() {
     let backend = spawn_named_backend("ok").await;
     let config = timed_listener("header_timeout = \"300ms\"") + &one_upstream(&["app"], "");
     let lb = start_lb(&config, &[("app", backend.addr)]).await;
-    let stream = TcpStream::connect(lb.addr).await.unwrap();
+    let stream = within("connect", TcpStream::connect(lb.addr))
+        .await
+        .unwrap();
     let (mut reader, mut writer) = stream.into_split();
     // Slowloris: a byte every 50 ms, well inside any per-read timeout, never a
     // complete head.

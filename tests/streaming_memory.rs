@@ -149,6 +149,9 @@ fn one_gib_each_way_streams_without_buffering() {
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::with_capacity(CHUNK, stream);
     write!(

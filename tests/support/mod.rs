@@ -380,7 +380,9 @@ pub async fn start_lb(text: &str, backends: &[(&str, SocketAddr)]) -> Lb {
 /// Starts weir with a parsed config; [`Lb::addr`] is its first listener.
 pub async fn start_lb_config(config: weir::config::Config) -> Lb {
     let (trigger, shutdown) = weir::shutdown::channel();
-    let running = weir::start(config, shutdown).await.unwrap();
+    let running = within("weir to start", weir::start(config, shutdown))
+        .await
+        .unwrap();
     Lb {
         addr: running.addresses[0],
         trigger,
@@ -417,11 +419,13 @@ pub async fn h2c_connect(
     hyper::client::conn::http2::SendRequest<Body>,
     JoinHandle<hyper::Result<()>>,
 ) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) =
+    let (sender, connection) = within("an h2c connection", async {
+        let stream = TcpStream::connect(addr).await.unwrap();
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .unwrap();
+            .unwrap()
+    })
+    .await;
     (sender, tokio::spawn(connection))
 }
 
