@@ -2,10 +2,13 @@
 //! and serves again once descriptors are free. Runs the real binary under a low
 //! `RLIMIT_NOFILE` so the test process itself is not starved.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::WeirCommand;
 
 /// A tiny blocking HTTP/1.1 backend answering "ok" to every request.
 fn spawn_backend() -> SocketAddr {
@@ -39,23 +42,6 @@ fn spawn_backend() -> SocketAddr {
     address
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Weir(Child);
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn get(address: SocketAddr) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -65,8 +51,8 @@ fn get(address: SocketAddr) -> std::io::Result<String> {
     Ok(response)
 }
 
-/// Retries `get` until it answers 200 or the deadline passes (weir starting up, or
-/// backing off after EMFILE).
+/// Retries `get` until it answers 200 or the deadline passes (weir backing off
+/// after EMFILE: no event to await from outside).
 fn get_ok_within(address: SocketAddr, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -81,33 +67,19 @@ fn get_ok_within(address: SocketAddr, limit: Duration) -> bool {
 #[test]
 fn accept_loop_survives_emfile() {
     let backend = spawn_backend();
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("weir-emfile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[runtime]\nworkers = 1\n[[listeners]]\nlisten = \"127.0.0.1:{port}\"\n\
-             [[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{{ address = \"{backend}\" }}]\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -n 64 && exec {} --config {}",
-            env!("CARGO_BIN_EXE_weir"),
-            config.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _weir = Weir(child);
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let weir = WeirCommand::new()
+        .config_text(
+            "emfile",
+            &format!(
+                "[runtime]\nworkers = 1\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+                 [[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{{ address = \"{backend}\" }}]\n"
+            ),
+        )
+        .file_limit(64)
+        .start();
+    let address = weir.listening();
     assert!(
-        get_ok_within(address, Duration::from_secs(10)),
+        get(address).is_ok_and(|r| r.starts_with("HTTP/1.1 200")),
         "weir did not start"
     );
 
@@ -130,5 +102,4 @@ fn accept_loop_survives_emfile() {
         get_ok_within(address, Duration::from_secs(10)),
         "weir stopped accepting after EMFILE"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }

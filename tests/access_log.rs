@@ -100,11 +100,14 @@ async fn combined_lines_and_reopen_after_rotation() {
     // Rotation: the file is moved away, a reload reopens the configured path.
     let rotated = dir.join("access.log.1");
     std::fs::rename(&path, &rotated).unwrap();
-    lb.running
-        .control()
-        .apply(config(&path, "combined", backend.addr))
-        .await
-        .unwrap();
+    within(
+        "the reload",
+        lb.running
+            .control()
+            .apply(config(&path, "combined", backend.addr)),
+    )
+    .await
+    .unwrap();
     assert_eq!(get(&client(), &lb.url("/app"), None).await.status, 200);
     assert_eq!(lines(&path, 1).await.len(), 1);
     assert_eq!(

@@ -85,7 +85,7 @@ async fn readiness_is_503_while_draining() {
         within("the held request", parked).await.unwrap().status,
         200
     );
-    lb.running.wait().await;
+    within("weir finishes draining", lb.running.wait()).await;
 }
 
 #[tokio::test]
@@ -176,9 +176,12 @@ async fn post_reload_applies_the_file_or_answers_400_with_the_problem() {
     std::fs::write(&path, text(a.addr, "round_robin")).unwrap();
     let config = weir::config::load(&path).unwrap();
     let (trigger, shutdown) = weir::shutdown::channel();
-    let running = weir::start_from(config, Some(path.clone()), shutdown)
-        .await
-        .unwrap();
+    let running = within(
+        "weir to start",
+        weir::start_from(config, Some(path.clone()), shutdown),
+    )
+    .await
+    .unwrap();
     let url = format!("http://{}/", running.addresses[0]);
     let reload = || async {
         send(
@@ -237,7 +240,7 @@ async fn post_reload_applies_the_file_or_answers_400_with_the_problem() {
             > 1.7e9
     );
     trigger.trigger();
-    running.wait().await;
+    within("weir finishes draining", running.wait()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 

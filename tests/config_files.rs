@@ -1,13 +1,14 @@
 //! The example configs in `config/` and `weir --check` / `weir --version` through the
 //! real binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use support::WeirCommand;
 use weir::config::defaults::*;
 use weir::config::{self, RuntimeConfig, UpstreamTimeouts};
-
-const WEIR: &str = env!("CARGO_BIN_EXE_weir");
 
 fn example_configs() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
@@ -32,11 +33,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn weir(args: &[&str]) -> Output {
-    Command::new(WEIR)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the weir binary")
+    WeirCommand::new().args(args).output()
 }
 
 fn check(path: &Path) -> Output {

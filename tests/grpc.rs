@@ -182,7 +182,9 @@ async fn unary_and_server_streaming_calls_go_through_weir() {
         assert_eq!(reply.unwrap(), format!("echo: hi {i}"));
     }
 
-    client.ready().await.unwrap();
+    within("the client to be ready", client.ready())
+        .await
+        .unwrap();
     let stream = within(
         "a server-streaming call",
         client.server_streaming::<Count, Count, _>(

@@ -179,7 +179,7 @@ async fn when_all_are_down_panic_mode_spreads_over_all_of_them() {
         a.passes_checks.store(true, Ordering::SeqCst);
         b.passes_checks.store(true, Ordering::SeqCst);
         lb.trigger.trigger();
-        lb.running.wait().await;
+        within("weir finishes draining", lb.running.wait()).await;
     }
 }
 

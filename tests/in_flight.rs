@@ -111,10 +111,13 @@ async fn cancelled_request_releases_the_count() {
         let sending = send(&upstream, get());
         tokio::pin!(sending);
         // Drive the request until the backend has it, then drop it (client gone).
-        tokio::select! {
-            _ = &mut sending => panic!("the backend never answers"),
-            _ = arrived.recv() => {}
-        }
+        within("the request to reach the backend", async {
+            tokio::select! {
+                _ = &mut sending => panic!("the backend never answers"),
+                _ = arrived.recv() => {}
+            }
+        })
+        .await;
         assert_eq!(target.state.in_flight(), 1);
     }
     assert_eq!(target.state.in_flight(), 0);

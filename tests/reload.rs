@@ -81,10 +81,12 @@ async fn twenty_reloads_under_load_fail_no_request() {
     let probe = client();
     for round in 0..20 {
         let (strategy, backends, names) = &sets[round % sets.len()];
-        let summary = control
-            .apply(parse(&config_text(&["127.0.0.1:0"], strategy, backends)))
-            .await
-            .unwrap();
+        let summary = within(
+            "the reload",
+            control.apply(parse(&config_text(&["127.0.0.1:0"], strategy, backends))),
+        )
+        .await
+        .unwrap();
         assert_eq!((summary.listeners_kept, summary.backends), (1, 2));
         // Requests that start after the reload reach only the new backends.
         for _ in 0..6 {
@@ -123,9 +125,12 @@ async fn an_invalid_file_changes_nothing() {
     let text = config_text(&["127.0.0.1:0"], "round_robin", &[a.addr]);
     std::fs::write(&path, &text).unwrap();
     let (trigger, shutdown) = weir::shutdown::channel();
-    let running = weir::start_from(parse(&text), Some(path.clone()), shutdown)
-        .await
-        .unwrap();
+    let running = within(
+        "weir to start",
+        weir::start_from(parse(&text), Some(path.clone()), shutdown),
+    )
+    .await
+    .unwrap();
     let control = running.control();
     let url = format!("http://{}/", running.addresses[0]);
 
@@ -135,7 +140,9 @@ async fn an_invalid_file_changes_nothing() {
             .replace(&a.addr.to_string(), &b.addr.to_string()),
     )
     .unwrap();
-    let err = control.reload_from_file().await.unwrap_err();
+    let err = within("the reload", control.reload_from_file())
+        .await
+        .unwrap_err();
     let ReloadError::Config(err) = err else {
         panic!("{err}")
     };
@@ -157,10 +164,12 @@ async fn an_invalid_file_changes_nothing() {
         text.replace(&a.addr.to_string(), &b.addr.to_string()),
     )
     .unwrap();
-    control.reload_from_file().await.unwrap();
+    within("the reload", control.reload_from_file())
+        .await
+        .unwrap();
     assert_eq!(get(&client(), &url, None).await.text(), "b");
     trigger.trigger();
-    running.wait().await;
+    within("weir finishes draining", running.wait()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -182,14 +191,16 @@ async fn listeners_are_added_kept_on_their_socket_and_removed() {
 
     let added_listen = free_addr().await;
     let both = [kept_listen.to_string(), added_listen.to_string()];
-    let summary = control
-        .apply(parse(&config_text(
+    let summary = within(
+        "the reload",
+        control.apply(parse(&config_text(
             &[&both[0], &both[1]],
             "round_robin",
             &[a.addr],
-        )))
-        .await
-        .unwrap();
+        ))),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (
             summary.listeners_added,
@@ -198,7 +209,10 @@ async fn listeners_are_added_kept_on_their_socket_and_removed() {
         ),
         (1, 1, 0)
     );
-    assert_eq!(control.addresses().await, [kept_listen, added_listen]);
+    assert_eq!(
+        within("the addresses", control.addresses()).await,
+        [kept_listen, added_listen]
+    );
     // The open connection was not cut, and the new listener serves.
     open.send(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
     assert_eq!(open.read_response().await.unwrap().status, 200);
@@ -209,10 +223,12 @@ async fn listeners_are_added_kept_on_their_socket_and_removed() {
         "a"
     );
 
-    let summary = control
-        .apply(parse(&config_text(&[&both[1]], "round_robin", &[a.addr])))
-        .await
-        .unwrap();
+    let summary = within(
+        "the reload",
+        control.apply(parse(&config_text(&[&both[1]], "round_robin", &[a.addr]))),
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.listeners_kept, summary.listeners_removed), (1, 1));
     // The removed listener drains: its idle connection is closed, new ones refused.
     assert!(
@@ -247,19 +263,21 @@ async fn a_listener_that_cannot_be_bound_fails_the_whole_reload() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken_addr = taken.local_addr().unwrap().to_string();
 
-    let err = control
-        .apply(parse(&config_text(
+    let err = within(
+        "the reload",
+        control.apply(parse(&config_text(
             &["127.0.0.1:0", &taken_addr],
             "round_robin",
             &[b.addr],
-        )))
-        .await
-        .unwrap_err();
+        ))),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ReloadError::Bind { .. }), "{err}");
     assert!(err.to_string().contains(&taken_addr), "{err}");
     // Nothing was applied: the old backend still answers, one listener only.
     assert_eq!(get(&client(), &lb.url("/"), None).await.text(), "a");
-    assert_eq!(control.addresses().await.len(), 1);
+    assert_eq!(within("the addresses", control.addresses()).await.len(), 1);
 }
 
 #[tokio::test]
@@ -269,12 +287,14 @@ async fn a_reload_starts_health_checks_where_the_config_adds_them() {
     let lb = start_lb_config(parse(&text)).await;
     assert_eq!(get(&client(), &lb.url("/"), None).await.text(), "a");
     let control = lb.running.control();
-    control
-        .apply(parse(&format!(
+    within(
+        "the reload",
+        control.apply(parse(&format!(
             "{text}\n[upstreams.app.health_check]\npath = \"/check\"\ninterval = \"50ms\"\n"
-        )))
-        .await
-        .unwrap();
+        ))),
+    )
+    .await
+    .unwrap();
     within("a health check", async {
         while !a
             .requests
@@ -299,22 +319,9 @@ fn sighup_rereads_the_file() {
             spawn_named_backend("b").await,
         )
     });
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("weir-sighup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("weir.toml");
-    let text = config_text(&[&listen.to_string()], "round_robin", &[a.addr]);
-    std::fs::write(&path, &text).unwrap();
-    let mut weir = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let text = config_text(&["127.0.0.1:0"], "round_robin", &[a.addr]);
+    let weir = WeirCommand::new().config_text("sighup", &text).start();
+    let listen = weir.listening();
     let fetch = || -> Option<String> {
         let mut stream = std::net::TcpStream::connect(listen).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -325,31 +332,18 @@ fn sighup_rereads_the_file() {
         stream.read_to_string(&mut response).ok()?;
         response.rsplit("\r\n\r\n").next().map(str::to_owned)
     };
-    // Bounded waits: 100 tries, 50 ms apart (a process, not a future, to wait on).
-    let until = |want: &str| {
-        (0..100).any(|_| {
-            fetch().as_deref() == Some(want) || {
-                std::thread::sleep(Duration::from_millis(50));
-                false
-            }
-        })
-    };
-    let started = until("a");
+    let started = fetch().as_deref() == Some("a");
     std::fs::write(
-        &path,
+        weir.config_path(),
         text.replace(&a.addr.to_string(), &b.addr.to_string()),
     )
     .unwrap();
-    let hup = std::process::Command::new("kill")
-        .args(["-HUP", &weir.id().to_string()])
-        .status()
-        .unwrap();
-    let reloaded = until("b");
-    let _ = weir.kill();
-    let _ = weir.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let hup = weir.signal("HUP");
+    weir.wait_for_log("config reloaded");
+    let reloaded = fetch().as_deref() == Some("b");
+    drop(weir);
     drop((a, b));
     assert!(started, "weir did not start serving");
-    assert!(hup.success());
+    assert!(hup);
     assert!(reloaded, "SIGHUP did not bring the new backend in");
 }

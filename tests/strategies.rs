@@ -281,12 +281,12 @@ async fn a_trusted_proxy_keeps_its_forwarded_proto_and_host() {
     let lb = start_lb(&trusting, &[("a", backend.addr)]).await;
     let forwarded = "X-Forwarded-Proto: https\r\nX-Forwarded-Host: shop.example\r\n";
 
-    get_from([127, 0, 0, 2].into(), &lb, forwarded).await;
+    within("a request", get_from([127, 0, 0, 2].into(), &lb, forwarded)).await;
     let seen = backend.last_request().headers;
     assert_eq!(seen["x-forwarded-proto"], "https");
     assert_eq!(seen["x-forwarded-host"], "shop.example");
 
-    get_from([127, 0, 0, 3].into(), &lb, forwarded).await;
+    within("a request", get_from([127, 0, 0, 3].into(), &lb, forwarded)).await;
     let seen = backend.last_request().headers;
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "a");

@@ -3,23 +3,17 @@
 //! client are plain blocking sockets in this process; weir runs as its own process
 //! so that its memory can be read from /proc.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::{WeirCommand, WeirProcess};
 
 const GIB: u64 = 1 << 30;
 const CHUNK: usize = 256 * 1024;
 const RSS_GROWTH_LIMIT_KIB: u64 = 64 * 1024;
-
-struct Weir(Child);
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Peak resident set of `pid` in KiB (VmHWM).
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -129,51 +123,34 @@ fn spawn_backend() -> SocketAddr {
     address
 }
 
-fn start_weir(backend: SocketAddr) -> (Weir, SocketAddr) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("weir-streaming-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("weir.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[runtime]\nworkers = 1\n[[listeners]]\nlisten = \"127.0.0.1:{port}\"\n\
-             [[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{{ address = \"{backend}\" }}]\n\
-             timeouts = {{ response = \"5m\" }}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    // Wait for the listener: connect until it accepts (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(address).is_err() {
-        assert!(Instant::now() < deadline, "weir did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Weir(child), address)
+fn start_weir(backend: SocketAddr) -> (WeirProcess, SocketAddr) {
+    let weir = WeirCommand::new()
+        .config_text(
+            "streaming",
+            &format!(
+                "[runtime]\nworkers = 1\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+                 [[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{{ address = \"{backend}\" }}]\n\
+                 timeouts = {{ response = \"5m\" }}\n"
+            ),
+        )
+        .start();
+    let address = weir.listening();
+    (weir, address)
 }
 
 #[test]
 fn one_gib_each_way_streams_without_buffering() {
     let backend = spawn_backend();
     let (weir, address) = start_weir(backend);
-    let pid = weir.0.id();
+    let pid = weir.id();
 
     // Warm up with a small request so the baseline includes the connection setup.
     let stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::with_capacity(CHUNK, stream);

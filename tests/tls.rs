@@ -28,20 +28,26 @@ async fn connect(
     config: Arc<rustls::ClientConfig>,
     sni: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(address).await?;
-    let name = ServerName::try_from(sni.to_owned()).unwrap();
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
+    within("a TLS handshake", async {
+        let tcp = TcpStream::connect(address).await?;
+        let name = ServerName::try_from(sni.to_owned()).unwrap();
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+    })
+    .await
 }
 
 async fn get_over(mut tls: tokio_rustls::client::TlsStream<TcpStream>) -> String {
-    tls.write_all(b"GET /who HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    tls.read_to_string(&mut response).await.unwrap();
-    response
+    within("a response over TLS", async {
+        tls.write_all(b"GET /who HTTP/1.1\r\nhost: a.test\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.unwrap();
+        response
+    })
+    .await
 }
 
 #[tokio::test]
@@ -102,9 +108,12 @@ async fn alpn_h2_gives_http2_over_tls() {
     .await
     .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
+    let (mut sender, connection) = within(
+        "the h2 handshake",
+        hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        ),
     )
     .await
     .unwrap();
@@ -122,7 +131,10 @@ async fn alpn_h2_gives_http2_over_tls() {
         );
         use http_body_util::BodyExt;
         assert_eq!(
-            response.into_body().collect().await.unwrap().to_bytes(),
+            within("an h2 body", response.into_body().collect())
+                .await
+                .unwrap()
+                .to_bytes(),
             "over h2"
         );
     }
@@ -151,7 +163,10 @@ async fn client_certificates_are_required_with_client_ca() {
         Ok(mut tls) => {
             let _ = tls.write_all(b"GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
             let mut buf = Vec::new();
-            tls.read_to_end(&mut buf).await.is_err() || buf.is_empty()
+            within("weir to end the connection", tls.read_to_end(&mut buf))
+                .await
+                .is_err()
+                || buf.is_empty()
         }
     };
     assert!(refused);
@@ -179,7 +194,12 @@ async fn bad_files_are_refused_at_start_and_on_reload_the_old_certificates_stay(
         (&missing, "none.pem: cannot read the certificate"),
     ] {
         let (_trigger, shutdown) = weir::shutdown::channel();
-        let Err(err) = weir::start(tls_config(tls, backend.addr), shutdown).await else {
+        let Err(err) = within(
+            "weir to refuse to start",
+            weir::start(tls_config(tls, backend.addr), shutdown),
+        )
+        .await
+        else {
             panic!("weir started with {tls}");
         };
         assert!(err.to_string().contains(message), "{err}");
@@ -195,10 +215,12 @@ async fn bad_files_are_refused_at_start_and_on_reload_the_old_certificates_stay(
     let client = pki.client_config(&[], None);
     // A connection open across reloads.
     let open = connect(lb.addr, client.clone(), "a.test").await.unwrap();
-    let err = control
-        .apply(tls_config(&mismatched, backend.addr))
-        .await
-        .unwrap_err();
+    let err = within(
+        "the reload",
+        control.apply(tls_config(&mismatched, backend.addr)),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("does not belong"), "{err}");
     let tls = connect(lb.addr, client.clone(), "a.test").await.unwrap();
     assert_eq!(
@@ -209,8 +231,7 @@ async fn bad_files_are_refused_at_start_and_on_reload_the_old_certificates_stay(
 
     // Renewed files, same paths: a reload serves the new certificate to new clients.
     let renewed = pki.issue("a", &["a.test"]);
-    control
-        .apply(tls_config(&good, backend.addr))
+    within("the reload", control.apply(tls_config(&good, backend.addr)))
         .await
         .unwrap();
     let tls = connect(lb.addr, client, "a.test").await.unwrap();

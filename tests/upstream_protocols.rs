@@ -237,7 +237,9 @@ async fn a_bad_ca_file_fails_the_reload_and_the_old_upstream_stays() {
         )
     );
     let config = weir::config::parse(&missing, "test.toml").unwrap();
-    let err = lb.running.control().apply(config).await.unwrap_err();
+    let err = within("the reload", lb.running.control().apply(config))
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("upstream app") && message.contains("missing.pem"),
@@ -292,7 +294,9 @@ async fn after_a_reload_that_changes_the_protocol_no_old_connection_is_reused() 
     within("the slow request to arrive", arrived.notified()).await;
     // The same `listen` (127.0.0.1:0): the listener is kept.
     let reloaded = weir::config::parse(&config("protocol = \"h2c\""), "test.toml").unwrap();
-    lb.running.control().apply(reloaded).await.unwrap();
+    within("the reload", lb.running.control().apply(reloaded))
+        .await
+        .unwrap();
     release.notify_one();
     assert_eq!(
         within("the slow response", slow).await.unwrap().text(),

@@ -56,7 +56,12 @@ async fn websocket_messages_go_both_ways_through_weir() {
 
     // 4 MiB in one message.
     let large: Vec<u8> = (0..4 << 20).map(|i| (i % 251) as u8).collect();
-    socket.send(Message::binary(large.clone())).await.unwrap();
+    within(
+        "the large message out",
+        socket.send(Message::binary(large.clone())),
+    )
+    .await
+    .unwrap();
     let echoed = within("the large echo", socket.next())
         .await
         .unwrap()
@@ -104,9 +109,12 @@ async fn a_silent_tunnel_is_closed_after_idle_timeout_and_a_busy_one_is_not() {
         one_upstream(&["echo"], "")
     );
     let lb = start_lb(&config, &[("echo", echo)]).await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/", lb.addr))
-        .await
-        .unwrap();
+    let (mut socket, _) = within(
+        "the WebSocket handshake",
+        tokio_tungstenite::connect_async(format!("ws://{}/", lb.addr)),
+    )
+    .await
+    .unwrap();
     // Busy: a message every 100 ms for a second, three times the idle timeout.
     for i in 0..10 {
         socket.send(Message::text(format!("{i}"))).await.unwrap();

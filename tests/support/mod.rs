@@ -1,6 +1,6 @@
 //! Helpers shared by the socket-level tests: in-process backends, a weir started on
 //! `127.0.0.1:0`, an HTTP client and a raw TCP client for bytes hyper would refuse
-//! to send.
+//! to send; and the weir binary run as a child process ([`process`]).
 //!
 //! Every wait is bounded (`within`) so that a hang fails the test instead of
 //! blocking the suite; nothing here sleeps to synchronise.
@@ -8,6 +8,11 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod process;
+
+// Not every test binary runs weir as a process: like the rest, unused in some.
+#[allow(unused_imports)]
+pub use process::{WeirCommand, WeirProcess};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -287,6 +292,11 @@ pub async fn spawn_named_backend(name: &'static str) -> Backend {
     spawn_backend(move |_request| async move { text(200, name) }).await
 }
 
+/// A backend answering 200 with the request's path as the body.
+pub async fn spawn_path_backend() -> Backend {
+    spawn_backend(|request| async move { text(200, request.uri().path().to_owned()) }).await
+}
+
 /// A backend speaking raw bytes: for each connection it reads one request head
 /// (up to the blank line), then hands the socket to `respond`. For responses that
 /// a correct HTTP server would never send.
@@ -370,7 +380,9 @@ pub async fn start_lb(text: &str, backends: &[(&str, SocketAddr)]) -> Lb {
 /// Starts weir with a parsed config; [`Lb::addr`] is its first listener.
 pub async fn start_lb_config(config: weir::config::Config) -> Lb {
     let (trigger, shutdown) = weir::shutdown::channel();
-    let running = weir::start(config, shutdown).await.unwrap();
+    let running = within("weir to start", weir::start(config, shutdown))
+        .await
+        .unwrap();
     Lb {
         addr: running.addresses[0],
         trigger,
@@ -391,6 +403,12 @@ pub fn one_upstream(names: &[&str], extra: &str) -> String {
     )
 }
 
+/// A `[[listeners]]` table on `127.0.0.1:0` with `keys` added, for a config that
+/// sets listener keys.
+pub fn timed_listener(keys: &str) -> String {
+    format!("[[listeners]]\nlisten = \"127.0.0.1:0\"\n{keys}\n\n")
+}
+
 // === HTTP client ===
 
 /// An HTTP/2 client connection with prior knowledge (h2c) to `addr`; the handle
@@ -401,11 +419,13 @@ pub async fn h2c_connect(
     hyper::client::conn::http2::SendRequest<Body>,
     JoinHandle<hyper::Result<()>>,
 ) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, connection) =
+    let (sender, connection) = within("an h2c connection", async {
+        let stream = TcpStream::connect(addr).await.unwrap();
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .unwrap();
+            .unwrap()
+    })
+    .await;
     (sender, tokio::spawn(connection))
 }
 
