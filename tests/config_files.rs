@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use support::WeirCommand;
+use support::marks::{marked, marks};
 use weir::config::defaults::*;
 use weir::config::{self, RuntimeConfig, UpstreamTimeouts};
 
@@ -221,39 +222,6 @@ upstream = "api"
 [upstreams.api]
 backends = [{ address = "127.0.0.1:9001" }]
 "#;
-
-/// Written in a config text right before the token a problem is expected at.
-const MARK: char = '‸';
-
-/// `text` without its marks, and the 1-based line and column (in characters) of
-/// each mark in that text.
-fn marks(text: &str) -> (String, Vec<(usize, usize)>) {
-    let mut clean = String::with_capacity(text.len());
-    let mut places = Vec::new();
-    let (mut line, mut column) = (1, 1);
-    for c in text.chars() {
-        if c == MARK {
-            places.push((line, column));
-            continue;
-        }
-        clean.push(c);
-        if c == '\n' {
-            (line, column) = (line + 1, 1);
-        } else {
-            column += 1;
-        }
-    }
-    (clean, places)
-}
-
-/// `text` without its one mark, and the mark's line and column.
-#[track_caller]
-fn marked(text: &str) -> (String, usize, usize) {
-    let (clean, places) = marks(text);
-    assert_eq!(places.len(), 1, "expected one {MARK} in {text:?}");
-    let (line, column) = places[0];
-    (clean, line, column)
-}
 
 struct Broken {
     name: &'static str,
