@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use tracing_subscriber::EnvFilter;
@@ -100,8 +100,16 @@ fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()>
     log_level.set(&config.logging.level);
     let served = runtime(config.runtime.workers)?.block_on(async move {
         let (trigger, shutdown) = shutdown::channel();
+        // Installed before the listeners accept: a signal sent as soon as weir says
+        // it listens must find its handler, not the default action (exit).
+        let signals = Signals::install();
         let running = weir::start_from(config, Some(path.to_owned()), shutdown).await?;
-        tokio::spawn(watch_signals(trigger, running.control(), Some(log_level)));
+        tokio::spawn(watch_signals(
+            signals,
+            trigger,
+            running.control(),
+            Some(log_level),
+        ));
         tokio::spawn(release_freed_memory());
         running.wait().await;
         info!("drained; exiting");
@@ -121,6 +129,7 @@ fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
         }
         let config = weir::demo::config(listen, &backends)?;
         let (trigger, shutdown) = shutdown::channel();
+        let signals = Signals::install();
         let running = weir::start(config, shutdown)
             .await
             .context("try another address with `weir demo --listen 127.0.0.1:PORT`")?;
@@ -130,7 +139,7 @@ fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
              Ctrl-C to stop.",
             backends.len()
         );
-        tokio::spawn(watch_signals(trigger, running.control(), None));
+        tokio::spawn(watch_signals(signals, trigger, running.control(), None));
         running.wait().await;
         Ok(())
     })
@@ -170,18 +179,41 @@ async fn release_freed_memory() {
     }
 }
 
+/// The signals weir acts on, their handlers installed.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Signals> {
+        let installed = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        );
+        let (Ok(term), Ok(int), Ok(hup)) = installed else {
+            warn!("cannot install signal handlers; stop weir with SIGKILL");
+            return None;
+        };
+        Some(Signals { term, int, hup })
+    }
+}
+
 /// SIGTERM / SIGINT start the drain; SIGHUP re-reads the config file.
 async fn watch_signals(
+    signals: Option<Signals>,
     trigger: ShutdownTrigger,
     control: Arc<Control>,
     log_level: Option<LogLevel>,
 ) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!("cannot install signal handlers; stop weir with SIGKILL");
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+    }) = signals
+    else {
         return;
     };
     loop {
