@@ -10,15 +10,15 @@
 //! - [`metrics`]: the Prometheus families and the handles resolved per config.
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`access_log`]: one line per request, written off the request path.
-//! - [`snapshot`]: router + upstreams built from one config: the unit of reload.
+//! - `snapshot`: router + upstreams built from one config: the unit of reload.
 //! - [`tls`]: certificates by SNI, ALPN and client certificates (rustls).
-//! - [`health`]: active health check loops and their probe, following the
+//! - `health`: active health check loops and their probe, following the
 //!   running snapshot.
 //! - [`proxy`]: the request path (validate, route, rewrite, the tries on the
 //!   upstream, the response) and the one table from errors to answers.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
 //! - [`control`]: the running listeners, snapshot and checks, and the reload.
-//! - [`admin`]: the admin API (metrics, health, status, reload).
+//! - `admin`: the admin API (metrics, health, status, reload).
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
@@ -28,22 +28,34 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+// weir's API: the config, the running instance and its control, the demo.
 pub mod access_log;
-pub mod admin;
-pub mod balance;
 pub mod config;
 pub mod control;
 pub mod demo;
-pub mod health;
-pub mod listener;
-pub mod metrics;
-pub mod proxy;
-pub mod proxy_protocol;
-pub mod router;
 pub mod shutdown;
-pub mod snapshot;
 pub mod tls;
+
+// Exported on purpose for the benchmarks, fuzz targets and the tests that drive
+// one part directly: not weir's API.
+#[doc(hidden)]
+pub mod balance;
+#[doc(hidden)]
+pub mod listener;
+#[doc(hidden)]
+pub mod metrics;
+#[doc(hidden)]
+pub mod proxy;
+#[doc(hidden)]
+pub mod proxy_protocol;
+#[doc(hidden)]
+pub mod router;
+#[doc(hidden)]
 pub mod upstream;
+
+pub(crate) mod admin;
+pub(crate) mod health;
+pub(crate) mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

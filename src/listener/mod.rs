@@ -45,7 +45,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// A bound listener, not yet accepting.
 #[derive(Debug)]
-pub struct Listener {
+pub(crate) struct Listener {
     tcp: TcpListener,
     address: SocketAddr,
 }
@@ -53,7 +53,7 @@ pub struct Listener {
 /// What a listener reads for each connection it accepts, built from its config.
 /// A reload swaps it in whole; connections already open keep the one they started
 /// with.
-pub struct ListenerSettings {
+pub(crate) struct ListenerSettings {
     pub config: ListenerConfig,
     name: Arc<str>,
     builder: auto::Builder<TokioExecutor>,

@@ -1,7 +1,7 @@
-//! The request path, top to bottom: validate → route → rewrite ([`validate`],
-//! [`forward`]) → the tries on the upstream ([`tries`], each try one exchange in
-//! [`crate::upstream::exchange`]) → the response streams back ([`body`]). Every
-//! failure becomes a response in exactly one place ([`error`]'s table).
+//! The request path, top to bottom: validate → route → rewrite (`validate`,
+//! `forward`) → the tries on the upstream (`tries`, each try one exchange in
+//! `crate::upstream::exchange`) → the response streams back (`body`). Every
+//! failure becomes a response in exactly one place (`error`'s table).
 
 mod body;
 mod connection;
@@ -25,10 +25,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tracing::{debug, warn};
 
-pub use body::{Finish, ProxyBody};
-pub use connection::{Connection, RequestGuard};
-pub use error::ProxyError;
-pub use forward::ClientFacts;
+pub(crate) use body::{Finish, ProxyBody};
+pub(crate) use connection::{Connection, RequestGuard};
+pub(crate) use error::ProxyError;
 
 use crate::access_log;
 use crate::balance::RequestKey;
@@ -37,7 +36,10 @@ use crate::upstream::{ClientBody, RequestBody, ResponseBody, UpstreamError};
 use tries::{ClientEnds, Tried};
 
 /// Serves one request of `connection` against the current snapshot.
-pub async fn serve(connection: Arc<Connection>, request: Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) async fn serve(
+    connection: Arc<Connection>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     // One snapshot for the whole request, even if a reload happens meanwhile.
     let snapshot = connection.snapshots.load_full();

@@ -1,6 +1,6 @@
 //! Upstreams: named groups of backends with their balancer, the backends' runtime
 //! state and pooled connections, and one exchange with one backend
-//! ([`exchange`]). Which backend a request goes to, and how often, is the proxy's
+//! (`exchange`). Which backend a request goes to, and how often, is the proxy's
 //! tries' business.
 
 mod backend;

@@ -1,7 +1,7 @@
 //! The tries of one request on its upstream: the first pick and the re-picks,
 //! admission under `max_connections_per_backend` and its queue, the retry budget,
 //! the backoff, and the replay of what was sent, around one exchange per try
-//! ([`crate::upstream::exchange`]). Each try's outcome goes on its backend's
+//! (`crate::upstream::exchange`). Each try's outcome goes on its backend's
 //! record here, with the status the proxy's one table gives a failure.
 
 mod admission;
