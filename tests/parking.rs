@@ -14,9 +14,69 @@ use http_body_util::BodyExt;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 
 /// Well past the park delay.
 const QUIET: Duration = Duration::from_millis(100);
+
+/// Counts weir's `parked` trace events: a connection task says it when hyper's
+/// part of its connection has ended and been dropped, only the socket kept.
+struct ParkedEvents(watch::Sender<usize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ParkedEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0 |= field.name() == "message" && format!("{value:?}") == "parked";
+            }
+        }
+        if event.metadata().target() != "weir::listener" {
+            return;
+        }
+        let mut parked = Message(false);
+        event.record(&mut parked);
+        if parked.0 {
+            self.0.send_modify(|count| *count += 1);
+        }
+    }
+}
+
+/// The connections parked on this thread from now on, while the guard lives.
+/// A `#[tokio::test]` runs weir's tasks on its one thread, so what other tests
+/// park is not counted.
+fn count_parked() -> (watch::Receiver<usize>, tracing::subscriber::DefaultGuard) {
+    let (count, parked) = watch::channel(0);
+    let subscriber = tracing_subscriber::registry().with(ParkedEvents(count));
+    (parked, tracing::subscriber::set_default(subscriber))
+}
+
+/// The observable side of parking: a keep-alive connection quiet after a
+/// complete request is parked (hyper's connection and its buffers dropped),
+/// then picked up by the client's next request, served on the same socket, and
+/// parked again. Waits for the events themselves; with parking off, none comes
+/// and the first wait fails.
+#[tokio::test]
+async fn a_quiet_connection_is_parked_then_picked_up_by_its_next_request() {
+    let (mut parked, _counting) = count_parked();
+    let backend = spawn_named_backend("ok").await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    for (done, path) in ["/1", "/2"].into_iter().enumerate() {
+        conn.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        let response = conn.read_response().await.expect("a response");
+        assert_eq!((response.status, &response.body[..]), (200, &b"ok"[..]));
+        let waited = within(
+            "the quiet connection to be parked",
+            parked.wait_for(|&count| count > done),
+        )
+        .await;
+        assert_eq!(*waited.expect("counting"), done + 1);
+    }
+    assert_eq!(backend.paths(), ["/1", "/2"]);
+}
 
 #[tokio::test]
 async fn a_parked_connection_serves_what_comes_next() {

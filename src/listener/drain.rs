@@ -153,6 +153,17 @@ impl Drop for DrainWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// Far longer than any of these waits takes; a wait that reaches it is a
+    /// watch or a drain that never finishes.
+    const BOUND: Duration = Duration::from_secs(5);
+
+    async fn within<F: Future>(what: &str, future: F) -> F::Output {
+        tokio::time::timeout(BOUND, future)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not done within {BOUND:?}"))
+    }
 
     #[tokio::test]
     async fn drain_wakes_a_waiting_watch_and_waits_for_it() {
@@ -163,15 +174,22 @@ mod tests {
             // The drain must still be waiting for this watch here.
             watch
         });
-        tokio::task::yield_now().await;
+        within("the watch to register its waker", async {
+            while drain.0.wakers().is_empty() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         assert_eq!(drain.open(), 1);
         let shared = drain.0.clone();
         let draining = tokio::spawn(drain.drain());
-        let watch = waiter.await.unwrap();
+        let watch = within("the drain to wake the watch", waiter).await.unwrap();
         assert!(!draining.is_finished());
         assert_eq!(shared.open.load(Ordering::Acquire), 1);
         drop(watch);
-        draining.await.unwrap();
+        within("the drain to end once the watch is gone", draining)
+            .await
+            .unwrap();
         assert_eq!(shared.open.load(Ordering::Acquire), 0);
         assert!(shared.wakers().is_empty());
     }
@@ -181,7 +199,7 @@ mod tests {
         let drain = Drain::new();
         drain.0.started.store(true, Ordering::Release);
         let mut late = drain.watch();
-        late.started().await;
+        within("a late watch to see the drain", late.started()).await;
     }
 
     #[tokio::test]
@@ -194,6 +212,6 @@ mod tests {
         }
         assert!(drain.0.wakers().is_empty());
         assert_eq!(drain.open(), 0);
-        drain.drain().await;
+        within("a drain with no watch left", drain.drain()).await;
     }
 }

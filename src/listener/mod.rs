@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, debug_span, error, info};
+use tracing::{Instrument, debug, debug_span, error, info, trace};
 
 use crate::config::ListenerConfig;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -423,6 +423,9 @@ fn serve_plain(
                 return;
             }
             stream = parked;
+            // hyper's connection and its buffers are gone: the one sign of it
+            // outside this task, at trace level in the connection's span.
+            trace!("parked");
             // Parked: hyper's last read found nothing, so the socket's read readiness
             // was cleared then, and is set again by the client's next bytes (or by
             // them having come meanwhile, which makes the wait below return at once).

@@ -411,3 +411,312 @@ impl<S> Drop for TimedIo<S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `TimedIo` driven as hyper drives it, over an in-memory pipe, with the
+    //! tokio clock paused: time is the input, and each deadline is checked a
+    //! millisecond before it (still waiting) and at it (failed, or parked).
+
+    use std::fmt::Debug;
+    use std::future::Future;
+    use std::pin::pin;
+
+    use arc_swap::ArcSwap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::time::advance;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::snapshot::Snapshot;
+
+    // Each timeout its own length, so that a failure at the wrong one shows.
+    const HEADER: Duration = Duration::from_secs(5);
+    const IDLE: Duration = Duration::from_secs(60);
+    const BODY: Duration = Duration::from_secs(20);
+    const SEND: Duration = Duration::from_secs(15);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Bytes the pipe holds in each direction before a write waits.
+    const PIPE: usize = 4096;
+
+    const HEAD_LATE: &str = "request head not received within header_timeout";
+    const IDLE_TOO_LONG: &str = "connection idle for idle_timeout";
+    const BODY_STALLED: &str = "request body stalled for body_timeout";
+    const NOT_READING: &str = "client did not read for send_timeout";
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    /// One client connection, just accepted: the client's end of the pipe, and
+    /// weir's through `TimedIo`, read and written as hyper does.
+    struct Conn {
+        client: DuplexStream,
+        io: TokioIo<TimedIo<DuplexStream>>,
+        connection: Arc<Connection>,
+    }
+
+    fn accept(park: Option<Arc<ParkSlot<DuplexStream>>>) -> Conn {
+        let text = format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\nheader_timeout = \"{}s\"\n\
+             idle_timeout = \"{}s\"\nbody_timeout = \"{}s\"\nsend_timeout = \"{}s\"\n\
+             [[routes]]\nupstream = \"a\"\n[upstreams.a]\n\
+             backends = [{{ address = \"127.0.0.1:9001\" }}]\n",
+            HEADER.as_secs(),
+            IDLE.as_secs(),
+            BODY.as_secs(),
+            SEND.as_secs(),
+        );
+        let config = Arc::new(crate::config::parse(&text, "test.toml").unwrap());
+        let listener = config.listeners[0].clone();
+        let snapshot = Snapshot::build(config, None, &Metrics::new()).unwrap();
+        let connection = Arc::new(Connection::new(
+            listener.name.as_str().into(),
+            "192.0.2.7:40000".parse().unwrap(),
+            listener.listen,
+            false,
+            Arc::new(ArcSwap::from_pointee(snapshot)),
+            &Arc::from([]),
+            &listener,
+        ));
+        let (client, server) = tokio::io::duplex(PIPE);
+        let head_deadline = Instant::now() + listener.header_timeout;
+        let io = TimedIo::new(server, connection.clone(), &listener, head_deadline, park);
+        Conn {
+            client,
+            io: TokioIo::new(io),
+            connection,
+        }
+    }
+
+    /// A request in flight on `connection`, counted as `proxy::serve` counts one.
+    struct InFlight(Arc<Connection>);
+
+    impl InFlight {
+        fn start(connection: &Arc<Connection>) -> Self {
+            connection.active.fetch_add(1, Ordering::Relaxed);
+            connection.started.fetch_add(1, Ordering::Relaxed);
+            InFlight(connection.clone())
+        }
+    }
+
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            if self.0.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+                self.0.idle_waker.wake();
+            }
+        }
+    }
+
+    /// Polls `future` once, with this task's waker.
+    async fn poll_once<F: Future>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
+    }
+
+    /// Asserts that `op` (a read or write of weir's end) is still waiting a
+    /// millisecond before `after` from now, and has failed with `TimedOut`,
+    /// saying `what`, at `after`.
+    async fn times_out_after<T: Debug>(
+        op: impl Future<Output = io::Result<T>>,
+        after: Duration,
+        what: &str,
+    ) {
+        let mut op = pin!(op);
+        assert!(poll_once(op.as_mut()).await.is_pending(), "{what}: at once");
+        advance(after - MS).await;
+        assert!(
+            poll_once(op.as_mut()).await.is_pending(),
+            "{what}: before {after:?}"
+        );
+        advance(MS).await;
+        match poll_once(op.as_mut()).await {
+            Poll::Ready(Err(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+                assert_eq!(err.to_string(), what);
+            }
+            other => panic!("{what}: still {other:?} at {after:?}"),
+        }
+    }
+
+    impl Conn {
+        /// Reads what the client sent, as hyper does.
+        async fn read_sent(&mut self) -> Vec<u8> {
+            let mut buf = vec![0; PIPE];
+            let n = poll_once(pin!(self.io.read(&mut buf))).await;
+            let Poll::Ready(Ok(n @ 1..)) = n else {
+                panic!("nothing to read: {n:?}");
+            };
+            buf.truncate(n);
+            buf
+        }
+
+        /// Sends `bytes` from the client, and has weir read them.
+        async fn send(&mut self, bytes: &[u8]) {
+            self.client.write_all(bytes).await.unwrap();
+            assert_eq!(self.read_sent().await, bytes);
+        }
+
+        /// Has weir read on with nothing there: still waiting.
+        async fn read_waits(&mut self) {
+            let mut buf = [0; 64];
+            let read = poll_once(pin!(self.io.read(&mut buf))).await;
+            assert!(read.is_pending(), "read {read:?}");
+        }
+
+        /// A whole request, answered: the connection is quiet from now on.
+        async fn answered(&mut self, request: &[u8]) {
+            self.send(request).await;
+            let in_flight = InFlight::start(&self.connection);
+            self.read_waits().await;
+            drop(in_flight);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_head_is_due_header_timeout_after_the_accept() {
+        let mut conn = accept(None);
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), HEADER, HEAD_LATE).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_trickling_in_is_still_due_at_header_timeout() {
+        let mut conn = accept(None);
+        conn.send(b"GET / HTTP/1.1\r\nX-Slow: ").await;
+        // A byte a second does not move the deadline.
+        for _ in 0..HEADER.as_secs() - 1 {
+            advance(Duration::from_secs(1)).await;
+            conn.send(b"a").await;
+        }
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), Duration::from_secs(1), HEAD_LATE).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_has_no_read_deadline_and_idle_timeout_starts_at_its_end() {
+        let mut conn = accept(None);
+        conn.send(GET).await;
+        let in_flight = InFlight::start(&conn.connection);
+        let mut buf = [0; 64];
+        // The upstream timeouts bound a request; the client's socket does not.
+        // The clock runs on to each timer the read sets, if any.
+        let long = HEADER + IDLE + BODY + SEND;
+        let waited = tokio::time::timeout(long, conn.io.read(&mut buf)).await;
+        assert!(waited.is_err(), "{waited:?}");
+        drop(in_flight);
+        // Quiet after its answer: idle_timeout, not header_timeout.
+        times_out_after(conn.io.read(&mut buf), IDLE, IDLE_TOO_LONG).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_head_is_due_header_timeout_after_its_first_byte() {
+        let mut conn = accept(None);
+        conn.answered(GET).await;
+        conn.read_waits().await;
+        advance(IDLE / 2).await;
+        conn.send(b"GET /next HT").await;
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), HEADER, HEAD_LATE).await;
+    }
+
+    /// A request body still coming after its response ended (the backend
+    /// answered early): its rest is due within `body_timeout` of the response's
+    /// end, parking or not. While the request is in flight, a stalled body is
+    /// the request path's to cut.
+    async fn a_body_still_coming_after_the_response(park: Option<Arc<ParkSlot<DuplexStream>>>) {
+        let mut conn = accept(park.clone());
+        conn.answered(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabcd")
+            .await;
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), BODY, BODY_STALLED).await;
+        drop(conn.io);
+        assert!(park.is_none_or(|slot| slot.take().is_none()), "parked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_still_coming_after_the_response_is_due_within_body_timeout() {
+        a_body_still_coming_after_the_response(None).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_mid_body_does_not_park_and_its_body_timeout_stands() {
+        let slot = Arc::new(ParkSlot::default());
+        a_body_still_coming_after_the_response(Some(slot)).await;
+    }
+
+    /// Fills the pipe to a client that does not read.
+    async fn fill(conn: &mut Conn) {
+        let written = poll_once(pin!(conn.io.write(&[b'x'; PIPE]))).await;
+        assert!(matches!(written, Poll::Ready(Ok(PIPE))), "{written:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_a_client_that_stopped_reading_fails_after_send_timeout() {
+        let mut conn = accept(None);
+        conn.send(GET).await;
+        fill(&mut conn).await;
+        times_out_after(conn.io.write(b"more"), SEND, NOT_READING).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_however_slowly_is_not_cut() {
+        let mut conn = accept(None);
+        conn.send(GET).await;
+        fill(&mut conn).await;
+        {
+            let mut write = pin!(conn.io.write(&[b'y'; PIPE]));
+            assert!(poll_once(write.as_mut()).await.is_pending());
+            advance(SEND - MS).await;
+            let mut taken = [0; 1024];
+            conn.client.read_exact(&mut taken).await.unwrap();
+            let written = poll_once(write.as_mut()).await;
+            assert!(matches!(written, Poll::Ready(Ok(1024))), "{written:?}");
+        }
+        // Waiting again: send_timeout from now, not from the first wait.
+        times_out_after(conn.io.write(b"more"), SEND, NOT_READING).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_parks_its_socket_with_its_idle_deadline() {
+        let slot = Arc::new(ParkSlot::default());
+        let mut conn = accept(Some(slot.clone()));
+        conn.answered(GET).await;
+        let quiet_from = Instant::now();
+        let mut buf = [0; 64];
+        {
+            let mut read = pin!(conn.io.read(&mut buf));
+            assert!(poll_once(read.as_mut()).await.is_pending());
+            advance(PARK_AFTER - MS).await;
+            assert!(poll_once(read.as_mut()).await.is_pending());
+            advance(MS).await;
+            // End of input, for hyper.
+            let read = poll_once(read.as_mut()).await;
+            assert!(matches!(read, Poll::Ready(Ok(0))), "{read:?}");
+        }
+        // hyper then shuts its end down, which leaves the socket open.
+        conn.io.shutdown().await.unwrap();
+        drop(conn.io);
+        let (mut parked, idle_deadline) = slot.take().expect("a parked socket");
+        assert_eq!(idle_deadline, quiet_from + IDLE);
+        // The same socket, open both ways.
+        conn.client.write_all(b"GET /next").await.unwrap();
+        let mut next = [0; 9];
+        parked.read_exact(&mut next).await.unwrap();
+        assert_eq!(&next, b"GET /next");
+        parked.write_all(b"HTTP/1.1").await.unwrap();
+        let mut answer = [0; 8];
+        conn.client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"HTTP/1.1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_http2_connection_does_not_park_and_its_idle_timeout_stands() {
+        let slot = Arc::new(ParkSlot::default());
+        let mut conn = accept(Some(slot.clone()));
+        conn.connection.http2.store(true, Ordering::Relaxed);
+        conn.answered(GET).await;
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), IDLE, IDLE_TOO_LONG).await;
+        drop(conn.io);
+        assert!(slot.take().is_none(), "parked");
+    }
+}
