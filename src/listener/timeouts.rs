@@ -183,8 +183,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
         match read_scanned(io, &mut this.head_scan, &this.connection, cx, buf) {
             Poll::Ready(Ok(())) => {
                 if !busy && (this.phase != Phase::Head || this.request_since_armed()) {
-                    // The first bytes of a new request head.
-                    this.enter(Phase::Head);
+                    // The first bytes of a new request head; or, after an early
+                    // answer, more of a body (or its end): that body may stall
+                    // for `body_timeout` from here, and no head has begun.
+                    let next = if this.head_scan.in_body() || this.head_scan.at_rest() {
+                        Phase::Idle
+                    } else {
+                        Phase::Head
+                    };
+                    this.enter(next);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -641,6 +648,29 @@ mod tests {
     async fn a_connection_mid_body_does_not_park_and_its_body_timeout_stands() {
         let slot = Arc::new(ParkSlot::default());
         a_body_still_coming_after_the_response(Some(slot)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn more_of_a_body_after_its_response_restarts_body_timeout_not_header_timeout() {
+        let mut conn = accept(None);
+        conn.answered(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabcd")
+            .await;
+        conn.read_waits().await;
+        advance(Duration::from_secs(1)).await;
+        // Body bytes, not the start of a head: the rest may stall for body_timeout.
+        conn.send(b"ef").await;
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), BODY, BODY_STALLED).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_ended_after_its_response_leaves_the_connection_idle() {
+        let mut conn = accept(None);
+        conn.answered(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabcd")
+            .await;
+        conn.send(b"ef").await;
+        let mut buf = [0; 64];
+        times_out_after(conn.io.read(&mut buf), IDLE, IDLE_TOO_LONG).await;
     }
 
     /// Fills the pipe to a client that does not read.
