@@ -119,3 +119,20 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `max_concurrent_streams`: HTTP/2 streams per client connection (hyper's and
 /// Envoy's order of magnitude; nginx's `http2_max_concurrent_streams` is 128).
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// One DNS query: a name server on the same network answers in milliseconds; a
+/// lost UDP packet is retried within this (hickory's default is 5 s, too long
+/// for a balancer waiting on a new backend set).
+pub const DEFAULT_RESOLVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Re-resolve no more often than this, whatever the TTL: a TTL of 0 (common in
+/// service meshes) must not turn into a query loop.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Re-resolve at least this often, whatever the TTL: a day-long TTL must not
+/// hide a changed backend set for a day.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
+
+/// A name that disappears (NXDOMAIN or no records) keeps its last backends this
+/// long: a registry briefly empty during a deploy must not take the upstream down.
+pub const DEFAULT_HOLD_MISSING: Duration = Duration::from_secs(30);

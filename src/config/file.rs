@@ -24,6 +24,7 @@ pub struct FileConfig {
     pub routes: Vec<Spanned<FileRoute>>,
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, Spanned<FileUpstream>>,
+    pub resolver: Option<Spanned<FileResolver>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,8 +201,20 @@ pub struct FileRetries {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileBackend {
-    pub address: Spanned<AddressValue>,
+    pub address: Option<Spanned<BackendAddressValue>>,
+    pub srv: Option<Spanned<SrvNameValue>>,
     pub weight: Option<Spanned<i64>>,
+}
+
+/// `[resolver]`: how backend names are looked up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileResolver {
+    pub nameservers: Option<Vec<Spanned<AddressValue>>>,
+    pub timeout: Option<Spanned<DurationValue>>,
+    pub min_ttl: Option<Spanned<DurationValue>>,
+    pub max_ttl: Option<Spanned<DurationValue>>,
+    pub hold_missing: Option<Spanned<DurationValue>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,9 +298,175 @@ impl<'de> Deserialize<'de> for AddressValue {
     }
 }
 
+// === impl BackendAddressValue ===
+
+/// A backend's `address`: an IP address and port, or a DNS name and port whose
+/// A/AAAA records are the backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendAddressValue {
+    Ip(SocketAddr),
+    Name { host: String, port: u16 },
+}
+
+impl<'de> Deserialize<'de> for BackendAddressValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = BackendAddressValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address string such as \"127.0.0.1:8080\", \"[::1]:8080\" or \"app.internal:8080\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<BackendAddressValue, E> {
+                parse_backend_address(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+fn parse_backend_address(text: &str) -> Result<BackendAddressValue, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(BackendAddressValue::Ip(address));
+    }
+    let bad = |why: &str| {
+        format!(
+            "invalid address {text:?}: {why}; expected IPv4:port, [IPv6]:port or name:port, e.g. \"app.internal:8080\""
+        )
+    };
+    if text.starts_with('[') || text.matches(':').count() > 1 {
+        return Err(bad("not an IPv6 address in brackets with a port"));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(bad("the port is missing"));
+    };
+    let port = match port.parse::<u16>() {
+        Ok(port) if port > 0 => port,
+        _ => return Err(bad("the port must be a number from 1 to 65535")),
+    };
+    if host.starts_with('_') {
+        return Err(format!(
+            "{host:?} is an SRV name: write {{ srv = \"{host}\" }}, whose records give the ports"
+        ));
+    }
+    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad("not a valid IPv4 address"));
+    }
+    if let Some(why) = dns_name_problem(host) {
+        return Err(bad(&why));
+    }
+    Ok(BackendAddressValue::Name {
+        host: host.to_ascii_lowercase(),
+        port,
+    })
+}
+
+// === impl SrvNameValue ===
+
+/// The name of an SRV record set, e.g. `_http._tcp.app.service.consul`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvNameValue(pub String);
+
+impl<'de> Deserialize<'de> for SrvNameValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = SrvNameValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an SRV name such as \"_http._tcp.app.service.consul\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SrvNameValue, E> {
+                if text.contains(':') {
+                    return Err(E::custom(format!(
+                        "invalid SRV name {text:?}: no port here, the SRV records give each target's port"
+                    )));
+                }
+                match dns_name_problem(text) {
+                    Some(why) => Err(E::custom(format!("invalid SRV name {text:?}: {why}"))),
+                    None => Ok(SrvNameValue(text.to_ascii_lowercase())),
+                }
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// Why `name` is not a DNS name weir can look up, if it is not: labels of
+/// letters, digits, `-` and `_` (compose and SRV names use it), each 1 to 63
+/// characters and not starting or ending with `-`; at most 253 characters; one
+/// trailing dot allowed.
+fn dns_name_problem(name: &str) -> Option<String> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return Some("the name is empty".to_owned());
+    }
+    if name.len() > 253 {
+        return Some("a name has at most 253 characters".to_owned());
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Some("a name has no empty labels (two dots in a row)".to_owned());
+        }
+        if label.len() > 63 {
+            return Some(format!("the label {label:?} is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Some(format!("{c:?} is not allowed in a name"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Some(format!("the label {label:?} starts or ends with '-'"));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_addresses_are_ips_or_names_with_a_port() {
+        assert_eq!(
+            parse_backend_address("127.0.0.1:80"),
+            Ok(BackendAddressValue::Ip("127.0.0.1:80".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_backend_address("[::1]:80"),
+            Ok(BackendAddressValue::Ip("[::1]:80".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_backend_address("App.Internal:8080"),
+            Ok(BackendAddressValue::Name {
+                host: "app.internal".into(),
+                port: 8080
+            })
+        );
+        assert_eq!(
+            parse_backend_address("my_app:80"),
+            Ok(BackendAddressValue::Name {
+                host: "my_app".into(),
+                port: 80
+            })
+        );
+        for (bad, why) in [
+            ("app.internal", "port is missing"),
+            ("app:0", "port must be"),
+            ("app:http", "port must be"),
+            ("::1:80", "IPv6"),
+            ("[::1]", "IPv6"),
+            ("300.1.1.1:80", "IPv4"),
+            ("_http._tcp.app:80", "SRV name"),
+            ("app..internal:80", "empty labels"),
+            ("-app:80", "starts or ends"),
+            ("app/x:80", "not allowed"),
+            (":80", "empty"),
+        ] {
+            let err = parse_backend_address(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
 
     #[test]
     fn durations_take_every_unit() {

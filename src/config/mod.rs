@@ -39,6 +39,36 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// In name order; routes refer to them by index.
     pub upstreams: Vec<UpstreamConfig>,
+    /// How backend names are looked up.
+    pub resolver: ResolverConfig,
+}
+
+/// `[resolver]`: where and how often backend names are looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverConfig {
+    /// `IP:port` of each name server; empty: those of `/etc/resolv.conf`.
+    pub nameservers: Vec<SocketAddr>,
+    /// One query.
+    pub timeout: Duration,
+    /// Records are looked up again no sooner than this after an answer...
+    pub min_ttl: Duration,
+    /// ... and no later than this, whatever their TTL.
+    pub max_ttl: Duration,
+    /// A name that stops existing (NXDOMAIN, or no records) keeps its last
+    /// backends this long.
+    pub hold_missing: Duration,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            nameservers: Vec::new(),
+            timeout: defaults::DEFAULT_RESOLVER_TIMEOUT,
+            min_ttl: defaults::DEFAULT_MIN_TTL,
+            max_ttl: defaults::DEFAULT_MAX_TTL,
+            hold_missing: defaults::DEFAULT_HOLD_MISSING,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +209,10 @@ pub struct UpstreamConfig {
     /// How long a request waits for a slot when every backend is at its limit;
     /// `None` answers 503 at once.
     pub queue_timeout: Option<Duration>,
+    /// Backends written as IP addresses.
     pub backends: Vec<BackendConfig>,
+    /// Backends written as names: their addresses come from DNS.
+    pub dns: Vec<DnsBackends>,
     pub timeouts: UpstreamTimeouts,
 }
 
@@ -363,6 +396,44 @@ pub enum HashKey {
 pub struct BackendConfig {
     pub address: SocketAddr,
     pub weight: NonZeroU32,
+}
+
+/// One backend entry written as a name: every address it resolves to is a
+/// backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DnsBackends {
+    pub lookup: DnsLookup,
+    /// The weight of each address of an A/AAAA name (SRV records carry their own).
+    pub weight: NonZeroU32,
+}
+
+/// What is looked up for a [`DnsBackends`] entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DnsLookup {
+    /// `address = "name:port"`: the A and AAAA records of `host`, on `port`.
+    Address { host: String, port: u16 },
+    /// `srv = "name"`: the SRV records of `name` (targets, ports, weights,
+    /// priorities).
+    Srv { name: String },
+}
+
+impl DnsLookup {
+    /// The name looked up.
+    pub fn name(&self) -> &str {
+        match self {
+            DnsLookup::Address { host, .. } => host,
+            DnsLookup::Srv { name } => name,
+        }
+    }
+}
+
+impl fmt::Display for DnsLookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DnsLookup::Address { host, port } => write!(f, "{host}:{port}"),
+            DnsLookup::Srv { name } => write!(f, "srv {name}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

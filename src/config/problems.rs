@@ -120,7 +120,13 @@ pub(super) fn key_at(text: &str, span: &Range<usize>) -> Option<String> {
             return Some(covered.to_owned());
         }
     }
-    let before = text.get(..span.start)?.trim_end();
+    let mut before = text.get(..span.start)?.trim_end();
+    if before.ends_with('[') || before.ends_with(',') {
+        // An item of an array written on one line: the key is the array's.
+        let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+        let line_start = before.len() - line.len();
+        before = &before[..line_start + line.find('=')? + 1];
+    }
     let before = before.strip_suffix('=')?.trim_end();
     let key = &before[before.trim_end_matches(is_key_char).len()..];
     (!key.is_empty()).then(|| key.to_owned())

@@ -864,6 +864,126 @@ backends = [{ address = ‸"127.0.0.1" }]
     assert_problem(&problem, line, column, Some("address"), "invalid address");
 }
 
+// === backends by name ===
+
+/// A config whose one upstream has these `backends` (marks kept).
+fn with_backends(backends: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nupstream = \"api\"\n\n\
+         [upstreams.api]\nbackends = [{backends}]\n"
+    )
+}
+
+#[test]
+fn backends_may_be_names_and_srv_records() {
+    let config = accept(&with_backends(
+        r#"{ address = "10.0.0.1:80" }, { address = "App.Internal:8080", weight = 3 }, { srv = "_http._tcp.app.service.consul" }"#,
+    ));
+    let upstream = &config.upstreams[0];
+    assert_eq!(upstream.backends.len(), 1);
+    assert_eq!(
+        upstream.dns,
+        vec![
+            DnsBackends {
+                lookup: DnsLookup::Address {
+                    host: "app.internal".into(),
+                    port: 8080
+                },
+                weight: NonZeroU32::new(3).unwrap(),
+            },
+            DnsBackends {
+                lookup: DnsLookup::Srv {
+                    name: "_http._tcp.app.service.consul".into()
+                },
+                weight: NonZeroU32::new(1).unwrap(),
+            },
+        ]
+    );
+    assert_eq!(config.resolver, ResolverConfig::default());
+}
+
+#[test]
+fn malformed_backend_names_are_refused_at_their_place() {
+    for (backends, key, message) in [
+        (
+            r#"{ address = ‸"app.internal" }"#,
+            "address",
+            "the port is missing",
+        ),
+        (
+            r#"{ address = ‸"app..internal:80" }"#,
+            "address",
+            "empty labels",
+        ),
+        (
+            r#"{ address = ‸"_http._tcp.app:80" }"#,
+            "address",
+            "is an SRV name: write { srv",
+        ),
+        (r#"{ srv = ‸"_http._tcp.app:80" }"#, "srv", "no port here"),
+        (
+            r#"{ srv = "_http._tcp.app", weight = ‸2 }"#,
+            "weight",
+            "from its SRV record",
+        ),
+        (
+            r#"{ address = "app:80", srv = ‸"_http._tcp.app" }"#,
+            "srv",
+            "not both",
+        ),
+        (
+            r#"{ address = "app:80" }, { address = ‸"APP:80" }"#,
+            "address",
+            "listed twice",
+        ),
+    ] {
+        let (text, line, column) = marked(&with_backends(backends));
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
+    }
+}
+
+#[test]
+fn the_resolver_table_is_read_and_checked() {
+    let config = accept(&format!(
+        "{MINIMAL}\n[resolver]\nnameservers = [\"127.0.0.1:5353\"]\ntimeout = \"500ms\"\n\
+         min_ttl = \"2s\"\nmax_ttl = \"1m\"\nhold_missing = \"0s\"\n"
+    ));
+    assert_eq!(
+        config.resolver,
+        ResolverConfig {
+            nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+            timeout: Duration::from_millis(500),
+            min_ttl: Duration::from_secs(2),
+            max_ttl: Duration::from_secs(60),
+            hold_missing: Duration::ZERO,
+        }
+    );
+    for (table, key, message) in [
+        (
+            "min_ttl = \"1m\"\nmax_ttl = ‸\"2s\"",
+            "max_ttl",
+            "at least min_ttl",
+        ),
+        ("min_ttl = ‸\"0s\"", "min_ttl", "greater than zero"),
+        ("timeout = ‸\"0s\"", "timeout", "greater than zero"),
+        (
+            "nameservers = [‸\"127.0.0.1:0\"]",
+            "nameservers",
+            "its port",
+        ),
+        (
+            "nameservers = [‸\"ns.example:53\"]",
+            "nameservers",
+            "invalid address",
+        ),
+    ] {
+        let (text, line, column) = marked(&format!("{MINIMAL}\n[resolver]\n{table}\n"));
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
+    }
+}
+
 // === listeners ===
 
 #[test]

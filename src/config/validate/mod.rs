@@ -20,7 +20,7 @@ use super::file::{self, FileConfig};
 use super::problems::Problems;
 use super::{
     AccessLogFormat, AccessLogTarget, AdminConfig, Config, ListenerConfig, LoggingConfig,
-    RuntimeConfig,
+    ResolverConfig, RuntimeConfig,
 };
 use listeners::validate_listener;
 use routes::validate_route;
@@ -137,6 +137,11 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         .as_ref()
         .map(|logging| validate_logging(logging, problems))
         .unwrap_or_default();
+    let resolver = raw
+        .resolver
+        .as_ref()
+        .map(|resolver| validate_resolver(resolver.get_ref(), problems))
+        .unwrap_or_default();
     Config {
         runtime,
         admin,
@@ -144,6 +149,50 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         listeners,
         routes,
         upstreams,
+        resolver,
+    }
+}
+
+fn validate_resolver(raw: &file::FileResolver, problems: &mut Problems<'_>) -> ResolverConfig {
+    let nameservers = raw
+        .nameservers
+        .iter()
+        .flatten()
+        .map(|server| {
+            let address = server.get_ref().0;
+            if address.port() == 0 {
+                problems.spanned(
+                    server,
+                    "nameservers",
+                    "a name server needs its port, usually 53",
+                );
+            }
+            address
+        })
+        .collect();
+    let timeout = positive_duration(&raw.timeout, "timeout", DEFAULT_RESOLVER_TIMEOUT, problems);
+    let min_ttl = positive_duration(&raw.min_ttl, "min_ttl", DEFAULT_MIN_TTL, problems);
+    let max_ttl = positive_duration(&raw.max_ttl, "max_ttl", DEFAULT_MAX_TTL, problems);
+    if min_ttl > max_ttl
+        && let Some(max) = &raw.max_ttl
+    {
+        problems.spanned(
+            max,
+            "max_ttl",
+            format!("must be at least min_ttl ({min_ttl:?})"),
+        );
+    }
+    // 0 is allowed: a name that disappears loses its backends at once.
+    let hold_missing = raw
+        .hold_missing
+        .as_ref()
+        .map_or(DEFAULT_HOLD_MISSING, |d| d.get_ref().0);
+    ResolverConfig {
+        nameservers,
+        timeout,
+        min_ttl,
+        max_ttl,
+        hold_missing,
     }
 }
 

@@ -16,8 +16,8 @@ use crate::config::defaults::*;
 use crate::config::file::{self, FileUpstream};
 use crate::config::problems::Problems;
 use crate::config::{
-    BackendConfig, RetryPolicy, UpstreamConfig, UpstreamProtocol, UpstreamTimeouts,
-    UpstreamTlsConfig,
+    BackendConfig, DnsBackends, DnsLookup, RetryPolicy, UpstreamConfig, UpstreamProtocol,
+    UpstreamTimeouts, UpstreamTlsConfig,
 };
 
 pub(super) fn validate_upstream(
@@ -141,31 +141,82 @@ pub(super) fn validate_upstream(
         );
     }
     let mut seen = HashSet::new();
-    let backends = raw
-        .backends
-        .iter()
-        .map(|backend| {
-            let backend = backend.get_ref();
-            let address = backend.address.get_ref().0;
-            if !seen.insert(address) {
-                problems.spanned(&backend.address, "address", format!("backend {address} is listed twice in this upstream; raise its weight instead"));
-            }
-            let weight = match &backend.weight {
-                None => DEFAULT_WEIGHT,
-                Some(w) => match u32::try_from(*w.get_ref()) {
-                    Ok(n) if (1..=MAX_WEIGHT).contains(&n) => n,
-                    _ => {
-                        problems.spanned(w, "weight", format!("must be between 1 and {MAX_WEIGHT}"));
-                        DEFAULT_WEIGHT
+    let mut seen_names = HashSet::new();
+    let mut backends = Vec::new();
+    let mut dns = Vec::new();
+    for entry in &raw.backends {
+        let backend = entry.get_ref();
+        let weight = match &backend.weight {
+            None => DEFAULT_WEIGHT,
+            Some(w) => match u32::try_from(*w.get_ref()) {
+                Ok(n) if (1..=MAX_WEIGHT).contains(&n) => n,
+                _ => {
+                    problems.spanned(w, "weight", format!("must be between 1 and {MAX_WEIGHT}"));
+                    DEFAULT_WEIGHT
+                }
+            },
+        };
+        let weight = NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN);
+        let lookup = match (&backend.address, &backend.srv) {
+            (Some(address), None) => match address.get_ref() {
+                file::BackendAddressValue::Ip(address_ip) => {
+                    if !seen.insert(*address_ip) {
+                        problems.spanned(address, "address", format!("backend {address_ip} is listed twice in this upstream; raise its weight instead"));
                     }
-                },
-            };
-            BackendConfig {
-                address,
-                weight: NonZeroU32::new(weight).unwrap_or(NonZeroU32::MIN),
+                    backends.push(BackendConfig {
+                        address: *address_ip,
+                        weight,
+                    });
+                    continue;
+                }
+                file::BackendAddressValue::Name { host, port } => (
+                    DnsLookup::Address {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                    address.span(),
+                    "address",
+                ),
+            },
+            (None, Some(srv)) => {
+                if let Some(w) = &backend.weight {
+                    problems.spanned(w, "weight", "an srv entry takes each target's weight from its SRV record; remove weight");
+                }
+                (
+                    DnsLookup::Srv {
+                        name: srv.get_ref().0.clone(),
+                    },
+                    srv.span(),
+                    "srv",
+                )
             }
-        })
-        .collect();
+            (Some(_), Some(srv)) => {
+                problems.spanned(
+                    srv,
+                    "srv",
+                    "a backend has an address or an srv name, not both",
+                );
+                continue;
+            }
+            (None, None) => {
+                problems.at(
+                    entry.span(),
+                    Some("address".into()),
+                    "missing field `address`: a backend needs an address, e.g. { address = \"127.0.0.1:9001\" } or { address = \"app.internal:8080\" }, or an srv name",
+                );
+                continue;
+            }
+        };
+        let (lookup, span, key) = lookup;
+        if !seen_names.insert(lookup.clone()) {
+            problems.at(
+                span,
+                Some(key.into()),
+                format!("{lookup} is listed twice in this upstream; raise its weight instead"),
+            );
+        }
+        dns.push(DnsBackends { lookup, weight });
+    }
 
     let timeouts = raw.timeouts.as_ref();
     let timeouts = UpstreamTimeouts {
@@ -206,6 +257,7 @@ pub(super) fn validate_upstream(
         tls,
         protocol,
         backends,
+        dns,
         timeouts,
     }
 }
