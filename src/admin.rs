@@ -67,7 +67,8 @@ async fn answer(control: &Control, request: Request<Incoming>) -> Response<Full<
                     })
                 })
                 .collect();
-            control.metrics().refresh(&readings);
+            let upstreams: Vec<&str> = snapshot.upstreams.iter().map(|u| u.name.as_str()).collect();
+            control.metrics().refresh(&upstreams, &readings);
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -166,6 +167,8 @@ async fn status(control: &Control) -> Value {
                     let state = &backend.state;
                     json!({
                         "address": backend.address.to_string(),
+                        "name": backend.dns_name.as_deref(),
+                        "priority": backend.priority,
                         "weight": backend.weight,
                         "effective_weight": f64::from(backend.weight) * backend.warmth(),
                         "healthy": state.is_healthy(),

@@ -10,16 +10,17 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::access_log::AccessLog;
 use crate::config::{self, Config, ConfigError, ListenerConfig};
+use crate::discovery::Discovery;
 use crate::health::HealthChecks;
 use crate::listener::{Listener, ListenerSettings};
 use crate::metrics::Metrics;
@@ -48,6 +49,8 @@ struct State {
     tasks: JoinSet<()>,
     /// Set once the drain has begun: no reload after that.
     closed: bool,
+    /// The backend names of the config, followed.
+    discovery: Discovery,
 }
 
 struct RunningListener {
@@ -102,7 +105,13 @@ impl Control {
     ) -> io::Result<Arc<Control>> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
-        let mut snapshot = Snapshot::build(config.clone(), None, &metrics)
+        // Names are looked up once before the first snapshot, so that an upstream
+        // of names starts with its backends (one that does not resolve starts
+        // without: 503 until it does).
+        let mut discovery = Discovery::new(&config.resolver, metrics.clone());
+        discovery.sync(&config).await;
+        let answers_changed = discovery.changed();
+        let mut snapshot = Snapshot::build(config.clone(), None, &metrics, &discovery.answers())
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
         snapshot.access_log = AccessLog::open(&config.logging, None)?;
         snapshot.adopt_pools();
@@ -126,8 +135,14 @@ impl Control {
                 health,
                 tasks: JoinSet::new(),
                 closed: false,
+                discovery,
             }),
         });
+        tokio::spawn(follow_answers(
+            Arc::downgrade(&control),
+            answers_changed,
+            control.shutdown.clone(),
+        ));
         {
             let mut state = control.state.lock().await;
             for (settings, listener) in bound {
@@ -233,7 +248,12 @@ impl Control {
         // Upstreams' TLS files are read here: a bad one fails the reload as well.
         let config = Arc::new(config);
         let previous = self.snapshots.load_full();
-        let mut snapshot = Snapshot::build(config.clone(), Some(&previous), &self.metrics)?;
+        // Names new to this config are looked up first; names that stay keep
+        // their answers (and the follow that keeps them fresh).
+        state.discovery.sync(&config).await;
+        let answers = state.discovery.answers();
+        let mut snapshot =
+            Snapshot::build(config.clone(), Some(&previous), &self.metrics, &answers)?;
         let mut fresh = Vec::new();
         let mut kept_settings = Vec::new();
         for (listener, new_settings) in config.listeners.iter().zip(settings) {
@@ -304,6 +324,22 @@ impl Control {
         self.state.lock().await.health = HealthChecks::default();
     }
 
+    /// Puts the latest answers of the backend names in force: the upstreams
+    /// whose names answer otherwise are rebuilt, the others stay as they are.
+    async fn apply_answers(&self) {
+        let mut state = self.state.lock().await;
+        if state.closed {
+            return;
+        }
+        let answers = state.discovery.answers();
+        let current = self.snapshots.load_full();
+        let Some(snapshot) = current.with_answers(&answers, &self.metrics) else {
+            return;
+        };
+        self.snapshots.store(Arc::new(snapshot));
+        state.health.sync(&self.snapshots.load());
+    }
+
     fn spawn_listener(
         &self,
         state: &mut State,
@@ -328,6 +364,21 @@ impl Control {
             settings,
             stop,
         }
+    }
+}
+
+/// Applies each change of the backend names' answers, until the drain.
+async fn follow_answers(control: Weak<Control>, changed: Arc<Notify>, mut shutdown: Shutdown) {
+    let mut shutdown = std::pin::pin!(shutdown.wait());
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = changed.notified() => {}
+        }
+        let Some(control) = control.upgrade() else {
+            return;
+        };
+        control.apply_answers().await;
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`metrics`]: the Prometheus families and the handles resolved per config.
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`access_log`]: one line per request, written off the request path.
+//! - `discovery`: backend names looked up, and again as their TTLs run out.
 //! - `snapshot`: router + upstreams built from one config: the unit of reload.
 //! - [`tls`]: certificates by SNI, ALPN and client certificates (rustls).
 //! - `health`: active health check loops and their probe, following the
@@ -23,7 +24,7 @@
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
 //! Dependencies point one way: config → router/balance → metrics → upstream →
-//! access_log / snapshot → health / proxy → listener → control → admin → `run`.
+//! access_log / discovery / snapshot → health / proxy → listener → control → admin → `run`.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -54,6 +55,7 @@ pub mod router;
 pub mod upstream;
 
 pub(crate) mod admin;
+pub(crate) mod discovery;
 pub(crate) mod health;
 pub(crate) mod snapshot;
 

@@ -34,6 +34,8 @@ pub struct Metrics {
     health_transitions: IntCounterVec,
     ejections: IntCounterVec,
     healthy_backends: IntGaugeVec,
+    upstream_backends: IntGaugeVec,
+    dns_resolutions: IntCounterVec,
     retries: IntCounterVec,
     budget_exhausted: IntCounterVec,
     connections_active: IntGaugeVec,
@@ -87,6 +89,14 @@ impl CodeCounters {
             }
         }
     }
+}
+
+/// Lookups of one upstream's backend names, by result.
+#[derive(Debug, Clone)]
+pub struct DnsMetrics {
+    pub success: IntCounter,
+    pub failure: IntCounter,
+    pub nxdomain: IntCounter,
 }
 
 /// One backend's state at scrape time.
@@ -245,6 +255,18 @@ impl Metrics {
                 "Usable backends of the upstream.",
                 &["upstream"],
             ),
+            upstream_backends: gauge_vec(
+                r,
+                "weir_upstream_backends",
+                "Backends of the upstream currently known (listed, and resolved from names).",
+                &["upstream"],
+            ),
+            dns_resolutions: counter_vec(
+                r,
+                "weir_dns_resolutions_total",
+                "Lookups of the upstream's backend names, by result (success, failure, nxdomain).",
+                &["upstream", "result"],
+            ),
             retries: counter_vec(r, "weir_retries_total", "Retries sent.", &["upstream"]),
             budget_exhausted: counter_vec(
                 r,
@@ -300,6 +322,15 @@ impl Metrics {
         }
     }
 
+    pub fn dns(&self, upstream: &str) -> DnsMetrics {
+        let result = |result: &str| self.dns_resolutions.with_label_values(&[upstream, result]);
+        DnsMetrics {
+            success: result("success"),
+            failure: result("failure"),
+            nxdomain: result("nxdomain"),
+        }
+    }
+
     pub fn listener(&self, listener: &str) -> ListenerMetrics {
         ListenerMetrics {
             connections_active: self.connections_active.with_label_values(&[listener]),
@@ -348,11 +379,16 @@ impl Metrics {
     }
 
     /// Sets the gauges that mirror backend state from `readings`, one per backend
-    /// of the config in force; series of backends no longer configured are dropped.
-    pub fn refresh(&self, readings: &[BackendReading<'_>]) {
+    /// of the config in force, of `upstreams` (every upstream's name); series of
+    /// backends no longer configured are dropped.
+    pub fn refresh(&self, upstreams: &[&str], readings: &[BackendReading<'_>]) {
         self.upstream_active.reset();
         self.backend_healthy.reset();
         self.healthy_backends.reset();
+        self.upstream_backends.reset();
+        for upstream in upstreams {
+            self.upstream_backends.with_label_values(&[upstream]).set(0);
+        }
         for reading in readings {
             let labels = [reading.upstream, reading.backend.as_str()];
             self.upstream_active
@@ -364,6 +400,9 @@ impl Metrics {
             self.healthy_backends
                 .with_label_values(&[reading.upstream])
                 .add(i64::from(reading.usable));
+            self.upstream_backends
+                .with_label_values(&[reading.upstream])
+                .inc();
         }
     }
 

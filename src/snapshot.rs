@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::metrics::{Metrics, RequestMetrics};
 use crate::router::Router;
 use crate::tls::TlsError;
-use crate::upstream::{BackendStates, Upstream};
+use crate::upstream::{BackendStates, ResolvedSets, Upstream};
 
 /// A snapshot that could not be built: an upstream's TLS files are bad.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +23,9 @@ pub struct SnapshotError {
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub router: Router,
-    /// Same order as `config.upstreams`; routes refer to them by index.
-    pub upstreams: Vec<Upstream>,
+    /// Same order as `config.upstreams`; routes refer to them by index. Shared
+    /// with the next snapshot when only other upstreams' names changed answers.
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Request counters and histograms, one entry per listener of the config.
     pub requests: Vec<RequestMetrics>,
     /// Set by the control plane, which owns the writer.
@@ -35,19 +36,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds the snapshot of `config`; backends also present in `previous` keep
-    /// their runtime state (in-flight counts, pooled connections, health).
+    /// Builds the snapshot of `config`, its backend names at the addresses
+    /// `resolved` holds; backends also present in `previous` keep their runtime
+    /// state (in-flight counts, pooled connections, health).
     pub fn build(
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         metrics: &Metrics,
+        resolved: &ResolvedSets,
     ) -> Result<Self, SnapshotError> {
         let states = previous.map(Snapshot::backend_states).unwrap_or_default();
         let upstreams: Vec<Upstream> = config
             .upstreams
             .iter()
             .map(|u| {
-                Upstream::new(u, &states, metrics).map_err(|source| SnapshotError {
+                Upstream::new(u, resolved, &states, metrics).map_err(|source| SnapshotError {
                     upstream: u.name.clone(),
                     source,
                 })
@@ -67,6 +70,7 @@ impl Snapshot {
                 upstream.transport = before.transport.clone();
             }
         }
+        let upstreams = upstreams.into_iter().map(Arc::new).collect();
         let routes: Vec<(&str, &str)> = config
             .routes
             .iter()
@@ -88,6 +92,45 @@ impl Snapshot {
                 .iter()
                 .any(|u| u.send_proxy_protocol.is_some()),
             config,
+        })
+    }
+
+    /// This snapshot with the upstreams whose names `resolved` answers otherwise
+    /// than before rebuilt (on the connections they have: nothing is re-read);
+    /// `None` when no answer changed. Backends that stay keep their state;
+    /// requests in flight keep the snapshot they started with.
+    pub fn with_answers(&self, resolved: &ResolvedSets, metrics: &Metrics) -> Option<Snapshot> {
+        let states = self.backend_states();
+        let mut changed = false;
+        let upstreams = self
+            .config
+            .upstreams
+            .iter()
+            .zip(&self.upstreams)
+            .map(|(config, upstream)| {
+                if !upstream.answers_changed(config, resolved) {
+                    return upstream.clone();
+                }
+                changed = true;
+                let mut rebuilt = Upstream::with_transport(
+                    config,
+                    upstream.transport.clone(),
+                    resolved,
+                    &states,
+                    metrics,
+                );
+                // The budget counts the upstream's requests, whichever backends.
+                rebuilt.retry_budget = upstream.retry_budget.clone();
+                Arc::new(rebuilt)
+            })
+            .collect();
+        changed.then(|| Snapshot {
+            config: self.config.clone(),
+            router: Router::new(self.config.routes.clone()),
+            upstreams,
+            requests: self.requests.clone(),
+            access_log: self.access_log.clone(),
+            sends_proxy_protocol: self.sends_proxy_protocol,
         })
     }
 
@@ -142,6 +185,7 @@ backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
             Arc::new(crate::config::parse(TEXT, "a.toml").unwrap()),
             None,
             &metrics,
+            &ResolvedSets::new(),
         )
         .unwrap();
         let changed = TEXT.replace("127.0.0.1:9002", "127.0.0.1:9003");
@@ -149,6 +193,7 @@ backends = [{ address = "127.0.0.1:9001" }, { address = "127.0.0.1:9002" }]
             Arc::new(crate::config::parse(&changed, "a.toml").unwrap()),
             Some(&first),
             &metrics,
+            &ResolvedSets::new(),
         )
         .unwrap();
         let (old, new) = (&first.upstreams[0].backends, &second.upstreams[0].backends);

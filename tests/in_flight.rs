@@ -22,6 +22,7 @@ fn upstream(address: std::net::SocketAddr, response_timeout: &str) -> Upstream {
     Upstream::new(
         &config.upstreams[0],
         &Default::default(),
+        &Default::default(),
         &weir::metrics::Metrics::new(),
     )
     .unwrap()

@@ -51,6 +51,8 @@ struct Check {
     preamble: Option<Vec<u8>>,
     /// Checks go over TLS and HTTP/2 as requests do.
     transport: Transport,
+    /// The name the backend was found by: the checks' default `Host`, and SNI.
+    dns_name: Option<Arc<str>>,
 }
 
 impl Check {
@@ -59,6 +61,7 @@ impl Check {
             && Arc::ptr_eq(&self.state, &other.state)
             && self.preamble == other.preamble
             && self.transport.generation == other.transport.generation
+            && self.dns_name == other.dns_name
     }
 }
 
@@ -78,6 +81,7 @@ impl HealthChecks {
                             metrics: backend.metrics.clone(),
                             preamble: upstream.send_proxy_protocol.map(proxy_protocol::local),
                             transport: upstream.transport.clone(),
+                            dns_name: backend.dns_name.clone(),
                         };
                         wanted.insert(key, check);
                     }
@@ -184,12 +188,18 @@ async fn check_loop(
         metrics,
         preamble,
         transport,
+        dns_name,
     } = check;
-    let host = config.host.clone().unwrap_or_else(|| address.to_string());
+    let host = match (&config.host, &dns_name) {
+        (Some(host), _) => host.clone(),
+        (None, Some(name)) => format!("{name}:{}", address.port()),
+        (None, None) => address.to_string(),
+    };
     let mut streak = Streak::default();
     loop {
         let result = probe::probe(
             address,
+            dns_name.as_deref(),
             &transport,
             &config.path,
             &host,

@@ -10,10 +10,11 @@ use crate::upstream::exchange::{self, SendFailure};
 use crate::upstream::pool::{self, Transport};
 use crate::upstream::{RequestBody, UpstreamError};
 
-/// Probes `address` the way `transport` says (TLS, HTTP/2, a PROXY `preamble`),
+/// Probes `address` (found by `dns_name`, if by a name) the way `transport` says (TLS, HTTP/2, a PROXY `preamble`),
 /// the whole exchange within `timeout`. Returns the response status.
 pub(super) async fn probe(
     address: SocketAddr,
+    dns_name: Option<&str>,
     transport: &Transport,
     path: &str,
     host: &str,
@@ -34,7 +35,7 @@ pub(super) async fn probe(
         );
     }
     let exchange = async {
-        let mut connection = pool::connect(address, transport, timeout, preamble).await?;
+        let mut connection = pool::connect(address, dns_name, transport, timeout, preamble).await?;
         match exchange::send_on(&mut connection, request, &probe_timeouts(timeout)).await {
             Ok(response) => Ok(response.status()),
             Err(SendFailure::NotSent(_)) => Err(UpstreamError::ClosedBeforeSend),

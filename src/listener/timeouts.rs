@@ -475,7 +475,7 @@ mod tests {
         );
         let config = Arc::new(crate::config::parse(&text, "test.toml").unwrap());
         let listener = config.listeners[0].clone();
-        let snapshot = Snapshot::build(config, None, &Metrics::new()).unwrap();
+        let snapshot = Snapshot::build(config, None, &Metrics::new(), &Default::default()).unwrap();
         let connection = Arc::new(Connection::new(
             listener.name.as_str().into(),
             "192.0.2.7:40000".parse().unwrap(),

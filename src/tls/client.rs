@@ -67,16 +67,21 @@ impl UpstreamTls {
         })
     }
 
-    /// The TLS handshake with `backend` over `stream`.
+    /// The TLS handshake with `backend` over `stream`. The name sent as SNI and
+    /// verified is `tls.sni` when set, else the DNS name the backend was found
+    /// by (`dns_name`), else its IP address.
     pub async fn handshake(
         &self,
         backend: SocketAddr,
+        dns_name: Option<&str>,
         stream: TcpStream,
     ) -> io::Result<TlsStream<TcpStream>> {
-        let name = self
-            .server_name
-            .clone()
-            .unwrap_or_else(|| ServerName::IpAddress(backend.ip().into()));
+        let name = match (&self.server_name, dns_name) {
+            (Some(name), _) => name.clone(),
+            (None, Some(dns_name)) => ServerName::try_from(dns_name.to_owned())
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
+            (None, None) => ServerName::IpAddress(backend.ip().into()),
+        };
         self.connector.connect(name, stream).await
     }
 }

@@ -18,6 +18,12 @@ use super::pool::Pool;
 pub struct Backend {
     pub address: SocketAddr,
     pub weight: u32,
+    /// The DNS name the address was found by (an A/AAAA name, or an SRV
+    /// target): sent as SNI and as the health checks' `Host`.
+    pub dns_name: Option<Arc<str>>,
+    /// An SRV record's priority (0 for other backends): a backend is picked only
+    /// while no backend of a lower value is usable.
+    pub priority: u16,
     /// The upstream's `slow_start` ramp.
     pub slow_start: Option<Duration>,
     pub metrics: BackendMetrics,
@@ -256,6 +262,8 @@ mod tests {
         Backend {
             address: "127.0.0.1:9001".parse().unwrap(),
             weight,
+            dns_name: None,
+            priority: 0,
             slow_start,
             metrics: crate::metrics::Metrics::new().backend("u", "b"),
             state: Arc::default(),

@@ -99,7 +99,13 @@ async fn exchange(
     }
     // Boxed: the connect future is large and rarely awaited with a warm pool, and
     // every future around this one would carry (and copy) its size otherwise.
-    let connect = pool::connect(backend.address, transport, timeouts.connect, preamble);
+    let connect = pool::connect(
+        backend.address,
+        backend.dns_name.as_deref(),
+        transport,
+        timeouts.connect,
+        preamble,
+    );
     let mut connection = match Box::pin(connect).await {
         Ok(connection) => connection,
         Err(error) => {

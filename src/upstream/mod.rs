@@ -14,6 +14,7 @@ mod response_body;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub use backend::{Backend, BackendState, SlotWaiters};
@@ -26,7 +27,7 @@ use tracing::warn;
 
 use crate::balance::{Balancer, Sticky};
 use crate::config::{
-    HealthCheckConfig, OutlierConfig, RetryPolicy, UpstreamConfig, UpstreamTimeouts,
+    DnsLookup, HealthCheckConfig, OutlierConfig, RetryPolicy, UpstreamConfig, UpstreamTimeouts,
 };
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::proxy_protocol;
@@ -53,7 +54,13 @@ pub struct Upstream {
     /// With `slow_start` on a strategy of fixed weights (round robin, random).
     pub slow_start_by_chance: bool,
     /// Present when the policy has a budget.
-    pub retry_budget: Option<RetryBudget>,
+    pub retry_budget: Option<Arc<RetryBudget>>,
+    /// With SRV priorities, one per priority value, lowest first: only the
+    /// first with a usable backend is picked from, by its own balancer so that
+    /// its backends keep their shares of it. Empty with a single priority.
+    pub tiers: Vec<Tier>,
+    /// The answers its named backends were built from, in config order.
+    pub dns_answers: Vec<Vec<Resolved>>,
     pub metrics: UpstreamMetrics,
     pub timeouts: UpstreamTimeouts,
     /// TLS or not, HTTP/1.1 or HTTP/2.
@@ -64,13 +71,52 @@ pub struct Upstream {
 /// next config so that backends present in both keep their state.
 pub type BackendStates = HashMap<(String, SocketAddr), Arc<BackendState>>;
 
+/// The backends of one SRV priority value: a range of [`Upstream::backends`].
+#[derive(Debug)]
+pub struct Tier {
+    pub priority: u16,
+    pub range: Range<usize>,
+    pub balancer: Balancer,
+}
+
+/// One address a backend name resolved to: one backend.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Resolved {
+    pub address: SocketAddr,
+    pub weight: u32,
+    /// The SRV record's priority; 0 for an A/AAAA name.
+    pub priority: u16,
+    /// The name whose record gave the address (for SRV, the target's).
+    pub name: Arc<str>,
+}
+
+/// The latest answer of every backend name of every upstream, by upstream name
+/// and what is looked up; a name missing here has no answer yet.
+pub type ResolvedSets = HashMap<(String, DnsLookup), Vec<Resolved>>;
+
+/// The answers for `config`'s names, in its order.
+fn dns_answers(config: &UpstreamConfig, resolved: &ResolvedSets) -> Vec<Vec<Resolved>> {
+    config
+        .dns
+        .iter()
+        .map(|entry| {
+            resolved
+                .get(&(config.name.clone(), entry.lookup.clone()))
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 // === impl Upstream ===
 
 impl Upstream {
-    /// Builds the upstream of `config`, reusing the state of backends found in
+    /// Builds the upstream of `config`, its named backends at the addresses
+    /// `resolved` holds for them, reusing the state of backends found in
     /// `previous`. Fails only on the files of its TLS settings.
     pub fn new(
         config: &UpstreamConfig,
+        resolved: &ResolvedSets,
         previous: &BackendStates,
         metrics: &Metrics,
     ) -> Result<Self, TlsError> {
@@ -82,6 +128,20 @@ impl Upstream {
         {
             warn!(upstream = %config.name, "tls.insecure_skip_verify is on: backend certificates are NOT verified, so anyone on the path can pose as a backend; use it for testing only");
         }
+        Ok(Upstream::with_transport(
+            config, transport, resolved, previous, metrics,
+        ))
+    }
+
+    /// [`Upstream::new`] on a transport already made: a new answer for a name
+    /// rebuilds its upstream with the connections it has.
+    pub fn with_transport(
+        config: &UpstreamConfig,
+        transport: Transport,
+        resolved: &ResolvedSets,
+        previous: &BackendStates,
+        metrics: &Metrics,
+    ) -> Self {
         // A backend new to weir starts as the health checks say (healthy without).
         let initially_healthy = config
             .health_check
@@ -93,36 +153,76 @@ impl Upstream {
             .find(|((upstream, _), _)| *upstream == config.name)
             .map(|(_, state)| state.slots().clone())
             .unwrap_or_default();
-        let backends: Vec<Backend> = config
+        let answers = dns_answers(config, resolved);
+        let named = answers
+            .iter()
+            .flatten()
+            .map(|r| (r.address, r.weight, Some(r.name.clone()), r.priority));
+        let listed = config
             .backends
             .iter()
-            .map(|b| Backend {
-                address: b.address,
-                weight: b.weight.get(),
+            .map(|b| (b.address, b.weight.get(), None, 0));
+        let mut backends: Vec<Backend> = Vec::new();
+        for (address, weight, dns_name, priority) in listed.chain(named) {
+            // An address listed and also named, or named twice, is one backend.
+            if backends.iter().any(|b| b.address == address) {
+                continue;
+            }
+            backends.push(Backend {
+                address,
+                weight,
+                dns_name,
+                priority,
                 slow_start: config.slow_start,
-                metrics: metrics.backend(&config.name, &b.address.to_string()),
+                metrics: metrics.backend(&config.name, &address.to_string()),
                 state: previous
-                    .get(&(config.name.clone(), b.address))
+                    .get(&(config.name.clone(), address))
                     .cloned()
                     .unwrap_or_else(|| {
                         let state = BackendState::new(initially_healthy, slots.clone());
-                        // Added by a reload: it warms up like a backend that came back.
+                        // Added by a reload or a new answer: it warms up like a
+                        // backend that came back.
                         if !previous.is_empty() {
                             state.start_warming();
                         }
                         Arc::new(state)
                     }),
-            })
-            .collect();
+            });
+        }
+        // Each priority's backends side by side, lowest value first (listed
+        // backends and A/AAAA names count as 0).
+        backends.sort_by_key(|b| b.priority);
         let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
         let names: Vec<String> = backends.iter().map(|b| b.address.to_string()).collect();
-        let balancer = Balancer::new(
-            &config.strategy,
-            &names,
-            &weights,
-            config.hash_balance_percent,
-        );
-        Ok(Upstream {
+        let balancer_of = |range: Range<usize>| {
+            Balancer::new(
+                &config.strategy,
+                &names[range.clone()],
+                &weights[range],
+                config.hash_balance_percent,
+            )
+        };
+        let balancer = balancer_of(0..backends.len());
+        let mut tiers = Vec::new();
+        let mut start = 0;
+        while start < backends.len() {
+            let priority = backends[start].priority;
+            let end = start
+                + backends[start..]
+                    .iter()
+                    .take_while(|b| b.priority == priority)
+                    .count();
+            tiers.push(Tier {
+                priority,
+                range: start..end,
+                balancer: balancer_of(start..end),
+            });
+            start = end;
+        }
+        if tiers.len() < 2 {
+            tiers.clear();
+        }
+        Upstream {
             name: config.name.clone(),
             slow_start_by_chance: config.slow_start.is_some() && !balancer.reads_weights(),
             balancer,
@@ -130,7 +230,9 @@ impl Upstream {
                 .sticky
                 .as_ref()
                 .map(|sticky| Sticky::new(sticky, &config.name, &names)),
+            tiers,
             backends,
+            dns_answers: answers,
             health_check: config.health_check.clone(),
             outlier_detection: config.outlier_detection,
             panic_threshold: config.panic_threshold,
@@ -139,11 +241,17 @@ impl Upstream {
                 .then_some(config.max_connections_per_backend),
             queue_timeout: config.queue_timeout,
             send_proxy_protocol: config.send_proxy_protocol,
-            retry_budget: config.retries.budget.map(RetryBudget::new),
+            retry_budget: config.retries.budget.map(|b| Arc::new(RetryBudget::new(b))),
             metrics: metrics.upstream(&config.name),
             timeouts: config.timeouts,
             transport,
-        })
+        }
+    }
+
+    /// Whether `resolved` holds other addresses for this upstream's names than
+    /// the ones it was built with.
+    pub fn answers_changed(&self, config: &UpstreamConfig, resolved: &ResolvedSets) -> bool {
+        self.dns_answers != dns_answers(config, resolved)
     }
 
     /// Keeps the record of one try on `backend` that started at `started`: its

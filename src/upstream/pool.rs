@@ -260,11 +260,13 @@ impl Pool {
     }
 }
 
-/// Opens a new connection to `address` the way `transport` says; with a
-/// `preamble` (a PROXY protocol header), writes it first. TCP, the preamble and
+/// Opens a new connection to `address` (found by `dns_name`, if by a name) the
+/// way `transport` says; with a `preamble` (a PROXY protocol header), writes it
+/// first. TCP, the preamble and
 /// the TLS handshake together get `connect_timeout`.
 pub async fn connect(
     address: SocketAddr,
+    dns_name: Option<&str>,
     transport: &Transport,
     connect_timeout: Duration,
     preamble: Option<&[u8]>,
@@ -286,7 +288,7 @@ pub async fn connect(
         match &transport.tls {
             None => Ok(Stream::Plain(stream)),
             Some(tls) => tls
-                .handshake(address, stream)
+                .handshake(address, dns_name, stream)
                 .await
                 .map(|tls| Stream::Tls(Box::new(tls)))
                 .map_err(UpstreamError::Tls),
@@ -369,9 +371,15 @@ mod tests {
             drop(socket);
         });
         (
-            connect(address, &Transport::default(), Duration::from_secs(1), None)
-                .await
-                .unwrap(),
+            connect(
+                address,
+                None,
+                &Transport::default(),
+                Duration::from_secs(1),
+                None,
+            )
+            .await
+            .unwrap(),
             accept,
         )
     }
@@ -412,9 +420,15 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let err = connect(address, &Transport::default(), Duration::from_secs(1), None)
-            .await
-            .unwrap_err();
+        let err = connect(
+            address,
+            None,
+            &Transport::default(),
+            Duration::from_secs(1),
+            None,
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     }
 }

@@ -1,6 +1,7 @@
 //! Choosing a backend of an upstream for a request: the one its affinity cookie
 //! names, else the strategy's choice among the usable backends (healthy, not
-//! ejected; every backend in panic mode), with slow start for warming ones.
+//! ejected; every backend in panic mode; of the lowest SRV priority that has
+//! one), with slow start for warming ones.
 
 use std::net::IpAddr;
 
@@ -34,8 +35,27 @@ pub(super) fn pick_where<'u>(
     let backends = &upstream.backends;
     let panic = in_panic(upstream);
     let usable = |i: usize| allowed(i) && (panic || backends[i].state.is_usable());
+    // SRV priorities: only the lowest value that has a usable backend is used,
+    // with its own balancer (a range of the backends).
+    let (balancer, offset, candidates) = if upstream.tiers.is_empty() {
+        (&upstream.balancer, 0, &backends[..])
+    } else {
+        let tier = upstream
+            .tiers
+            .iter()
+            .find(|tier| tier.range.clone().any(usable))?;
+        (
+            &tier.balancer,
+            tier.range.start,
+            &backends[tier.range.clone()],
+        )
+    };
+    let in_tier = |i: usize| i >= offset && i < offset + candidates.len();
     let sticky = upstream.sticky.as_ref();
-    if let Some(i) = sticky.and_then(|s| s.stuck(request)).filter(|&i| usable(i)) {
+    if let Some(i) = sticky
+        .and_then(|s| s.stuck(request))
+        .filter(|&i| in_tier(i) && usable(i))
+    {
         return Some(Pick {
             index: i,
             backend: &backends[i],
@@ -49,14 +69,15 @@ pub(super) fn pick_where<'u>(
         let warmth = backends[i].warmth();
         warmth >= 1.0 || fastrand::f64() < warmth
     };
-    let balancer = &upstream.balancer;
     let i = if upstream.slow_start_by_chance {
         balancer
-            .pick(request, backends, &mut |i| usable(i) && warm_enough(i))
-            .or_else(|| balancer.pick(request, backends, &mut |i| usable(i)))
+            .pick(request, candidates, &mut |i| {
+                usable(i + offset) && warm_enough(i + offset)
+            })
+            .or_else(|| balancer.pick(request, candidates, &mut |i| usable(i + offset)))
     } else {
-        balancer.pick(request, backends, &mut |i| usable(i))
-    }?;
+        balancer.pick(request, candidates, &mut |i| usable(i + offset))
+    }? + offset;
     Some(Pick {
         index: i,
         backend: &backends[i],
@@ -112,7 +133,13 @@ mod tests {
             "test.toml",
         )
         .unwrap();
-        Upstream::new(&config.upstreams[0], &BackendStates::new(), &Metrics::new()).unwrap()
+        Upstream::new(
+            &config.upstreams[0],
+            &Default::default(),
+            &BackendStates::new(),
+            &Metrics::new(),
+        )
+        .unwrap()
     }
 
     /// Picks for a request carrying `cookie`: (backend port, the cookie set if any).
