@@ -322,3 +322,83 @@ async fn health_checks_name_the_backend_in_their_host() {
         format!("app.test:{port}").as_str()
     );
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_answers_of_names_that_stay() {
+    let dns = DnsServer::start().await;
+    let port = shared_port().await;
+    let _a = named_backend_at("127.0.0.2", port, "a").await;
+    dns.set("app.test", Answer::Addresses(vec![ip("127.0.0.2")]), 300);
+    let text = |strategy: &str| {
+        format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\nupstream = \"app\"\n\n\
+             [upstreams.app]\nstrategy = \"{strategy}\"\nbackends = [{{ address = \"app.test:{port}\" }}]\n\n\
+             [resolver]\nnameservers = [\"{}\"]\n",
+            dns.addr()
+        )
+    };
+    let lb = start_lb(&text("round_robin"), &[]).await;
+    assert_eq!(answers(&lb, 3).await, [("a".to_owned(), 3)].into());
+    let asked = dns.queries("app.test");
+    // The name server fails from now on: only a kept answer can serve.
+    dns.set("app.test", Answer::ServFail, 300);
+    let config = weir::config::parse(&text("least_connections"), "test.toml").unwrap();
+    within("the reload", lb.running.control().apply(config))
+        .await
+        .unwrap();
+    assert_eq!(dns.queries("app.test"), asked, "looked up again on reload");
+    assert_eq!(answers(&lb, 3).await, [("a".to_owned(), 3)].into());
+}
+
+/// About 1,000 requests a second from 8 clients through a whole sequence of
+/// changes (an address added, one removed, the server failing, then back):
+/// none may fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_under_load_while_the_records_change() {
+    let dns = DnsServer::start().await;
+    let port = shared_port().await;
+    let _a = named_backend_at("127.0.0.2", port, "a").await;
+    let _b = named_backend_at("127.0.0.3", port, "b").await;
+    dns.set("app.test", Answer::Addresses(vec![ip("127.0.0.2")]), 1);
+    let lb = start_with(&dns, &format!("{{ address = \"app.test:{port}\" }}"), "").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (url, stop) = (lb.url("/"), stop.clone());
+        load.spawn(async move {
+            let client = client();
+            let mut tick = tokio::time::interval(Duration::from_millis(8));
+            let (mut sent, mut failed) = (0u32, 0u32);
+            // Bounded: at most 20 s of load.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2_500 {
+                tick.tick().await;
+                sent += 1;
+                if get(&client, &url, None).await.status != StatusCode::OK {
+                    failed += 1;
+                }
+            }
+            (sent, failed)
+        });
+    }
+    for answer in [
+        Answer::Addresses(vec![ip("127.0.0.2"), ip("127.0.0.3")]),
+        Answer::Addresses(vec![ip("127.0.0.3")]),
+        Answer::ServFail,
+        Answer::Addresses(vec![ip("127.0.0.2")]),
+    ] {
+        dns.set("app.test", answer, 1);
+        // Two lookups past the change: the first may have been under way.
+        let seen = dns.queries("app.test");
+        let first = dns.wait_queries("app.test", seen).await;
+        dns.wait_queries("app.test", first).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut sent, mut failed) = (0, 0);
+    while let Some(result) = within("the load to stop", load.join_next()).await {
+        let (s, f) = result.unwrap();
+        sent += s;
+        failed += f;
+    }
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+    assert!(sent > 1_000, "only {sent} requests sent");
+}
