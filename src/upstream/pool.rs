@@ -361,6 +361,18 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// A plain HTTP/1.1 connection to `address`, within 1 s.
+    async fn plain_connect(address: SocketAddr) -> Result<Connection, UpstreamError> {
+        connect(
+            address,
+            None,
+            &Transport::default(),
+            Duration::from_secs(1),
+            None,
+        )
+        .await
+    }
+
     async fn open_connection() -> (Connection, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -370,18 +382,7 @@ mod tests {
             std::future::pending::<()>().await;
             drop(socket);
         });
-        (
-            connect(
-                address,
-                None,
-                &Transport::default(),
-                Duration::from_secs(1),
-                None,
-            )
-            .await
-            .unwrap(),
-            accept,
-        )
+        (plain_connect(address).await.unwrap(), accept)
     }
 
     #[tokio::test]
@@ -420,15 +421,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         drop(listener);
-        let err = connect(
-            address,
-            None,
-            &Transport::default(),
-            Duration::from_secs(1),
-            None,
-        )
-        .await
-        .unwrap_err();
+        let err = plain_connect(address).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Connect(_)), "{err:?}");
     }
 }
