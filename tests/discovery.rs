@@ -402,3 +402,32 @@ async fn no_request_fails_under_load_while_the_records_change() {
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
     assert!(sent > 1_000, "only {sent} requests sent");
 }
+
+#[tokio::test]
+async fn tls_to_a_backend_found_by_name_verifies_that_name() {
+    let pki = support::pki::Pki::new("discovery-sni");
+    pki.issue("backend", &["app.test"]);
+    let backend = spawn_backend_serving(
+        Serving {
+            tls: Some(pki.server_config("backend", &[b"http/1.1"])),
+            http2: false,
+        },
+        |_request| async { text(200, "secure") },
+    )
+    .await;
+    let dns = DnsServer::start().await;
+    dns.set("app.test", Answer::Addresses(vec![backend.addr.ip()]), 30);
+    dns.set("other.test", Answer::Addresses(vec![backend.addr.ip()]), 30);
+    let ca = pki.path("ca.pem");
+    for (name, expected) in [("app.test", 200), ("other.test", 502)] {
+        let text = format!(
+            "[[routes]]\nupstream = \"app\"\n\n[upstreams.app]\ntls = {{ ca = \"{ca}\" }}\n\
+             backends = [{{ address = \"{name}:{}\" }}]\n\n[resolver]\nnameservers = [\"{}\"]\n",
+            backend.addr.port(),
+            dns.addr()
+        );
+        let lb = start_lb(&text, &[]).await;
+        let reply = get(&client(), &lb.url("/"), None).await;
+        assert_eq!(reply.status.as_u16(), expected, "{name}: {}", reply.text());
+    }
+}
