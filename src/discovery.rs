@@ -31,6 +31,10 @@ use crate::upstream::{Resolved, ResolvedSets};
 /// One name entry of one upstream.
 type Key = (String, DnsLookup);
 
+/// Addresses one name may bring at most: a runaway record set must not build
+/// balancer tables of unbounded size.
+const MAX_ADDRESSES_PER_NAME: usize = 1024;
+
 /// The names of the config in force, each followed by a task of its own.
 pub struct Discovery {
     config: ResolverConfig,
@@ -185,7 +189,12 @@ impl Follow {
                 self.metrics.success.inc();
                 self.missing_since = None;
                 addresses.sort();
+                let found = addresses.len();
+                addresses.truncate(MAX_ADDRESSES_PER_NAME);
                 if self.state != State::Resolved {
+                    if found > MAX_ADDRESSES_PER_NAME {
+                        warn!(upstream, name = %lookup, found, kept = MAX_ADDRESSES_PER_NAME, "backend name has too many addresses; the first ones are kept");
+                    }
                     let list: Vec<String> =
                         addresses.iter().map(|a| a.address.to_string()).collect();
                     info!(upstream, name = %lookup, addresses = %list.join(", "), "backend name resolved");
@@ -360,10 +369,20 @@ async fn srv(resolver: &TokioResolver, name: &str) -> Result<(Vec<Resolved>, Dur
     let lookup = resolver.srv_lookup(name).await.map_err(classify)?;
     let mut ttl = smallest_ttl(&lookup);
     let mut resolved = Vec::new();
-    for record in lookup.answers() {
-        let RData::SRV(srv) = &record.data else {
-            continue;
-        };
+    let mut records: Vec<_> = lookup
+        .answers()
+        .iter()
+        .filter_map(|record| match &record.data {
+            RData::SRV(srv) => Some(srv),
+            _ => None,
+        })
+        .collect();
+    // Lowest priority first: those are kept if the cap cuts the list.
+    records.sort_by_key(|srv| srv.priority);
+    for srv in records {
+        if resolved.len() >= MAX_ADDRESSES_PER_NAME {
+            break;
+        }
         let target = srv.target.to_ascii();
         let (ips, target_ttl) = match addresses(resolver, &target).await {
             Ok(found) => found,

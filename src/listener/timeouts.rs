@@ -183,10 +183,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
         match read_scanned(io, &mut this.head_scan, &this.connection, cx, buf) {
             Poll::Ready(Ok(())) => {
                 if !busy && (this.phase != Phase::Head || this.request_since_armed()) {
-                    // The first bytes of a new request head; or, after an early
-                    // answer, more of a body (or its end): that body may stall
-                    // for `body_timeout` from here, and no head has begun.
-                    let next = if this.head_scan.in_body() || this.head_scan.at_rest() {
+                    // The first bytes of a new request head (or a whole one, not
+                    // yet counted: no parking under it); or, after an early
+                    // answer, more of a body still coming, which may stall for
+                    // `body_timeout` from here. Parking waits for the scan to
+                    // be at rest, so a body never parks.
+                    let next = if this.head_scan.in_body() {
                         Phase::Idle
                     } else {
                         Phase::Head
@@ -663,14 +665,23 @@ mod tests {
         times_out_after(conn.io.read(&mut buf), BODY, BODY_STALLED).await;
     }
 
+    /// A whole request read while none is counted (hyper has not dispatched it
+    /// yet) must not look like a quiet connection: parking now would end hyper's
+    /// connection under the request.
     #[tokio::test(start_paused = true)]
-    async fn a_body_ended_after_its_response_leaves_the_connection_idle() {
-        let mut conn = accept(None);
-        conn.answered(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\n\r\nabcd")
-            .await;
-        conn.send(b"ef").await;
+    async fn a_request_read_but_not_yet_dispatched_is_not_parked() {
+        let slot = Arc::new(ParkSlot::default());
+        let mut conn = accept(Some(slot.clone()));
+        conn.answered(GET).await;
+        conn.send(GET).await;
         let mut buf = [0; 64];
-        times_out_after(conn.io.read(&mut buf), IDLE, IDLE_TOO_LONG).await;
+        let mut read = pin!(conn.io.read(&mut buf));
+        assert!(poll_once(read.as_mut()).await.is_pending());
+        advance(PARK_AFTER * 3).await;
+        let read = poll_once(read.as_mut()).await;
+        assert!(read.is_pending(), "read {read:?}");
+        drop(conn.io);
+        assert!(slot.take().is_none(), "parked");
     }
 
     /// Fills the pipe to a client that does not read.
