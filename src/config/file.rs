@@ -354,6 +354,16 @@ fn parse_backend_address(text: &str) -> Result<BackendAddressValue, String> {
     if let Some(why) = dns_name_problem(host) {
         return Err(bad(&why));
     }
+    // A last label of digits (or 0x...) is an address typo, and no certificate
+    // can name it.
+    let last = host
+        .trim_end_matches('.')
+        .rsplit('.')
+        .next()
+        .unwrap_or(host);
+    if last.bytes().all(|b| b.is_ascii_digit()) || last.to_ascii_lowercase().starts_with("0x") {
+        return Err(bad("a name's last label cannot be a number"));
+    }
     Ok(BackendAddressValue::Name {
         host: host.to_ascii_lowercase(),
         port,
@@ -457,6 +467,8 @@ mod tests {
             ("::1:80", "IPv6"),
             ("[::1]", "IPv6"),
             ("300.1.1.1:80", "IPv4"),
+            ("app.123:80", "last label"),
+            ("0x7f.0.0.0x1:80", "last label"),
             ("_http._tcp.app:80", "SRV name"),
             ("app..internal:80", "empty labels"),
             ("-app:80", "starts or ends"),

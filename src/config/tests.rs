@@ -967,6 +967,7 @@ fn the_resolver_table_is_read_and_checked() {
         ),
         ("min_ttl = ‸\"0s\"", "min_ttl", "greater than zero"),
         ("timeout = ‸\"0s\"", "timeout", "greater than zero"),
+        ("min_ttl = ‸\"10m\"", "min_ttl", "at most max_ttl"),
         (
             "nameservers = [‸\"127.0.0.1:0\"]",
             "nameservers",

@@ -173,14 +173,20 @@ fn validate_resolver(raw: &file::FileResolver, problems: &mut Problems<'_>) -> R
     let timeout = positive_duration(&raw.timeout, "timeout", DEFAULT_RESOLVER_TIMEOUT, problems);
     let min_ttl = positive_duration(&raw.min_ttl, "min_ttl", DEFAULT_MIN_TTL, problems);
     let max_ttl = positive_duration(&raw.max_ttl, "max_ttl", DEFAULT_MAX_TTL, problems);
-    if min_ttl > max_ttl
-        && let Some(max) = &raw.max_ttl
-    {
-        problems.spanned(
-            max,
-            "max_ttl",
-            format!("must be at least min_ttl ({min_ttl:?})"),
-        );
+    if min_ttl > max_ttl {
+        match (&raw.max_ttl, &raw.min_ttl) {
+            (Some(max), _) => problems.spanned(
+                max,
+                "max_ttl",
+                format!("must be at least min_ttl ({min_ttl:?})"),
+            ),
+            (None, Some(min)) => problems.spanned(
+                min,
+                "min_ttl",
+                format!("must be at most max_ttl ({max_ttl:?}, its default)"),
+            ),
+            (None, None) => {}
+        }
     }
     // 0 is allowed: a name that disappears loses its backends at once.
     let hold_missing = raw
