@@ -109,9 +109,10 @@ impl Control {
         // of names starts with its backends (one that does not resolve starts
         // without: 503 until it does).
         let mut discovery = Discovery::new(&config.resolver, metrics.clone());
-        discovery.sync(&config).await;
+        let (prepared, answers) = discovery.prepare(&config).await;
+        discovery.commit(prepared);
         let answers_changed = discovery.changed();
-        let mut snapshot = Snapshot::build(config.clone(), None, &metrics, &discovery.answers())
+        let mut snapshot = Snapshot::build(config.clone(), None, &metrics, &answers)
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
         snapshot.access_log = AccessLog::open(&config.logging, None)?;
         snapshot.adopt_pools();
@@ -249,9 +250,9 @@ impl Control {
         let config = Arc::new(config);
         let previous = self.snapshots.load_full();
         // Names new to this config are looked up first; names that stay keep
-        // their answers (and the follow that keeps them fresh).
-        state.discovery.sync(&config).await;
-        let answers = state.discovery.answers();
+        // their answers (and the follow that keeps them fresh). Nothing changes
+        // for the running config until every step that can fail has passed.
+        let (discovered, answers) = state.discovery.prepare(&config).await;
         let mut snapshot =
             Snapshot::build(config.clone(), Some(&previous), &self.metrics, &answers)?;
         let mut fresh = Vec::new();
@@ -269,6 +270,7 @@ impl Control {
         snapshot.access_log = access_log;
         snapshot.adopt_pools();
         self.snapshots.store(Arc::new(snapshot));
+        state.discovery.commit(discovered);
 
         let mut summary = ReloadSummary {
             listeners_added: fresh.len(),
@@ -336,6 +338,8 @@ impl Control {
         let Some(snapshot) = current.with_answers(&answers, &self.metrics) else {
             return;
         };
+        // New backends' pools take connections of the upstream's transport.
+        snapshot.adopt_pools();
         self.snapshots.store(Arc::new(snapshot));
         state.health.sync(&self.snapshots.load());
     }

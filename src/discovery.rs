@@ -35,6 +35,16 @@ type Key = (String, DnsLookup);
 /// balancer tables of unbounded size.
 const MAX_ADDRESSES_PER_NAME: usize = 1024;
 
+/// Addresses named in the log line of a name that resolves (with their count).
+const LOGGED_ADDRESSES: usize = 16;
+
+/// A whole lookup (an SRV name's targets included) gets this many `timeout`s.
+const LOOKUP_DEADLINE_TIMEOUTS: u32 = 3;
+
+/// SRV weights are scaled so that one answer's add up to at most this: the
+/// smooth round robin's table is as long as the weights' sum.
+const MAX_SRV_WEIGHT_SUM: u64 = 10_000;
+
 /// The names of the config in force, each followed by a task of its own.
 pub struct Discovery {
     config: ResolverConfig,
@@ -67,69 +77,128 @@ impl Discovery {
         self.changed.clone()
     }
 
-    /// Follows the names of `config`: names new to it are looked up once before
-    /// this returns (all at once, each within the resolver's timeout), then on
-    /// their own; names it no longer has are dropped with their answers. Names
-    /// that stay keep their answers, unless `[resolver]` changed: then every
-    /// name is looked up anew.
-    pub async fn sync(&mut self, config: &Config) {
-        if config.resolver != self.config {
-            self.config = config.resolver.clone();
-            self.resolver = Arc::new(Resolver::new(&self.config));
+    /// The answers `config` would run with, without changing anything: those of
+    /// the names followed now, and names new to it looked up once (all at once,
+    /// each within its deadline). With a changed `[resolver]` every name is
+    /// looked up anew. [`Discovery::commit`] puts the result in force once the
+    /// config is.
+    pub async fn prepare(&self, config: &Config) -> (Prepared, ResolvedSets) {
+        let resolver = (config.resolver != self.config).then(|| {
+            (
+                config.resolver.clone(),
+                Arc::new(Resolver::new(&config.resolver)),
+            )
+        });
+        let (resolver_config, resolver_now) = match &resolver {
+            Some((config, resolver)) => (config, resolver),
+            None => (&self.config, &self.resolver),
+        };
+        let wanted: Vec<Key> = config
+            .upstreams
+            .iter()
+            .flat_map(|upstream| {
+                upstream
+                    .dns
+                    .iter()
+                    .map(|entry| (upstream.name.clone(), entry.lookup.clone()))
+            })
+            .collect();
+        let fresh_answers: Arc<Mutex<ResolvedSets>> = Arc::default();
+        let mut first = JoinSet::new();
+        for key in &wanted {
+            if resolver.is_none() && self.follows.contains_key(key) {
+                continue;
+            }
+            let mut follow = Follow {
+                metrics: self.metrics.dns(&key.0),
+                key: key.clone(),
+                resolver: resolver_now.clone(),
+                config: resolver_config.clone(),
+                answers: fresh_answers.clone(),
+                changed: Arc::default(),
+                state: State::Unknown,
+                missing_since: None,
+            };
+            first.spawn(async move {
+                let next = follow.look_up().await;
+                (follow, next)
+            });
+        }
+        let mut fresh = Vec::new();
+        while let Some(done) = first.join_next().await {
+            if let Ok(looked_up) = done {
+                fresh.push(looked_up);
+            }
+        }
+        let fresh_answers = lock(&fresh_answers).clone();
+        let mut answers = if resolver.is_some() {
+            ResolvedSets::new()
+        } else {
+            let current = lock(&self.answers);
+            wanted
+                .iter()
+                .filter_map(|key| Some((key.clone(), current.get(key)?.clone())))
+                .collect()
+        };
+        answers.extend(fresh_answers.clone());
+        let prepared = Prepared {
+            resolver,
+            wanted,
+            fresh,
+            fresh_answers,
+        };
+        (prepared, answers)
+    }
+
+    /// Follows the names `prepared` was made for, from now on: names no longer
+    /// wanted are dropped with their answers; new ones keep their first answer
+    /// and go on being looked up on their own.
+    pub fn commit(&mut self, prepared: Prepared) {
+        let Prepared {
+            resolver,
+            wanted,
+            fresh,
+            fresh_answers,
+        } = prepared;
+        if let Some((config, resolver)) = resolver {
+            self.config = config;
+            self.resolver = resolver;
             for (_, follow) in self.follows.drain() {
                 follow.abort();
             }
         }
-        let wanted: HashMap<Key, u32> = config
-            .upstreams
-            .iter()
-            .flat_map(|upstream| {
-                upstream.dns.iter().map(|entry| {
-                    (
-                        (upstream.name.clone(), entry.lookup.clone()),
-                        entry.weight.get(),
-                    )
-                })
-            })
-            .collect();
         self.follows.retain(|key, follow| {
-            let keep = wanted.contains_key(key);
+            let keep = wanted.contains(key);
             if !keep {
                 follow.abort();
             }
             keep
         });
-        lock(&self.answers).retain(|key, _| wanted.contains_key(key));
-
-        let mut first = JoinSet::new();
-        for (key, weight) in wanted {
-            if self.follows.contains_key(&key) {
-                continue;
-            }
-            let follow = Follow {
-                metrics: self.metrics.dns(&key.0),
-                key,
-                weight,
-                resolver: self.resolver.clone(),
-                config: self.config.clone(),
-                answers: self.answers.clone(),
-                changed: self.changed.clone(),
-                state: State::Unknown,
-                missing_since: None,
-            };
-            first.spawn(async move {
-                let mut follow = follow;
-                let next = follow.look_up().await;
-                (follow, next)
-            });
+        {
+            let mut answers = lock(&self.answers);
+            answers.retain(|key, _| wanted.contains(key));
+            answers.extend(fresh_answers);
         }
-        while let Some(done) = first.join_next().await {
-            let Ok((follow, next)) = done else { continue };
+        for (mut follow, next) in fresh {
+            follow.answers = self.answers.clone();
+            follow.changed = self.changed.clone();
             let key = follow.key.clone();
             let task = tokio::spawn(follow.run(next));
-            self.follows.insert(key, task.abort_handle());
+            if let Some(replaced) = self.follows.insert(key, task.abort_handle()) {
+                replaced.abort();
+            }
         }
     }
+}
+
+/// Names looked up for a config not yet in force: see [`Discovery::prepare`].
+pub struct Prepared {
+    /// A new resolver, when `[resolver]` changed.
+    resolver: Option<(ResolverConfig, Arc<Resolver>)>,
+    wanted: Vec<Key>,
+    /// New names, looked up once, and when to look each up again.
+    fresh: Vec<(Follow, Duration)>,
+    fresh_answers: ResolvedSets,
 }
 
 impl Drop for Discovery {
@@ -159,8 +228,6 @@ enum State {
 /// One name of one upstream, looked up again and again.
 struct Follow {
     key: Key,
-    /// The weight of each address of an A/AAAA name.
-    weight: u32,
     resolver: Arc<Resolver>,
     config: ResolverConfig,
     answers: Arc<Mutex<ResolvedSets>>,
@@ -182,26 +249,36 @@ impl Follow {
     /// Looks the name up once, keeps the answer, and says when to look again.
     async fn look_up(&mut self) -> Duration {
         let (upstream, lookup) = &self.key;
-        let outcome = self.resolver.resolve(lookup, self.weight).await;
+        // A deadline over the whole lookup (SRV targets included): a slow name
+        // server must not hold a reload or a start for long.
+        let deadline = self.config.timeout.saturating_mul(LOOKUP_DEADLINE_TIMEOUTS);
+        let outcome = tokio::time::timeout(deadline, self.resolver.resolve(lookup))
+            .await
+            .unwrap_or(Err(Failure::Failed(NetError::Timeout)));
         let now = Instant::now();
         match outcome {
             Ok((mut addresses, ttl)) => {
                 self.metrics.success.inc();
                 self.missing_since = None;
-                addresses.sort();
+                // Lowest priority first, so that the cap keeps those.
+                addresses.sort_by_key(|a| (a.priority, a.address));
                 let found = addresses.len();
                 addresses.truncate(MAX_ADDRESSES_PER_NAME);
                 if self.state != State::Resolved {
                     if found > MAX_ADDRESSES_PER_NAME {
                         warn!(upstream, name = %lookup, found, kept = MAX_ADDRESSES_PER_NAME, "backend name has too many addresses; the first ones are kept");
                     }
-                    let list: Vec<String> =
-                        addresses.iter().map(|a| a.address.to_string()).collect();
-                    info!(upstream, name = %lookup, addresses = %list.join(", "), "backend name resolved");
+                    let list: Vec<String> = addresses
+                        .iter()
+                        .take(LOGGED_ADDRESSES)
+                        .map(|a| a.address.to_string())
+                        .collect();
+                    info!(upstream, name = %lookup, count = addresses.len(), addresses = %list.join(", "), "backend name resolved");
                 }
                 self.state = State::Resolved;
                 self.store(Some(addresses));
-                ttl.clamp(self.config.min_ttl, self.config.max_ttl)
+                // Never panics, whatever the config: min_ttl wins.
+                ttl.min(self.config.max_ttl).max(self.config.min_ttl)
             }
             Err(Failure::Missing) => {
                 self.metrics.nxdomain.inc();
@@ -297,11 +374,10 @@ impl Resolver {
     }
 
     /// The addresses of `lookup` (each a backend), and the TTL of the answer.
-    async fn resolve(
-        &self,
-        lookup: &DnsLookup,
-        weight: u32,
-    ) -> Result<(Vec<Resolved>, Duration), Failure> {
+    /// An A/AAAA name's addresses get weight 1 here: the entry's weight is
+    /// applied when its upstream is built, so that a reload changing it needs no
+    /// lookup.
+    async fn resolve(&self, lookup: &DnsLookup) -> Result<(Vec<Resolved>, Duration), Failure> {
         let resolver = match &self.inner {
             Ok(resolver) => resolver,
             Err(err) => {
@@ -316,7 +392,7 @@ impl Resolver {
                     .into_iter()
                     .map(|ip| Resolved {
                         address: SocketAddr::new(ip, *port),
-                        weight,
+                        weight: 1,
                         priority: 0,
                         name: name.clone(),
                     })
@@ -349,7 +425,13 @@ async fn addresses(
     for family in [v4, v6] {
         match family.map_err(classify) {
             Ok(lookup) => {
-                ips.extend(lookup.answers().iter().filter_map(|r| r.data.ip_addr()));
+                ips.extend(
+                    lookup
+                        .answers()
+                        .iter()
+                        .filter_map(|r| r.data.ip_addr())
+                        .filter(|ip| routable(*ip)),
+                );
                 let family_ttl = smallest_ttl(&lookup);
                 ttl = Some(ttl.map_or(family_ttl, |t| t.min(family_ttl)));
             }
@@ -364,11 +446,13 @@ async fn addresses(
 }
 
 /// The targets of the SRV records of `name`, each target's addresses on the
-/// record's port with its weight (0 counts as 1) and priority.
+/// record's port with its weight (0 counts as 1; scaled down when the answer's
+/// weights add up to more than `MAX_SRV_WEIGHT_SUM`) and priority. Each target
+/// is looked up once, at most `MAX_ADDRESSES_PER_NAME` records are read, lowest
+/// priority first.
 async fn srv(resolver: &TokioResolver, name: &str) -> Result<(Vec<Resolved>, Duration), Failure> {
     let lookup = resolver.srv_lookup(name).await.map_err(classify)?;
     let mut ttl = smallest_ttl(&lookup);
-    let mut resolved = Vec::new();
     let mut records: Vec<_> = lookup
         .answers()
         .iter()
@@ -377,24 +461,42 @@ async fn srv(resolver: &TokioResolver, name: &str) -> Result<(Vec<Resolved>, Dur
             _ => None,
         })
         .collect();
-    // Lowest priority first: those are kept if the cap cuts the list.
-    records.sort_by_key(|srv| srv.priority);
-    for srv in records {
-        if resolved.len() >= MAX_ADDRESSES_PER_NAME {
-            break;
-        }
-        let target = srv.target.to_ascii();
-        let (ips, target_ttl) = match addresses(resolver, &target).await {
-            Ok(found) => found,
-            // A target without addresses is no backend; the others still are.
-            Err(Failure::Missing) => continue,
-            Err(failed) => return Err(failed),
+    records.sort_by_key(|srv| (srv.priority, srv.target.to_ascii()));
+    records.truncate(MAX_ADDRESSES_PER_NAME);
+    let sum: u64 = records.iter().map(|srv| u64::from(srv.weight.max(1))).sum();
+    let scale = |weight: u16| {
+        let weight = u64::from(weight.max(1));
+        let scaled = if sum > MAX_SRV_WEIGHT_SUM {
+            (weight * MAX_SRV_WEIGHT_SUM / sum).max(1)
+        } else {
+            weight
         };
-        ttl = ttl.min(target_ttl);
-        let target: Arc<str> = Arc::from(target.trim_end_matches('.'));
-        resolved.extend(ips.into_iter().map(|ip| Resolved {
-            address: SocketAddr::new(ip, srv.port),
-            weight: u32::from(srv.weight.max(1)),
+        u32::try_from(scaled).unwrap_or(1)
+    };
+    // Each target's addresses and name, looked up once; `None`: it has none.
+    type Target = Option<(Vec<IpAddr>, Arc<str>)>;
+    let mut targets: HashMap<String, Target> = HashMap::new();
+    let mut resolved = Vec::new();
+    for srv in records {
+        let target = srv.target.to_ascii();
+        if !targets.contains_key(&target) {
+            let found = match addresses(resolver, &target).await {
+                Ok((ips, target_ttl)) => {
+                    ttl = ttl.min(target_ttl);
+                    Some((ips, Arc::from(target.trim_end_matches('.'))))
+                }
+                // A target without addresses is no backend; the others still are.
+                Err(Failure::Missing) => None,
+                Err(failed) => return Err(failed),
+            };
+            targets.insert(target.clone(), found);
+        }
+        let Some((ips, target)) = &targets[&target] else {
+            continue;
+        };
+        resolved.extend(ips.iter().map(|ip| Resolved {
+            address: SocketAddr::new(*ip, srv.port),
+            weight: scale(srv.weight),
             priority: srv.priority,
             name: target.clone(),
         }));
@@ -403,6 +505,14 @@ async fn srv(resolver: &TokioResolver, name: &str) -> Result<(Vec<Resolved>, Dur
         return Err(Failure::Missing);
     }
     Ok((resolved, ttl))
+}
+
+/// An address a backend can be at: not unspecified, multicast or broadcast.
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast()),
+        IpAddr::V6(v6) => !(v6.is_unspecified() || v6.is_multicast()),
+    }
 }
 
 fn smallest_ttl(lookup: &hickory_resolver::lookup::Lookup) -> Duration {

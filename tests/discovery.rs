@@ -94,6 +94,12 @@ async fn addresses_that_come_and_go_are_followed_without_a_failed_request() {
     let both = answers(&lb, 20).await;
     assert_eq!(both.get("a"), Some(&10), "{both:?}");
     assert_eq!(both.get("b"), Some(&10), "{both:?}");
+    // The added backend keeps its connections alive like any other.
+    assert!(
+        _b.connection_count() <= 2,
+        "{} connections",
+        _b.connection_count()
+    );
 
     // An address removed: its requests move to the other, none fails.
     dns.set("app.test", Answer::Addresses(vec![ip("127.0.0.3")]), 1);
@@ -430,4 +436,70 @@ async fn tls_to_a_backend_found_by_name_verifies_that_name() {
         let reply = get(&client(), &lb.url("/"), None).await;
         assert_eq!(reply.status.as_u16(), expected, "{name}: {}", reply.text());
     }
+}
+
+#[tokio::test]
+async fn a_failed_reload_leaves_the_running_names_alone() {
+    let dns = DnsServer::start().await;
+    let port = shared_port().await;
+    let _a = named_backend_at("127.0.0.2", port, "a").await;
+    dns.set("app.test", Answer::Addresses(vec![ip("127.0.0.2")]), 1);
+    dns.set("other.test", Answer::Addresses(vec![ip("127.0.0.2")]), 300);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let text = |name: &str, extra_listener: &str| {
+        format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{extra_listener}\n[[routes]]\nupstream = \"app\"\n\n\
+             [upstreams.app]\nbackends = [{{ address = \"{name}:{port}\" }}]\n\n\
+             [resolver]\nnameservers = [\"{}\"]\n",
+            dns.addr()
+        )
+    };
+    let lb = start_lb(&text("app.test", ""), &[]).await;
+    // Another name, and a listener that cannot be bound: the reload fails.
+    let busy_listener = format!(
+        "[[listeners]]\nlisten = \"{}\"\n",
+        busy.local_addr().unwrap()
+    );
+    let config = weir::config::parse(&text("other.test", &busy_listener), "test.toml").unwrap();
+    let reload = within("the reload", lb.running.control().apply(config)).await;
+    assert!(reload.is_err(), "{reload:?}");
+    // The running config's name is still followed and served.
+    let seen = dns.queries("app.test");
+    assert_eq!(answers(&lb, 5).await, [("a".to_owned(), 5)].into());
+    within(
+        "app.test still followed",
+        dns.wait_queries("app.test", seen),
+    )
+    .await;
+    assert_eq!(answers(&lb, 5).await, [("a".to_owned(), 5)].into());
+}
+
+#[tokio::test]
+async fn panic_mode_does_not_hold_traffic_on_a_priority_that_is_down() {
+    let dns = DnsServer::start().await;
+    let backup = named_backend_at("127.0.0.4", 0, "backup").await;
+    let dead = refused_addr().await;
+    dns.set("dead.test", Answer::Addresses(vec![dead.ip()]), 30);
+    dns.set("backup.test", Answer::Addresses(vec![backup.addr.ip()]), 30);
+    dns.set(
+        "_http._tcp.app.test",
+        Answer::Srv(vec![
+            SrvRecord::new(0, 1, dead.port(), "dead.test"),
+            SrvRecord::new(10, 1, backup.addr.port(), "backup.test"),
+        ]),
+        30,
+    );
+    let text = format!(
+        "[[routes]]\nupstream = \"app\"\n\n[upstreams.app]\npanic_threshold = 60\n\
+         backends = [{{ srv = \"_http._tcp.app.test\" }}]\n\
+         health_check = {{ path = \"/\", interval = \"100ms\", timeout = \"100ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n\n\
+         [resolver]\nnameservers = [\"{}\"]\n",
+        dns.addr()
+    );
+    let lb = start_lb(&text, &[]).await;
+    within_for(Duration::from_secs(3), "the backup to take over", async {
+        while answers(&lb, 1).await != [("backup".to_owned(), 1)].into() {}
+    })
+    .await;
+    assert_eq!(answers(&lb, 10).await, [("backup".to_owned(), 10)].into());
 }

@@ -94,16 +94,23 @@ pub struct Resolved {
 /// and what is looked up; a name missing here has no answer yet.
 pub type ResolvedSets = HashMap<(String, DnsLookup), Vec<Resolved>>;
 
-/// The answers for `config`'s names, in its order.
+/// The answers for `config`'s names, in its order; an A/AAAA name's addresses
+/// carry its entry's weight.
 fn dns_answers(config: &UpstreamConfig, resolved: &ResolvedSets) -> Vec<Vec<Resolved>> {
     config
         .dns
         .iter()
         .map(|entry| {
-            resolved
+            let mut answer = resolved
                 .get(&(config.name.clone(), entry.lookup.clone()))
                 .cloned()
-                .unwrap_or_default()
+                .unwrap_or_default();
+            if let DnsLookup::Address { .. } = entry.lookup {
+                for resolved in &mut answer {
+                    resolved.weight = entry.weight.get();
+                }
+            }
+            answer
         })
         .collect()
 }
@@ -203,7 +210,7 @@ impl Upstream {
             )
         };
         let balancer = balancer_of(0..backends.len());
-        let mut tiers = Vec::new();
+        let mut ranges = Vec::new();
         let mut start = 0;
         while start < backends.len() {
             let priority = backends[start].priority;
@@ -212,16 +219,21 @@ impl Upstream {
                     .iter()
                     .take_while(|b| b.priority == priority)
                     .count();
-            tiers.push(Tier {
-                priority,
-                range: start..end,
-                balancer: balancer_of(start..end),
-            });
+            ranges.push((priority, start..end));
             start = end;
         }
-        if tiers.len() < 2 {
-            tiers.clear();
-        }
+        let tiers = if ranges.len() < 2 {
+            Vec::new()
+        } else {
+            ranges
+                .into_iter()
+                .map(|(priority, range)| Tier {
+                    priority,
+                    balancer: balancer_of(range.clone()),
+                    range,
+                })
+                .collect()
+        };
         Upstream {
             name: config.name.clone(),
             slow_start_by_chance: config.slow_start.is_some() && !balancer.reads_weights(),

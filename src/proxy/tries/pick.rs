@@ -37,18 +37,21 @@ pub(super) fn pick_where<'u>(
     let usable = |i: usize| allowed(i) && (panic || backends[i].state.is_usable());
     // SRV priorities: only the lowest value that has a usable backend is used,
     // with its own balancer (a range of the backends).
-    let (balancer, offset, candidates) = if upstream.tiers.is_empty() {
-        (&upstream.balancer, 0, &backends[..])
-    } else {
-        let tier = upstream
-            .tiers
-            .iter()
-            .find(|tier| tier.range.clone().any(usable))?;
-        (
+    // Tiers are told apart by real usability, panic mode or not: a lower tier
+    // that is all down must not hold the traffic. With none usable at all, the
+    // whole upstream is picked from as without tiers.
+    let really_usable = |i: usize| allowed(i) && backends[i].state.is_usable();
+    let tier = upstream
+        .tiers
+        .iter()
+        .find(|tier| tier.range.clone().any(really_usable));
+    let (balancer, offset, candidates) = match tier {
+        None => (&upstream.balancer, 0, &backends[..]),
+        Some(tier) => (
             &tier.balancer,
             tier.range.start,
             &backends[tier.range.clone()],
-        )
+        ),
     };
     let in_tier = |i: usize| i >= offset && i < offset + candidates.len();
     let sticky = upstream.sticky.as_ref();
