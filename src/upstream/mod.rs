@@ -74,7 +74,6 @@ pub type BackendStates = HashMap<(String, SocketAddr), Arc<BackendState>>;
 /// The backends of one SRV priority value: a range of [`Upstream::backends`].
 #[derive(Debug)]
 pub struct Tier {
-    pub priority: u16,
     pub range: Range<usize>,
     pub balancer: Balancer,
 }
@@ -219,7 +218,7 @@ impl Upstream {
                     .iter()
                     .take_while(|b| b.priority == priority)
                     .count();
-            ranges.push((priority, start..end));
+            ranges.push(start..end);
             start = end;
         }
         let tiers = if ranges.len() < 2 {
@@ -227,8 +226,7 @@ impl Upstream {
         } else {
             ranges
                 .into_iter()
-                .map(|(priority, range)| Tier {
-                    priority,
+                .map(|range| Tier {
                     balancer: balancer_of(range.clone()),
                     range,
                 })

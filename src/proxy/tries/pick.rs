@@ -36,10 +36,9 @@ pub(super) fn pick_where<'u>(
     let panic = in_panic(upstream);
     let usable = |i: usize| allowed(i) && (panic || backends[i].state.is_usable());
     // SRV priorities: only the lowest value that has a usable backend is used,
-    // with its own balancer (a range of the backends).
-    // Tiers are told apart by real usability, panic mode or not: a lower tier
-    // that is all down must not hold the traffic. With none usable at all, the
-    // whole upstream is picked from as without tiers.
+    // with its own balancer (a range of the backends). Usable here means really
+    // usable, panic mode or not: a lower tier that is all down must not hold
+    // the traffic. With none usable at all, the whole upstream is picked from.
     let really_usable = |i: usize| allowed(i) && backends[i].state.is_usable();
     let tier = upstream
         .tiers
