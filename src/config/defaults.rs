@@ -136,3 +136,23 @@ pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(300);
 /// A name that disappears (NXDOMAIN or no records) keeps its last backends this
 /// long: a registry briefly empty during a deploy must not take the upstream down.
 pub const DEFAULT_HOLD_MISSING: Duration = Duration::from_secs(30);
+
+/// In-process cache size: room for tens of thousands of typical pages without
+/// weighing on a small machine (Squid's `cache_mem` is 256 MB).
+pub const DEFAULT_CACHE_MEMORY: u64 = 256 << 20;
+
+/// Largest response stored: a page or an image, not a video (Squid's
+/// `maximum_object_size_in_memory` is 512 KiB, Varnish has no limit).
+pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 8 << 20;
+
+/// One Redis command: on a LAN Redis answers in well under a millisecond;
+/// beyond this it is better to go without it than to wait.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Prefix of every Redis key weir writes, so a Redis shared with other users
+/// keeps weir's keys apart.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "weir:";
+
+/// Longest a request waits on another's fill of the same key before going to
+/// the backend itself (nginx's `proxy_cache_lock_timeout` is 5 s).
+pub const DEFAULT_CACHE_LOCK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -25,6 +25,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, Spanned<FileUpstream>>,
     pub resolver: Option<Spanned<FileResolver>>,
+    pub cache: Option<Spanned<FileCache>>,
+    pub redis: Option<Spanned<FileRedis>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +95,65 @@ pub struct FileRoute {
     pub host: Option<Spanned<String>>,
     pub path_prefix: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub cache: Option<Spanned<FileRouteCache>>,
+}
+
+/// `[cache]`: the in-process store's sizes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    pub memory: Option<Spanned<SizeValue>>,
+    pub max_object_size: Option<Spanned<SizeValue>>,
+}
+
+/// `[redis]`: the state shared by every weir instance using it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedis {
+    pub url: Spanned<String>,
+    pub timeout: Option<Spanned<DurationValue>>,
+    pub key_prefix: Option<Spanned<String>>,
+}
+
+/// A route's `cache = true`, or `cache = { stale_while_revalidate = "10s", ... }`.
+#[derive(Debug)]
+pub enum FileRouteCache {
+    Enabled(bool),
+    Table(FileRouteCacheTable),
+}
+
+// By hand, as `FileUpstreamTls`: the table keeps its positions.
+impl<'de> Deserialize<'de> for FileRouteCache {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileRouteCache;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("true, false or a table { stale_while_revalidate, stale_if_error, lock_timeout, default_ttl, store }")
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+                Ok(FileRouteCache::Enabled(value))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let deserializer = serde::de::value::MapAccessDeserializer::new(map);
+                FileRouteCacheTable::deserialize(deserializer).map(FileRouteCache::Table)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteCacheTable {
+    pub stale_while_revalidate: Option<Spanned<DurationValue>>,
+    pub stale_if_error: Option<Spanned<DurationValue>>,
+    pub lock_timeout: Option<Spanned<DurationValue>>,
+    pub default_ttl: Option<Spanned<DurationValue>>,
+    pub store: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +331,56 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     per_unit
         .checked_mul(u32::try_from(value).map_err(|_| too_large())?)
         .ok_or_else(too_large)
+}
+
+// === impl SizeValue ===
+
+/// A size in bytes written with a unit: `"256MiB"`, `"8MiB"`, `"512KiB"`, `"1GiB"`,
+/// `"100B"` (also `KB`/`MB`/`GB` as powers of 1000, and `k`/`m`/`g` as nginx
+/// writes them, as powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeValue(pub u64);
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size string such as \"256MiB\", \"512KiB\" or \"1GiB\"")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SizeValue, E> {
+                parse_size(text).map(SizeValue).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// Parses `<digits><unit>`, the unit one of `B`, `KiB`, `MiB`, `GiB`, `KB`, `MB`,
+/// `GB`, `k`, `m`, `g`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "invalid size {text:?}: expected a whole number and a unit (B, KiB, MiB, GiB), e.g. \"256MiB\""
+        )
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = text.split_at(split);
+    let value: u64 = digits.parse().map_err(|_| bad())?;
+    let per_unit: u64 = match unit {
+        "B" => 1,
+        "KiB" | "k" | "K" => 1 << 10,
+        "MiB" | "m" | "M" => 1 << 20,
+        "GiB" | "g" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    value
+        .checked_mul(per_unit)
+        .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
 // === impl AddressValue ===
@@ -478,6 +589,33 @@ mod tests {
             let err = parse_backend_address(bad).unwrap_err();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sizes_take_every_unit() {
+        assert_eq!(parse_size("100B"), Ok(100));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("8m"), Ok(8 << 20));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        for bad in [
+            "",
+            "MiB",
+            "12",
+            "1.5MiB",
+            "-1MiB",
+            "1 MiB",
+            "1mib",
+            "99999999999999999999GiB",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse_size("20000000000GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

@@ -41,6 +41,73 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// How backend names are looked up.
     pub resolver: ResolverConfig,
+    /// The in-process response cache's sizes.
+    pub cache: CacheConfig,
+    /// The Redis shared by weir instances (cache), when configured.
+    pub redis: Option<RedisConfig>,
+}
+
+/// `[cache]`: bounds of the in-process response store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Bytes of stored responses (heads and bodies) at most.
+    pub memory: u64,
+    /// Larger responses stream through without being stored.
+    pub max_object_size: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory: defaults::DEFAULT_CACHE_MEMORY,
+            max_object_size: defaults::DEFAULT_MAX_OBJECT_SIZE,
+        }
+    }
+}
+
+/// `[redis]`: where the shared state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL, perhaps with a password: kept out of logs.
+    pub url: Secret,
+    /// The URL without its password, for logs.
+    pub shown_url: String,
+    /// One command; past it the command counts as failed.
+    pub timeout: Duration,
+    pub key_prefix: String,
+}
+
+/// A route's `cache`: how its responses are cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    /// A stale response may be answered at once while one revalidation runs
+    /// this long past its freshness (unless the response says otherwise).
+    pub stale_while_revalidate: Duration,
+    /// A stale response may answer a backend error this long past its freshness.
+    pub stale_if_error: Duration,
+    /// Longest a request waits on another's fill of the same key.
+    pub lock_timeout: Duration,
+    /// Freshness of a cacheable response that gives none (zero: none).
+    pub default_ttl: Duration,
+    pub store: CacheStore,
+}
+
+/// Where a route's responses are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStore {
+    Memory,
+    Redis,
+    Both,
+}
+
+impl CacheStore {
+    pub fn memory(self) -> bool {
+        matches!(self, CacheStore::Memory | CacheStore::Both)
+    }
+
+    pub fn redis(self) -> bool {
+        matches!(self, CacheStore::Redis | CacheStore::Both)
+    }
 }
 
 /// `[resolver]`: where and how often backend names are looked up.
@@ -168,6 +235,8 @@ pub struct RouteConfig {
     pub path_prefix: Option<String>,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// Responses are cached when set.
+    pub cache: Option<RouteCache>,
 }
 
 /// A route's `host`: exact name or `*.suffix`, stored lowercase.

@@ -4,6 +4,7 @@
 //! used twice) and the small checks every table uses are here; listeners, routes,
 //! upstreams and the upstreams' policies each have their file.
 
+mod cache;
 mod listeners;
 mod policies;
 mod routes;
@@ -95,13 +96,28 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
             "no [[routes]]: add one, e.g. upstream = \"NAME\"",
         );
     }
+    let redis = raw
+        .redis
+        .as_ref()
+        .map(|redis| cache::validate_redis(redis.get_ref(), problems));
+    let cache = raw
+        .cache
+        .as_ref()
+        .map(|cache| cache::validate_cache(cache.get_ref(), problems))
+        .unwrap_or_default();
     let mut route_names = HashSet::new();
     let routes = raw
         .routes
         .iter()
         .enumerate()
         .map(|(index, route)| {
-            let config = validate_route(index, route.get_ref(), &upstream_names, problems);
+            let config = validate_route(
+                index,
+                route.get_ref(),
+                &upstream_names,
+                redis.is_some(),
+                problems,
+            );
             if !route_names.insert(config.name.clone()) {
                 let span = route
                     .get_ref()
@@ -150,6 +166,8 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         routes,
         upstreams,
         resolver,
+        cache,
+        redis,
     }
 }
 

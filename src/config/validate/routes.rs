@@ -1,4 +1,5 @@
-//! Validation of routes: the host and path prefix they match, the upstream they name.
+//! Validation of routes: the host and path prefix they match, the upstream they
+//! name (and their `cache`, in `cache.rs`).
 
 use super::item_name;
 use crate::config::file::FileRoute;
@@ -10,6 +11,7 @@ pub(super) fn validate_route(
     index: usize,
     raw: &FileRoute,
     upstream_names: &[&str],
+    redis: bool,
     problems: &mut Problems<'_>,
 ) -> RouteConfig {
     let name = item_name(&raw.name, || format!("route-{index}"), problems);
@@ -93,10 +95,15 @@ pub(super) fn validate_route(
             0
         }
     };
+    let cache = raw
+        .cache
+        .as_ref()
+        .and_then(|cache| super::cache::validate_route_cache(cache, redis, problems));
     RouteConfig {
         name,
         host,
         path_prefix,
         upstream,
+        cache,
     }
 }
