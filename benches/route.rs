@@ -21,6 +21,7 @@ fn route(host: Option<&str>, path_prefix: Option<&str>) -> RouteConfig {
         host,
         path_prefix: path_prefix.map(str::to_owned),
         upstream: 0,
+        cache: None,
     }
 }
 

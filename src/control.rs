@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::access_log::AccessLog;
+use crate::cache::Cache;
 use crate::config::{self, Config, ConfigError, ListenerConfig};
 use crate::discovery::Discovery;
 use crate::health::HealthChecks;
@@ -115,6 +116,7 @@ impl Control {
         let mut snapshot = Snapshot::build(config.clone(), None, &metrics, &answers)
             .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
         snapshot.access_log = AccessLog::open(&config.logging, None)?;
+        snapshot.cache = Cache::for_config(&config, None, &metrics);
         snapshot.adopt_pools();
         let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
         let mut bound = Vec::with_capacity(config.listeners.len());
@@ -268,6 +270,7 @@ impl Control {
         let access_log = AccessLog::open(&config.logging, previous.access_log.as_ref())
             .map_err(ReloadError::AccessLog)?;
         snapshot.access_log = access_log;
+        snapshot.cache = Cache::for_config(&config, previous.cache.as_ref(), &self.metrics);
         snapshot.adopt_pools();
         self.snapshots.store(Arc::new(snapshot));
         state.discovery.commit(discovered);

@@ -55,6 +55,7 @@ pub mod router;
 pub mod upstream;
 
 pub(crate) mod admin;
+pub(crate) mod cache;
 pub(crate) mod discovery;
 pub(crate) mod health;
 pub(crate) mod snapshot;

@@ -42,6 +42,10 @@ pub struct Metrics {
     connections_total: IntCounterVec,
     reloads: IntCounterVec,
     last_reload_success: Gauge,
+    cache_requests: IntCounterVec,
+    cache_stored_bytes: IntGaugeVec,
+    cache_evictions: IntCounterVec,
+    redis_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -176,6 +180,24 @@ fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -
     )
 }
 
+/// The cache result counters of one route.
+#[derive(Debug, Clone)]
+pub struct CacheResults {
+    pub hit: IntCounter,
+    pub miss: IntCounter,
+    pub stale: IntCounter,
+    pub revalidated: IntCounter,
+    pub bypass: IntCounter,
+    pub coalesced: IntCounter,
+}
+
+/// The handles of one cache store (`memory`, `redis`).
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    pub stored_bytes: IntGauge,
+    pub evictions: IntCounter,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
@@ -292,9 +314,58 @@ impl Metrics {
                 "Config reloads, by result.",
                 &["result"],
             ),
+            cache_requests: counter_vec(
+                r,
+                "weir_cache_requests_total",
+                "Requests of cached routes, by how the cache answered (hit, miss, stale, revalidated, bypass, coalesced).",
+                &["route", "result"],
+            ),
+            cache_stored_bytes: gauge_vec(
+                r,
+                "weir_cache_stored_bytes",
+                "Bytes of responses held by the cache's store (memory: this instance's).",
+                &["store"],
+            ),
+            cache_evictions: counter_vec(
+                r,
+                "weir_cache_evictions_total",
+                "Stored responses dropped to make room.",
+                &["store"],
+            ),
+            redis_errors: counter_vec(
+                r,
+                "weir_redis_errors_total",
+                "Redis commands that failed or timed out, by what they were for.",
+                &["use"],
+            ),
             last_reload_success,
             registry,
         }
+    }
+
+    /// The cache result counters of `route`.
+    pub fn cache_results(&self, route: &str) -> CacheResults {
+        let result = |name: &str| self.cache_requests.with_label_values(&[route, name]);
+        CacheResults {
+            hit: result("hit"),
+            miss: result("miss"),
+            stale: result("stale"),
+            revalidated: result("revalidated"),
+            bypass: result("bypass"),
+            coalesced: result("coalesced"),
+        }
+    }
+
+    pub fn cache_store(&self, store: &str) -> StoreMetrics {
+        StoreMetrics {
+            stored_bytes: self.cache_stored_bytes.with_label_values(&[store]),
+            evictions: self.cache_evictions.with_label_values(&[store]),
+        }
+    }
+
+    /// Failed Redis commands made for `usage` (`cache`, `purge`, ...).
+    pub fn redis_errors(&self, usage: &str) -> IntCounter {
+        self.redis_errors.with_label_values(&[usage])
     }
 
     pub fn backend(&self, upstream: &str, backend: &str) -> BackendMetrics {

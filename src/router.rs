@@ -313,6 +313,7 @@ mod tests {
             host,
             path_prefix: path_prefix.map(str::to_owned),
             upstream: 0,
+            cache: None,
         }
     }
 

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use crate::access_log::AccessLog;
+use crate::cache::Cache;
 use crate::config::Config;
-use crate::metrics::{Metrics, RequestMetrics};
+use crate::metrics::{CacheResults, Metrics, RequestMetrics};
 use crate::router::Router;
 use crate::tls::TlsError;
 use crate::upstream::{BackendStates, ResolvedSets, Upstream};
@@ -33,6 +34,12 @@ pub struct Snapshot {
     /// Some upstream sends backends a PROXY header, which names the address each
     /// client connected to.
     pub sends_proxy_protocol: bool,
+    /// Set by the control plane, which keeps it across reloads; present when
+    /// a route caches.
+    pub cache: Option<Arc<Cache>>,
+    /// The cache result counters of each route (none for a route that does
+    /// not cache).
+    pub cache_results: Vec<Option<CacheResults>>,
 }
 
 impl Snapshot {
@@ -82,11 +89,18 @@ impl Snapshot {
             .iter()
             .map(|l| metrics.requests(&l.name, &routes, &upstream_names))
             .collect();
+        let cache_results = config
+            .routes
+            .iter()
+            .map(|r| r.cache.as_ref().map(|_| metrics.cache_results(&r.name)))
+            .collect();
         Ok(Snapshot {
             router: Router::new(config.routes.clone()),
             upstreams,
             requests,
             access_log: None,
+            cache: None,
+            cache_results,
             sends_proxy_protocol: config
                 .upstreams
                 .iter()
@@ -130,6 +144,8 @@ impl Snapshot {
             upstreams,
             requests: self.requests.clone(),
             access_log: self.access_log.clone(),
+            cache: self.cache.clone(),
+            cache_results: self.cache_results.clone(),
             sends_proxy_protocol: self.sends_proxy_protocol,
         })
     }

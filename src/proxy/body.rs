@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::access_log;
+use crate::cache::CacheBody;
 use crate::snapshot::Snapshot;
 use crate::upstream::ResponseBody;
 
@@ -64,13 +65,28 @@ impl Drop for Finish {
 #[derive(Debug)]
 enum Kind {
     Upstream(ResponseBody),
+    Cache(CacheBody),
     Local(Option<Bytes>),
 }
 
+/// A response body relayed to the client: a backend's, or the cache's.
+#[derive(Debug)]
+pub(crate) enum Relayed {
+    Upstream(ResponseBody),
+    Cache(CacheBody),
+}
+
+/// Why a relayed body stopped short: the client's connection is then ended
+/// without the body's end, so the response never looks whole.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl ProxyBody {
-    pub(super) fn upstream(body: ResponseBody, request: RequestGuard) -> Self {
+    pub(super) fn upstream(body: Relayed, request: RequestGuard) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(body),
+            kind: match body {
+                Relayed::Upstream(body) => Kind::Upstream(body),
+                Relayed::Cache(body) => Kind::Cache(body),
+            },
             _request: Some(request),
             _finish: None,
         }
@@ -94,15 +110,16 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let frame = match &mut this.kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Kind::Cache(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let (Some(finish), Poll::Ready(Some(Ok(frame)))) = (&mut this._finish, &frame)
@@ -116,6 +133,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Cache(body) => body.is_end_stream(),
             Kind::Local(bytes) => bytes.is_none(),
         }
     }
@@ -123,6 +141,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Cache(body) => body.size_hint(),
             Kind::Local(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

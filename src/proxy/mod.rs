@@ -9,6 +9,7 @@ mod error;
 // Public only for the micro-benchmarks (`benches/forward.rs`); not weir's API.
 #[doc(hidden)]
 pub mod forward;
+mod origin;
 // Public for the tests that drive tries on an upstream directly; not weir's API.
 #[doc(hidden)]
 pub mod tries;
@@ -25,14 +26,14 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tracing::{debug, warn};
 
-pub(crate) use body::{Finish, ProxyBody};
+pub(crate) use body::{Finish, ProxyBody, Relayed};
 pub(crate) use connection::{Connection, RequestGuard};
 pub(crate) use error::ProxyError;
 
 use crate::access_log;
 use crate::balance::RequestKey;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClientBody, RequestBody, ResponseBody, UpstreamError};
+use crate::upstream::{ClientBody, RequestBody, UpstreamError};
 use tries::{ClientEnds, Tried};
 
 /// Serves one request of `connection` against the current snapshot.
@@ -89,7 +90,14 @@ pub(crate) async fn serve(
             }
             // A gRPC answer is a 200 whatever went wrong; metrics and the access
             // log keep the HTTP status it stands for.
-            let response = err.response(grpc);
+            let mut response = err.response(grpc);
+            if outcome.cached {
+                // Every answer of a cached route says what the cache did.
+                response.headers_mut().insert(
+                    http::HeaderName::from_static("cache-status"),
+                    http::HeaderValue::from_static("weir; fwd=miss; detail=error"),
+                );
+            }
             (response, err.status().as_u16())
         }
     };
@@ -132,6 +140,8 @@ struct Outcome {
     /// The client address as weir sees it (behind trusted proxies, the forwarded one).
     client: Option<std::net::IpAddr>,
     tried: Tried,
+    /// Its route caches.
+    cached: bool,
 }
 
 /// Where the router sent a request: indices into the snapshot.
@@ -142,11 +152,11 @@ struct Routed {
 }
 
 async fn proxy(
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     connection: &Arc<Connection>,
     request: Request<Incoming>,
     outcome: &mut Outcome,
-) -> Result<Response<ResponseBody>, ProxyError> {
+) -> Result<Response<Relayed>, ProxyError> {
     // The flag belongs to this request's head; cleared so the next head starts clean.
     if request.headers().contains_key(header::TRANSFER_ENCODING)
         && connection
@@ -180,10 +190,22 @@ async fn proxy(
         None => connection.peer.ip(),
     };
     outcome.client = Some(client);
-    let key = RequestKey::of(client, &request);
-    let pick = tries::pick(upstream, &key).ok_or(ProxyError::NoBackend)?;
-
     let upgrade = forward::requested_upgrade(request.version(), request.headers());
+    // A tunnel is never cached; everything else of a cached route goes
+    // through the cache, which picks a backend only when it needs one.
+    let cache = match (&snapshot.router.get(route).cache, &snapshot.cache) {
+        (Some(settings), Some(cache)) if upgrade.is_none() => Some((settings, cache)),
+        _ => None,
+    };
+    outcome.cached = cache.is_some();
+    let pick = match cache {
+        Some(_) => None,
+        None => {
+            let key = RequestKey::of(client, &request);
+            Some(tries::pick(upstream, &key).ok_or(ProxyError::NoBackend)?)
+        }
+    };
+
     let mut request = request;
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
@@ -224,11 +246,29 @@ async fn proxy(
         source: connection.peer,
         destination: connection.local,
     };
+    let request = Request::from_parts(parts, body);
+    let (Some(pick), None) = (pick, cache) else {
+        let (settings, cache) = cache.expect("a request without a pick goes through the cache");
+        let results = snapshot.cache_results[route]
+            .as_ref()
+            .expect("a cached route has its counters");
+        let origin = Arc::new(origin::UpstreamOrigin {
+            snapshot: snapshot.clone(),
+            upstream: upstream_index,
+            client: client_ends,
+            name_backend: no_host,
+            tried: Default::default(),
+        });
+        let view = crate::cache::RouteView { settings, results };
+        let result = cache.serve(view, origin.clone(), request).await;
+        outcome.tried = origin.tried();
+        return result.map(|response| response.map(Relayed::Cache));
+    };
     let (mut response, pick) = tries::forward(
         upstream,
         client_ends,
         pick,
-        Request::from_parts(parts, body),
+        request,
         no_host,
         &mut outcome.tried,
     )
@@ -257,5 +297,5 @@ async fn proxy(
             connection.idle_timeout,
         );
     }
-    Ok(response)
+    Ok(response.map(Relayed::Upstream))
 }
