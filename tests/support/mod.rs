@@ -1,6 +1,7 @@
 //! Helpers shared by the socket-level tests: in-process backends, a weir started on
 //! `127.0.0.1:0`, an HTTP client and a raw TCP client for bytes hyper would refuse
-//! to send; and the weir binary run as a child process ([`process`]).
+//! to send; the weir binary run as a child process ([`process`]); and a real
+//! `redis-server` ([`redis`]).
 //!
 //! Every wait is bounded (`within`) so that a hang fails the test instead of
 //! blocking the suite; nothing here sleeps to synchronise.
@@ -11,6 +12,7 @@ pub mod dns;
 pub mod marks;
 pub mod pki;
 pub mod process;
+pub mod redis;
 
 // Not every test binary runs weir as a process: like the rest, unused in some.
 #[allow(unused_imports)]
