@@ -1,5 +1,6 @@
 //! The admin API, on its own listener (`admin.listen`) and never on a proxy
-//! listener: `/metrics`, `/healthz`, `/readyz`, `/status` and `POST /reload`.
+//! listener: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /reload` and
+//! `POST /cache/purge`.
 //! Its requests are not proxied and not counted in `weir_requests_total`.
 
 use std::convert::Infallible;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -114,14 +115,73 @@ async fn answer(control: &Control, request: Request<Incoming>) -> Response<Full<
                 )
             }
         },
-        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload") => {
+        (&Method::POST, "/cache/purge") => purge(control, request).await,
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload" | "/cache/purge") => {
             plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz, /status or POST /reload\n",
+            "not found: try /metrics, /healthz, /readyz, /status, POST /reload or POST /cache/purge\n",
         ),
     }
+}
+
+/// Largest purge request body: a host and a path, not a document.
+const MAX_PURGE_BODY: usize = 16 * 1024;
+
+/// `POST /cache/purge` with `{"host": "…", "path": "/x"}` (every variant and
+/// query of that path) or `{"host": "…", "prefix": "/img/"}`.
+async fn purge(control: &Control, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Purge {
+        host: String,
+        path: Option<String>,
+        prefix: Option<String>,
+    }
+    let bad = |why: String| {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({ "result": "failure", "error": why }),
+        )
+    };
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_PURGE_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err) => return bad(format!("unreadable body: {err}")),
+    };
+    let purge: Purge = match serde_json::from_slice(&body) {
+        Ok(purge) => purge,
+        Err(err) => {
+            return bad(format!(
+                "{err}; expected {{\"host\": \"example.com\", \"path\": \"/x\"}} or {{\"host\": \"example.com\", \"prefix\": \"/img/\"}}"
+            ));
+        }
+    };
+    let starts_with_slash = |p: &Option<String>| p.as_ref().is_none_or(|p| p.starts_with('/'));
+    if purge.host.is_empty()
+        || purge.path.is_some() == purge.prefix.is_some()
+        || !starts_with_slash(&purge.path)
+        || !starts_with_slash(&purge.prefix)
+    {
+        return bad("give a host and exactly one of path or prefix, starting with '/'".to_owned());
+    }
+    let Some(cache) = control.snapshot().cache.clone() else {
+        return json_response(
+            StatusCode::OK,
+            &json!({ "result": "success", "purged": { "memory": 0, "redis": null } }),
+        );
+    };
+    let purged = cache
+        .purge(&purge.host, purge.path.as_deref(), purge.prefix.as_deref())
+        .await;
+    info!(host = %purge.host, path = ?purge.path, prefix = ?purge.prefix, memory = purged.memory, redis = ?purged.redis, "cache purged");
+    json_response(
+        StatusCode::OK,
+        &json!({ "result": "success", "purged": { "memory": purged.memory, "redis": purged.redis } }),
+    )
 }
 
 /// `/status`: listeners, routes, upstreams and their backends, as documented in

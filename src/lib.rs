@@ -58,6 +58,7 @@ pub(crate) mod admin;
 pub(crate) mod cache;
 pub(crate) mod discovery;
 pub(crate) mod health;
+pub(crate) mod redis_connection;
 pub(crate) mod snapshot;
 
 use std::net::SocketAddr;

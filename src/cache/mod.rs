@@ -17,6 +17,7 @@ mod fill;
 mod freshness;
 mod object;
 mod range;
+mod shared;
 mod store;
 
 use std::future::Future;
@@ -38,7 +39,10 @@ use crate::upstream::{RequestBody, ResponseBody};
 use directives::{RequestDirectives, ResponseDirectives};
 use fill::{FillBody, FillBroken, FillHead, Fills, Joined, Leader};
 use object::{Stored, Usable, Vary};
+use shared::{Dropped, SharedTier};
 use store::MemoryStore;
+
+use crate::redis_connection::Redis;
 
 /// The `Cache-Status` field (RFC 9211).
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -55,13 +59,34 @@ pub trait Origin: Send + Sync + 'static {
     fn send(&self, request: Request<RequestBody>) -> Sent<'_, Self::Error>;
 }
 
-/// The cache of one weir process: its store and the fills in progress. It
-/// outlives reloads that keep the `[cache]` sizes.
+/// The cache of one weir process: its store, the shared tier in Redis when
+/// configured, and the fills in progress. It outlives reloads that keep the
+/// `[cache]` sizes and the `[redis]` settings.
 #[derive(Debug)]
 pub struct Cache {
     pub settings: CacheConfig,
     memory: MemoryStore,
+    shared: Option<SharedTier>,
     fills: Arc<Fills>,
+    /// Follows other instances' purges; ended with the cache.
+    follower: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Some(follower) = &self.follower {
+            follower.abort();
+        }
+    }
+}
+
+/// What a purge removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Keys dropped from this instance's memory.
+    pub memory: usize,
+    /// Keys dropped from Redis; `None` without Redis, or when it did not answer.
+    pub redis: Option<usize>,
 }
 
 /// A response body from the cache: stored bytes, a shared fill, or a backend's
@@ -80,12 +105,29 @@ pub struct RouteView<'a> {
 }
 
 impl Cache {
-    pub fn new(settings: CacheConfig, metrics: &Metrics) -> Self {
-        Cache {
-            memory: MemoryStore::new(settings.memory, metrics.cache_store("memory")),
-            settings,
-            fills: Arc::default(),
-        }
+    pub fn new(settings: CacheConfig, redis: Option<Arc<Redis>>, metrics: &Metrics) -> Arc<Self> {
+        Arc::new_cyclic(|weak: &std::sync::Weak<Cache>| {
+            let follower = redis.as_ref().map(|redis| {
+                let weak = weak.clone();
+                SharedTier::follow(
+                    redis.clone(),
+                    metrics.redis_errors("subscribe"),
+                    move |dropped| {
+                        if let Some(cache) = weak.upgrade() {
+                            cache.drop_local(&dropped);
+                        }
+                    },
+                )
+                .abort_handle()
+            });
+            Cache {
+                memory: MemoryStore::new(settings.memory, metrics.cache_store("memory")),
+                shared: redis.map(|redis| SharedTier::new(redis, metrics)),
+                settings,
+                fills: Arc::default(),
+                follower,
+            }
+        })
     }
 
     /// The cache `config` needs: none when no route caches; `previous` when
@@ -98,9 +140,72 @@ impl Cache {
         if config.routes.iter().all(|r| r.cache.is_none()) {
             return None;
         }
-        match previous {
-            Some(previous) if previous.settings == config.cache => Some(previous.clone()),
-            _ => Some(Arc::new(Cache::new(config.cache.clone(), metrics))),
+        let redis_config = config.redis.as_ref().filter(|_| {
+            config
+                .routes
+                .iter()
+                .any(|r| r.cache.as_ref().is_some_and(|c| c.store.redis()))
+        });
+        if let Some(previous) = previous
+            && previous.settings == config.cache
+            && previous.shared.as_ref().map(|s| &s.redis.config) == redis_config
+        {
+            return Some(previous.clone());
+        }
+        let redis = redis_config.and_then(|config| match Redis::new(config) {
+            Ok(redis) => Some(redis),
+            Err(err) => {
+                // The URL was checked with the config; a client that still
+                // cannot be made leaves the cache in memory alone.
+                tracing::warn!(error = %err, "redis client not made; caching in memory only");
+                None
+            }
+        });
+        Some(Cache::new(config.cache.clone(), redis, metrics))
+    }
+
+    /// Keeps `object` where the route stores: in memory, and written through
+    /// to Redis (aside: no request waits on the write).
+    fn keep(self: &Arc<Self>, route: &RouteCache, key: &Arc<str>, object: Arc<Stored>) {
+        if route.store.memory() {
+            self.memory.insert(key, object.clone());
+        }
+        if route.store.redis() && self.shared.is_some() {
+            let ttl =
+                shared::time_to_keep(&object, route.stale_while_revalidate, route.stale_if_error);
+            let cache = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                if let Some(shared) = &cache.shared {
+                    shared.put(&key, &object, ttl).await;
+                }
+            });
+        }
+    }
+
+    /// The stored response of `key` that `request` selects in Redis, within
+    /// `redis.timeout` in all.
+    async fn shared_get(&self, key: &str, request: &HeaderMap) -> Option<Stored> {
+        let shared = self.shared.as_ref()?;
+        if shared.redis.resting() {
+            return None;
+        }
+        match tokio::time::timeout(shared.redis.config.timeout, shared.get(key, request)).await {
+            Ok(found) => found,
+            Err(_) => {
+                shared.lookup_timed_out();
+                None
+            }
+        }
+    }
+
+    /// Drops what another instance (or this one) asked every instance to drop.
+    fn drop_local(&self, dropped: &Dropped) {
+        match dropped {
+            Dropped::Key { key } => self.memory.remove(key),
+            Dropped::Purge { host, path, prefix } => {
+                self.purge_memory(host, path.as_deref(), prefix.as_deref());
+            }
         }
     }
 
@@ -125,13 +230,30 @@ impl Cache {
         }
         let now = SystemTime::now();
         let directives = RequestDirectives::of(request.headers());
-        let stored = route
+        let mut stored = route
             .settings
             .store
             .memory()
             .then(|| self.memory.get(&key))
             .flatten()
             .and_then(|variants| variants.select(request.headers()).cloned());
+        // Not fresh here: another instance may have a fresher copy in Redis.
+        let fresh_here = stored
+            .as_ref()
+            .is_some_and(|s| matches!(s.usable(&directives, now, route.settings), Usable::Fresh));
+        if !fresh_here
+            && route.settings.store.redis()
+            && let Some(found) = self.shared_get(&key, request.headers()).await
+            && stored
+                .as_ref()
+                .is_none_or(|s| found.response_time > s.response_time)
+        {
+            let found = Arc::new(found);
+            if route.settings.store.memory() {
+                self.memory.insert(&key, found.clone());
+            }
+            stored = Some(found);
+        }
         let usable = stored
             .as_ref()
             .map(|stored| stored.usable(&directives, now, route.settings));
@@ -194,7 +316,7 @@ impl Cache {
     /// stored for its URL and the URLs its `Location` and `Content-Location`
     /// name on the same host (RFC 9111 §4.4).
     async fn pass_unsafe<O: Origin>(
-        &self,
+        self: &Arc<Self>,
         route: RouteView<'_>,
         origin: Arc<O>,
         request: Request<RequestBody>,
@@ -206,39 +328,58 @@ impl Cache {
         let response = origin.send(request).await?;
         let status = response.status();
         if !safe && (status.is_success() || status.is_redirection()) {
-            self.invalidate(&key);
+            self.invalidate(route.settings, &key);
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 if let Some(target) = response.headers().get(name)
                     && let Some(key) = same_origin_key(&scheme_host, target)
                 {
-                    self.invalidate(&key);
+                    self.invalidate(route.settings, &key);
                 }
             }
         }
         Ok(pass(response, "fwd=method"))
     }
 
-    fn invalidate(&self, key: &str) {
+    /// Drops `key` here, and with Redis from Redis and every instance's memory.
+    fn invalidate(self: &Arc<Self>, route: &RouteCache, key: &str) {
         self.memory.remove(key);
+        if route.store.redis() && self.shared.is_some() {
+            let cache = self.clone();
+            let key = key.to_owned();
+            tokio::spawn(async move {
+                if let Some(shared) = &cache.shared {
+                    shared.invalidate(&key).await;
+                }
+            });
+        }
     }
 
     /// Drops every stored response of `host` whose path is `path` (any query)
-    /// or starts with `prefix`. Returns how many keys went.
-    pub fn purge(&self, host: &str, path: Option<&str>, prefix: Option<&str>) -> usize {
-        let host = host.to_ascii_lowercase();
-        self.memory.remove_where(|key| {
-            let Some((_, rest)) = key.split_once("://") else {
-                return false;
-            };
-            let Some(target) = rest.strip_prefix(host.as_str()) else {
-                return false;
-            };
-            if !target.starts_with('/') {
-                return false;
+    /// or starts with `prefix`: here, in Redis, and (told over Redis) in every
+    /// other instance.
+    pub async fn purge(&self, host: &str, path: Option<&str>, prefix: Option<&str>) -> Purged {
+        let memory = self.purge_memory(host, path, prefix);
+        let redis = match &self.shared {
+            Some(shared) => {
+                let message = Dropped::Purge {
+                    host: host.to_ascii_lowercase(),
+                    path: path.map(str::to_owned),
+                    prefix: prefix.map(str::to_owned),
+                };
+                let host = host.to_ascii_lowercase();
+                shared
+                    .purge(&message, |key| purge_matches(key, &host, path, prefix))
+                    .await
             }
-            let target_path = target.split_once('?').map_or(target, |(p, _)| p);
-            path.is_some_and(|p| target_path == p) || prefix.is_some_and(|p| target.starts_with(p))
-        })
+            None => None,
+        };
+        Purged { memory, redis }
+    }
+
+    fn purge_memory(&self, host: &str, path: Option<&str>, prefix: Option<&str>) -> usize {
+        let host = host.to_ascii_lowercase();
+        self.memory
+            .remove_where(|key| purge_matches(key, &host, path, prefix))
     }
 
     /// A miss, or a stored response that needs the backend's word: one request
@@ -342,9 +483,9 @@ impl Cache {
             ));
             drop(response);
             if refreshed.directives.no_store {
-                self.invalidate(&key);
+                self.invalidate(route.settings, &key);
             } else {
-                self.memory.insert(&key, refreshed.clone());
+                self.keep(route.settings, &key, refreshed.clone());
             }
             let detail = "fwd=stale; fwd-status=304";
             let Some(leader) = leader else {
@@ -396,19 +537,13 @@ impl Cache {
         key: Arc<str>,
         fwd: &str,
     ) -> Response<CacheBody> {
-        let plan = route
-            .store
-            .memory()
-            .then(|| {
-                storage_plan(
-                    request_headers,
-                    &response,
-                    response_time,
-                    route.default_ttl,
-                    self.settings.max_object_size,
-                )
-            })
-            .flatten();
+        let plan = storage_plan(
+            request_headers,
+            &response,
+            response_time,
+            route.default_ttl,
+            self.settings.max_object_size,
+        );
         let (Some(leader), Some(vary)) = (leader, plan) else {
             // Not stored: waiters, if any, were released by the leader's drop.
             return pass(response, fwd);
@@ -418,7 +553,7 @@ impl Cache {
         let stored_headers = parts.headers.clone();
         let request_for_store = request_headers.clone();
         let cache = Arc::downgrade(self);
-        let default_ttl = route.default_ttl;
+        let route_settings = route.clone();
         let on_complete: fill::OnComplete = Box::new(move |body: Bytes| {
             let Some(cache) = cache.upgrade() else { return };
             let object = Stored::new(
@@ -428,9 +563,9 @@ impl Cache {
                 &request_for_store,
                 request_time,
                 response_time,
-                default_ttl,
+                route_settings.default_ttl,
             );
-            cache.memory.insert(&key, Arc::new(object));
+            cache.keep(&route_settings, &key, Arc::new(object));
         });
         let mut client_headers = parts.headers.clone();
         add_status(&mut client_headers, &format!("{fwd}; stored"));
@@ -484,7 +619,7 @@ impl Cache {
     }
 
     async fn revalidate<O: Origin>(
-        &self,
+        self: &Arc<Self>,
         route: &RouteCache,
         origin: Arc<O>,
         request: Request<RequestBody>,
@@ -505,7 +640,7 @@ impl Cache {
                 response_time,
                 route.default_ttl,
             );
-            self.memory.insert(&key, Arc::new(refreshed));
+            self.keep(route, &key, Arc::new(refreshed));
             return;
         }
         if storage_plan(
@@ -533,13 +668,28 @@ impl Cache {
             response_time,
             route.default_ttl,
         );
-        self.memory.insert(&key, Arc::new(object));
+        self.keep(route, &key, Arc::new(object));
     }
 
     /// Finishes the store's pending bookkeeping (tests observe a settled store).
     pub fn settle(&self) {
         self.memory.settle();
     }
+}
+
+/// Whether a purge of `host` (lowercase) with `path` or `prefix` takes `key`.
+fn purge_matches(key: &str, host: &str, path: Option<&str>, prefix: Option<&str>) -> bool {
+    let Some((_, rest)) = key.split_once("://") else {
+        return false;
+    };
+    let Some(target) = rest.strip_prefix(host) else {
+        return false;
+    };
+    if !target.starts_with('/') {
+        return false;
+    }
+    let target_path = target.split_once('?').map_or(target, |(p, _)| p);
+    path.is_some_and(|p| target_path == p) || prefix.is_some_and(|p| target.starts_with(p))
 }
 
 /// The key of a request: scheme, host (lowercase, port included) and target.

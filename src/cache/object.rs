@@ -302,7 +302,7 @@ impl Vary {
 
 /// A request field's values as one list, without the spaces around commas:
 /// `a,b` and `a, b` and two lines `a` and `b` select the same variant.
-fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+pub(super) fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for value in headers.get_all(name) {
         let text = String::from_utf8_lossy(value.as_bytes());
