@@ -985,6 +985,141 @@ fn the_resolver_table_is_read_and_checked() {
     }
 }
 
+// === cache ===
+
+/// A config whose route caches with `cache` and has the top-level `extra` tables.
+fn cached(cache: &str, extra: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nupstream = \"api\"\ncache = {cache}\n\n\
+         [upstreams.api]\nbackends = [{{ address = \"127.0.0.1:9001\" }}]\n{extra}\n"
+    )
+}
+
+#[test]
+fn the_cache_keys_are_read() {
+    let config = accept(&cached("true", ""));
+    let route = config.routes[0].cache.clone().unwrap();
+    assert_eq!(route.store, CacheStore::Memory);
+    assert_eq!(route.lock_timeout, DEFAULT_CACHE_LOCK_TIMEOUT);
+    assert_eq!(route.default_ttl, Duration::ZERO);
+    assert_eq!(config.cache, CacheConfig::default());
+    assert!(accept(&cached("false", "")).routes[0].cache.is_none());
+    assert!(accept(MINIMAL).routes[0].cache.is_none());
+
+    let config = accept(&cached(
+        "{ stale_while_revalidate = \"10s\", stale_if_error = \"5m\", lock_timeout = \"1s\", default_ttl = \"30s\", store = \"redis\" }",
+        "[cache]\nmemory = \"64MiB\"\nmax_object_size = \"512KiB\"\n\
+         [redis]\nurl = \"redis://user:pw@127.0.0.1:6380/2\"\ntimeout = \"50ms\"\nkey_prefix = \"site:\"",
+    ));
+    let route = config.routes[0].cache.clone().unwrap();
+    assert_eq!(route.stale_while_revalidate, Duration::from_secs(10));
+    assert_eq!(route.stale_if_error, Duration::from_secs(300));
+    assert_eq!(route.lock_timeout, Duration::from_secs(1));
+    assert_eq!(route.default_ttl, Duration::from_secs(30));
+    assert_eq!(route.store, CacheStore::Redis);
+    assert_eq!(config.cache.memory, 64 << 20);
+    assert_eq!(config.cache.max_object_size, 512 << 10);
+    let redis = config.redis.unwrap();
+    assert_eq!(redis.timeout, Duration::from_millis(50));
+    assert_eq!(redis.key_prefix, "site:");
+    assert_eq!(redis.shown_url, "redis://user:***@127.0.0.1:6380/2");
+    assert!(
+        !format!("{redis:?}").contains("pw"),
+        "the password stays out of debug output"
+    );
+    // With [redis], a route shares by default.
+    let config = accept(&cached("true", "[redis]\nurl = \"redis://127.0.0.1\""));
+    assert_eq!(
+        config.routes[0].cache.as_ref().unwrap().store,
+        CacheStore::Both
+    );
+}
+
+#[test]
+fn bad_cache_keys_are_refused_where_they_are() {
+    for (cache, extra, key, message) in [
+        (
+            "{ store = ‸\"redis\" }",
+            "",
+            "store",
+            "needs a [redis] table",
+        ),
+        (
+            "{ store = ‸\"both\" }",
+            "",
+            "store",
+            "needs a [redis] table",
+        ),
+        ("{ store = ‸\"disk\" }", "", "store", "unknown store"),
+        (
+            "{ lock_timeout = ‸\"0s\" }",
+            "",
+            "lock_timeout",
+            "greater than zero",
+        ),
+        (
+            "{ stale_while_revalidate = ‸\"10\" }",
+            "",
+            "stale_while_revalidate",
+            "invalid duration",
+        ),
+        ("{ ‸ttl = \"10s\" }", "", "ttl", "unknown field"),
+        ("‸\"yes\"", "", "cache", "true, false or a table"),
+        (
+            "true",
+            "[cache]\nmemory = ‸\"12\"",
+            "memory",
+            "invalid size",
+        ),
+        (
+            "true",
+            "[cache]\nmemory = ‸\"12KiB\"",
+            "memory",
+            "at least 1MiB",
+        ),
+        (
+            "true",
+            "[cache]\nmemory = \"2MiB\"\nmax_object_size = ‸\"4MiB\"",
+            "max_object_size",
+            "at most `memory`",
+        ),
+        (
+            "true",
+            "[redis]\nurl = ‸\"http://127.0.0.1\"",
+            "url",
+            "unsupported scheme",
+        ),
+        (
+            "true",
+            "[redis]\nurl = ‸\"redis://127.0.0.1:0\"",
+            "url",
+            "invalid port",
+        ),
+        (
+            "true",
+            "[redis]\nurl = ‸\"redis://127.0.0.1/x\"",
+            "url",
+            "invalid database",
+        ),
+        (
+            "true",
+            "[redis]\nurl = \"redis://127.0.0.1\"\ntimeout = ‸\"0ms\"",
+            "timeout",
+            "greater than zero",
+        ),
+        (
+            "true",
+            "[redis]\nurl = \"redis://127.0.0.1\"\nkey_prefix = ‸\"a b\"",
+            "key_prefix",
+            "visible ASCII",
+        ),
+    ] {
+        let (text, line, column) = marked(&cached(cache, extra));
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
+    }
+}
+
 // === listeners ===
 
 #[test]
