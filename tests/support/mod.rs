@@ -1,7 +1,7 @@
 //! Helpers shared by the socket-level tests: in-process backends, a weir started on
 //! `127.0.0.1:0`, an HTTP client and a raw TCP client for bytes hyper would refuse
-//! to send; the weir binary run as a child process ([`process`]); and a real
-//! `redis-server` ([`redis`]).
+//! to send; the weir binary run as a child process ([`process`]); a real
+//! `redis-server` ([`redis`]); and samples read out of the metrics ([`metrics`]).
 //!
 //! Every wait is bounded (`within`) so that a hang fails the test instead of
 //! blocking the suite; nothing here sleeps to synchronise.
@@ -10,6 +10,7 @@
 
 pub mod dns;
 pub mod marks;
+pub mod metrics;
 pub mod pki;
 pub mod process;
 pub mod redis;
@@ -363,6 +364,12 @@ impl Lb {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// The running weir's metrics in the Prometheus text format (counters and
+    /// cache gauges as `/metrics` gives them; backend gauges not refreshed).
+    pub fn metrics(&self) -> String {
+        self.running.control().metrics().encode()
+    }
 }
 
 /// Starts weir with `text`, where each `{name}` of `backends` is replaced by that
@@ -449,6 +456,11 @@ pub struct Reply {
 impl Reply {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first `name` header as text; `None` when absent or not text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
