@@ -600,8 +600,6 @@ backends = [{ address = "{app}" }]
 }
 
 #[tokio::test]
-#[ignore = "weir bug: a Range request goes to the backend before only-if-cached is \
-            looked at (src/cache/mod.rs, Cache::serve)"]
 async fn only_if_cached_with_a_range_on_a_miss_is_a_504_too() {
     let backend =
         spawn_backend(|_| async { answer(200, &[("cache-control", "max-age=60")], "0123456789") })

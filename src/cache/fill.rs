@@ -12,10 +12,12 @@
 //! Memory: while the response may still be stored, every chunk is kept (at
 //! most `max_object_size`); past that, chunks are dropped once every reader
 //! has them, and the fastest reader waits when the slowest lags a whole
-//! `max_object_size` behind.
+//! `max_object_size` behind. All fills together keep at most a budget of bytes
+//! for storing: past it, a fill streams on without being stored.
 
 use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -44,6 +46,11 @@ pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
 #[derive(Debug)]
 pub struct Fills {
     shards: Box<[Mutex<Shard>]>,
+    /// Bytes every fill holds, together.
+    held: Arc<AtomicU64>,
+    /// Past this many bytes held by all fills, a fill stops keeping its body
+    /// to store it and streams it on instead.
+    budget: u64,
 }
 
 type Shard = HashMap<Arc<str>, Arc<Fill>>;
@@ -102,6 +109,15 @@ struct State {
     end: Option<End>,
     readers: Slab<Reader>,
     on_complete: Option<OnComplete>,
+    /// The bytes all fills hold, and their budget.
+    held: Arc<AtomicU64>,
+    budget: u64,
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.retained, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for State {
@@ -123,15 +139,16 @@ struct Reader {
     waker: Option<Waker>,
 }
 
-impl Default for Fills {
-    fn default() -> Self {
+impl Fills {
+    /// Fills that hold at most `budget` bytes together.
+    pub fn new(budget: u64) -> Self {
         Fills {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            held: Arc::default(),
+            budget,
         }
     }
-}
 
-impl Fills {
     fn shard(&self, key: &str) -> &Mutex<Shard> {
         let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize;
         &self.shards[hash % SHARDS]
@@ -159,6 +176,8 @@ impl Fills {
                 end: None,
                 readers: Slab::new(),
                 on_complete: None,
+                held: self.held.clone(),
+                budget: self.budget,
             }),
             head_published: Notify::new(),
         });
@@ -216,10 +235,7 @@ impl Fill {
         if !joinable || state.end == Some(End::Broken) {
             return None;
         }
-        let id = state.readers.insert(Reader {
-            position: 0,
-            waker: None,
-        });
+        let id = state.add_reader();
         Some(FillBody {
             fill: self.clone(),
             id,
@@ -247,32 +263,43 @@ impl Leader {
     ) -> FillBody {
         let fill = self.fill.take().expect("a leader publishes once");
         let size = content_length(&head.headers);
-        {
+        let reader = {
             let mut state = lock(&fill.state);
             state.storing = on_complete.is_some();
             state.on_complete = on_complete;
             state.source = Some(source);
             state.phase = Phase::Ready(Arc::new(head));
-        }
+            // The leader reads before any waiter can come and go: a fill is
+            // never left without a reader in between.
+            state.add_reader()
+        };
         fill.head_published.notify_waiters();
-        let mut reader = fill.reader().expect("a fresh fill has its whole body");
-        reader.size = size;
-        reader
+        FillBody {
+            fill,
+            id: reader,
+            position: 0,
+            size,
+        }
     }
 
     /// Shares `head` with a body already whole (a stored one revalidated).
     pub fn publish_whole(mut self, head: FillHead, body: Bytes) -> FillBody {
         let fill = self.fill.take().expect("a leader publishes once");
-        {
+        let id = {
             let mut state = lock(&fill.state);
             state.total = body.len() as u64;
-            state.retained = state.total;
-            state.chunks.push_back(body);
+            state.keep(body);
             state.end = Some(End::Complete);
             state.phase = Phase::Ready(Arc::new(head));
-        }
+            state.add_reader()
+        };
         fill.head_published.notify_waiters();
-        let reader = fill.reader().expect("a whole fill can be read");
+        let reader = FillBody {
+            fill: fill.clone(),
+            id,
+            position: 0,
+            size: None,
+        };
         // Later requests find the stored response; this fill only serves
         // those already waiting.
         fill.unlist();
@@ -326,11 +353,13 @@ struct After {
 
 impl After {
     fn run(self, fill: &Arc<Fill>) {
-        if self.unlist {
-            fill.unlist();
-        }
+        // Stored before unlisted: a request that no longer finds the fill
+        // finds the stored response.
         if let Some((on_complete, chunks)) = self.complete {
             on_complete(concat(chunks));
+        }
+        if self.unlist {
+            fill.unlist();
         }
         for waker in self.wake {
             waker.wake();
@@ -357,6 +386,21 @@ impl State {
             .filter(|(id, _)| *id != except)
             .filter_map(|(_, r)| r.waker.take())
             .collect()
+    }
+
+    fn add_reader(&mut self) -> usize {
+        self.readers.insert(Reader {
+            position: 0,
+            waker: None,
+        })
+    }
+
+    /// Keeps a chunk; returns the bytes all fills hold now.
+    fn keep(&mut self, chunk: Bytes) -> u64 {
+        let len = chunk.len() as u64;
+        self.retained += len;
+        self.chunks.push_back(chunk);
+        self.held.fetch_add(len, Ordering::Relaxed) + len
     }
 
     /// The body arrived whole: store it if it may be, end every reader.
@@ -387,6 +431,7 @@ impl State {
                 break;
             };
             self.retained -= chunk.len() as u64;
+            self.held.fetch_sub(chunk.len() as u64, Ordering::Relaxed);
             self.first += 1;
             trimmed = true;
         }
@@ -413,7 +458,7 @@ impl Body for FillBody {
                     state.readers[this.id].position = this.position;
                     if state.trim() {
                         // A reader held back by the window may go on.
-                        after.wake = state.others(this.id);
+                        after.wake.extend(state.others(this.id));
                     }
                     break Poll::Ready(Some(Ok(Frame::data(chunk))));
                 }
@@ -438,9 +483,8 @@ impl Body for FillBody {
                             && !data.is_empty()
                         {
                             state.total += data.len() as u64;
-                            state.retained += data.len() as u64;
-                            state.chunks.push_back(data);
-                            if state.storing && state.total > state.limit {
+                            let held = state.keep(data);
+                            if state.storing && (state.total > state.limit || held > state.budget) {
                                 // Too large to store: no one joins any more.
                                 state.storing = false;
                                 state.on_complete = None;
@@ -451,7 +495,7 @@ impl Body for FillBody {
                             if state.source.as_ref().is_some_and(|s| s.is_end_stream()) {
                                 state.complete(&mut after);
                             }
-                            after.wake = state.others(this.id);
+                            after.wake.extend(state.others(this.id));
                         }
                     }
                     Poll::Ready(Some(Err(_))) => {
@@ -459,11 +503,11 @@ impl Body for FillBody {
                         state.source = None;
                         state.on_complete = None;
                         after.unlist = true;
-                        after.wake = state.others(this.id);
+                        after.wake.extend(state.others(this.id));
                     }
                     Poll::Ready(None) => {
                         state.complete(&mut after);
-                        after.wake = state.others(this.id);
+                        after.wake.extend(state.others(this.id));
                     }
                     Poll::Pending => {
                         state.readers[this.id].waker = Some(cx.waker().clone());
@@ -504,12 +548,14 @@ impl Drop for FillBody {
                 state.end = Some(End::Broken);
                 state.source = None;
                 state.on_complete = None;
+                let dropped = std::mem::take(&mut state.retained);
+                state.held.fetch_sub(dropped, Ordering::Relaxed);
                 state.chunks.clear();
                 after.unlist = true;
             } else {
                 state.trim();
                 // This reader may have been the one the source would wake.
-                after.wake = state.others(self.id);
+                after.wake.extend(state.others(self.id));
             }
         }
         after.run(&self.fill);

@@ -123,8 +123,8 @@ impl Cache {
             Cache {
                 memory: MemoryStore::new(settings.memory, metrics.cache_store("memory")),
                 shared: redis.map(|redis| SharedTier::new(redis, metrics)),
+                fills: Arc::new(Fills::new(fill_budget(&settings))),
                 settings,
-                fills: Arc::default(),
                 follower,
             }
         })
@@ -285,19 +285,19 @@ impl Cache {
                     "hit; detail=stale-while-revalidate",
                 ))
             }
-            (_, _) if request.headers().contains_key(header::RANGE) => {
-                // Parts are served from whole stored responses only; a range
-                // the store cannot give goes to the backend and is not stored.
-                route.results.bypass.inc();
-                let response = origin.send(request).await?;
-                Ok(pass(response, "fwd=bypass; detail=range"))
-            }
             (_, _) if directives.only_if_cached => {
                 route.results.miss.inc();
                 let mut response = Response::new(CacheBody::Stored(None));
                 *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
                 add_status(response.headers_mut(), "detail=only-if-cached");
                 Ok(response)
+            }
+            (_, _) if request.headers().contains_key(header::RANGE) => {
+                // Parts are served from whole stored responses only; a range
+                // the store cannot give goes to the backend and is not stored.
+                route.results.bypass.inc();
+                let response = origin.send(request).await?;
+                Ok(pass(response, "fwd=bypass; detail=range"))
             }
             (stored, usable) => {
                 let stale_if_error = matches!(
@@ -456,8 +456,9 @@ impl Cache {
             Ok(response) => response,
         };
         let status = response.status();
+        // RFC 5861 §4: an error is a 500, 502, 503 or 504.
         if let Some(stale) = stale
-            && status.is_server_error()
+            && matches!(status.as_u16(), 500 | 502 | 503 | 504)
         {
             route.results.stale.inc();
             let detail = format!(
@@ -482,7 +483,7 @@ impl Cache {
                 route.settings.default_ttl,
             ));
             drop(response);
-            if refreshed.directives.no_store {
+            if !refreshed.still_storable() {
                 self.invalidate(route.settings, &key);
             } else {
                 self.keep(route.settings, &key, refreshed.clone());
@@ -640,7 +641,11 @@ impl Cache {
                 response_time,
                 route.default_ttl,
             );
-            self.keep(route, &key, Arc::new(refreshed));
+            if refreshed.still_storable() {
+                self.keep(route, &key, Arc::new(refreshed));
+            } else {
+                self.invalidate(route, &key);
+            }
             return;
         }
         if storage_plan(
@@ -675,6 +680,12 @@ impl Cache {
     pub fn settle(&self) {
         self.memory.settle();
     }
+}
+
+/// Bytes all fills in progress may keep to store: a quarter of the store's
+/// size, and at least one object.
+fn fill_budget(settings: &CacheConfig) -> u64 {
+    (settings.memory / 4).max(settings.max_object_size)
 }
 
 /// Whether a purge of `host` (lowercase) with `path` or `prefix` takes `key`.
@@ -762,10 +773,24 @@ fn storage_plan(
     } else if directives.no_store {
         return None;
     }
+    // Answers to this request's own preconditions or shape, which another
+    // request must never get: a 412 for an If-Match, a 416 for a Range, a 431
+    // for its headers (cache-poisoning denial of service otherwise).
     if matches!(
         status,
-        StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
-    ) || directives.private
+        StatusCode::PARTIAL_CONTENT
+            | StatusCode::NOT_MODIFIED
+            | StatusCode::PRECONDITION_FAILED
+            | StatusCode::RANGE_NOT_SATISFIABLE
+            | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    ) || [
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|name| request_headers.contains_key(name))
+        || directives.private
         || object::has_set_cookie(headers)
     {
         return None;
@@ -783,6 +808,12 @@ fn storage_plan(
         return None;
     }
     if response.body().size_hint().lower() > max_object_size {
+        return None;
+    }
+    // An HTTP/1.0 body ends when the connection does: a cut could not be told
+    // from the end, so only one with a length is stored.
+    if response.version() == http::Version::HTTP_10 && !headers.contains_key(header::CONTENT_LENGTH)
+    {
         return None;
     }
     // A response never fresh, without validators and without a stale window

@@ -106,6 +106,12 @@ impl Stored {
         self.vary.matches(request_headers)
     }
 
+    /// Whether a refreshed response may still be kept: a 304 can turn it
+    /// `private` or `no-store`.
+    pub fn still_storable(&self) -> bool {
+        !(self.directives.no_store || self.directives.private || has_set_cookie(&self.headers))
+    }
+
     pub fn has_validators(&self) -> bool {
         self.headers.contains_key(header::ETAG) || self.headers.contains_key(header::LAST_MODIFIED)
     }
@@ -194,6 +200,9 @@ impl Stored {
     ) -> Stored {
         let mut update = not_modified.clone();
         strip_unstored(&mut update);
+        // A cookie in a 304 is meant for the client that asked, never for
+        // everyone the stored response answers.
+        update.remove(header::SET_COOKIE);
         let mut headers = self.headers.clone();
         let mut replaced: Vec<HeaderName> = Vec::new();
         for (name, value) in &update {
@@ -305,7 +314,12 @@ impl Vary {
 pub(super) fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for value in headers.get_all(name) {
-        let text = String::from_utf8_lossy(value.as_bytes());
+        // Bytes that are not UTF-8 are escaped, not replaced: two different
+        // values never select the same variant.
+        let text = match value.to_str() {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => std::borrow::Cow::Owned(value.as_bytes().escape_ascii().to_string()),
+        };
         for item in text.split(',') {
             let out = out.get_or_insert_with(String::new);
             if !out.is_empty() {

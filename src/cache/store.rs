@@ -2,6 +2,7 @@
 //! (one per set of `Vary` values), bounded by bytes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::HeaderMap;
 use moka::notification::RemovalCause;
@@ -32,6 +33,9 @@ impl Variants {
 pub struct MemoryStore {
     entries: moka::sync::Cache<Arc<str>, Arc<Variants>>,
     metrics: StoreMetrics,
+    /// Bytes held: inserted and not yet evicted.
+    held: Arc<AtomicI64>,
+    capacity: u64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -45,15 +49,17 @@ impl std::fmt::Debug for MemoryStore {
 impl MemoryStore {
     pub fn new(capacity: u64, metrics: StoreMetrics) -> Self {
         let listener_metrics = metrics.clone();
+        let held = Arc::new(AtomicI64::new(0));
+        let listener_held = held.clone();
         let entries = moka::sync::Cache::builder()
             .max_capacity(capacity)
             .weigher(|_key: &Arc<str>, value: &Arc<Variants>| {
                 u32::try_from(value.weight()).unwrap_or(u32::MAX)
             })
             .eviction_listener(move |_key, value: Arc<Variants>, cause| {
-                listener_metrics
-                    .stored_bytes
-                    .sub(i64::try_from(value.weight()).unwrap_or(i64::MAX));
+                let weight = i64::try_from(value.weight()).unwrap_or(i64::MAX);
+                listener_held.fetch_sub(weight, Ordering::Relaxed);
+                listener_metrics.stored_bytes.sub(weight);
                 if cause == RemovalCause::Size {
                     listener_metrics.evictions.inc();
                 }
@@ -61,7 +67,12 @@ impl MemoryStore {
             .build();
         // A new store starts empty (a resized one replaces the old).
         metrics.stored_bytes.set(0);
-        MemoryStore { entries, metrics }
+        MemoryStore {
+            entries,
+            metrics,
+            held,
+            capacity,
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Variants>> {
@@ -88,11 +99,17 @@ impl MemoryStore {
                     );
                 }
                 let variants = Variants(variants);
-                metrics
-                    .stored_bytes
-                    .add(i64::try_from(variants.weight()).unwrap_or(i64::MAX));
+                let weight = i64::try_from(variants.weight()).unwrap_or(i64::MAX);
+                self.held.fetch_add(weight, Ordering::Relaxed);
+                metrics.stored_bytes.add(weight);
                 Op::Put(Arc::new(variants))
             });
+        // moka enforces its bound when it runs its pending work, which it
+        // does in batches: past the bound, run it now, so that the store
+        // never holds much more than `memory` between two batches.
+        if self.held.load(Ordering::Relaxed) > i64::try_from(self.capacity).unwrap_or(i64::MAX) {
+            self.entries.run_pending_tasks();
+        }
     }
 
     pub fn remove(&self, key: &str) {
