@@ -14,9 +14,20 @@ use std::time::{Duration, Instant};
 use prometheus::IntCounter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::RedisConfig;
+
+/// What a command is for: how long it may take, and what its failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// A request waits on it: `redis.timeout`, and skipped while Redis rests.
+    Lookup,
+    /// Written aside: a longer bound; skipped while Redis rests.
+    Write,
+    /// An operator's purge: a longer bound, tried even while Redis rests.
+    Purge,
+}
 
 /// After a failure, commands are not tried for this long.
 const BACKOFF: Duration = Duration::from_secs(1);
@@ -80,52 +91,80 @@ impl Redis {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Runs `cmd` within the timeout; `None` (counted on `errors`) when Redis
-    /// could not answer, or rests after a failure.
+    /// Runs `cmd` for a request that waits on it: within `redis.timeout`;
+    /// `None` (counted on `errors`) when Redis could not answer, or rests
+    /// after a failure.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd, errors: &IntCounter) -> Option<T> {
-        if self.resting() {
-            return None;
-        }
-        let mut connection = self.connection.clone();
-        let result =
-            tokio::time::timeout(self.config.timeout, cmd.query_async::<T>(&mut connection)).await;
-        self.settle(result, errors)
+        self.run(Use::Lookup, errors, |mut connection| async move {
+            cmd.query_async::<T>(&mut connection).await
+        })
+        .await
     }
 
-    /// As [`query`](Self::query), for a pipeline (one round trip).
+    /// As [`query`](Self::query), for a pipeline (one round trip), made for
+    /// `purpose`.
     pub async fn query_pipeline<T: FromRedisValue>(
         &self,
         pipeline: &Pipeline,
+        purpose: Use,
         errors: &IntCounter,
     ) -> Option<T> {
-        if self.resting() {
-            return None;
-        }
-        let mut connection = self.connection.clone();
-        let result = tokio::time::timeout(
-            self.config.timeout,
-            pipeline.query_async::<T>(&mut connection),
-        )
-        .await;
-        self.settle(result, errors)
+        self.run(purpose, errors, |mut connection| async move {
+            pipeline.query_async::<T>(&mut connection).await
+        })
+        .await
     }
 
-    fn settle<T>(
+    /// As [`query`](Self::query), for `purpose`.
+    pub async fn query_for<T: FromRedisValue>(
         &self,
-        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+        cmd: &Cmd,
+        purpose: Use,
         errors: &IntCounter,
     ) -> Option<T> {
-        match result {
+        self.run(purpose, errors, |mut connection| async move {
+            cmd.query_async::<T>(&mut connection).await
+        })
+        .await
+    }
+
+    async fn run<T, F, Fut>(&self, purpose: Use, errors: &IntCounter, command: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if purpose != Use::Purge && self.resting() {
+            return None;
+        }
+        let limit = match purpose {
+            Use::Lookup => self.config.timeout,
+            // Nobody waits on these: room for a large value, or a walk.
+            Use::Write | Use::Purge => (self.config.timeout * 10).max(Duration::from_secs(1)),
+        };
+        match tokio::time::timeout(limit, command(self.connection.clone())).await {
             Ok(Ok(value)) => {
                 self.succeeded();
                 Some(value)
             }
             Ok(Err(err)) => {
-                self.failed(errors, &err.to_string());
+                // A command Redis refused (a full Redis, a wrong type) says
+                // nothing of its availability; a lost connection does.
+                if err.is_io_error() || err.is_connection_dropped() || err.is_timeout() {
+                    self.failed(errors, &err.to_string());
+                } else {
+                    errors.inc();
+                    debug!(error = %err, "redis refused a command");
+                }
+                None
+            }
+            Err(_) if purpose == Use::Lookup => {
+                self.failed(errors, "no answer within redis.timeout");
                 None
             }
             Err(_) => {
-                self.failed(errors, "no answer within redis.timeout");
+                // A slow write is not a Redis down: lookups go on using it.
+                errors.inc();
+                debug!("a redis write took longer than its bound");
                 None
             }
         }

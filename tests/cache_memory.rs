@@ -135,7 +135,11 @@ async fn a_hundred_mib_of_objects_through_a_four_mib_store_evict_and_keep_the_pr
         assert_eq!(reply.body, body);
         answers.push(reply.header("cache-status").unwrap_or_default().to_owned());
     }
-    assert_eq!(answers.last().map(String::as_str), Some("weir; hit"), "{answers:?}");
+    assert_eq!(
+        answers.last().map(String::as_str),
+        Some("weir; hit"),
+        "{answers:?}"
+    );
 }
 
 #[tokio::test]

@@ -269,3 +269,124 @@ async fn a_redis_that_never_answers_costs_at_most_its_timeout() {
     assert_eq!(count.load(Ordering::SeqCst), 5);
     held.abort();
 }
+
+/// A backend whose answers vary on `Accept-Language` and carry it, fresh for a
+/// minute; a POST answers 204.
+async fn varying_backend() -> (Backend, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let backend = spawn_backend(move |request| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let language = request
+            .headers()
+            .get("accept-language")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let post = request.method() == hyper::Method::POST;
+        async move {
+            if post {
+                return text(204, "");
+            }
+            let mut response = text(200, format!("{language} #{n}"));
+            response
+                .headers_mut()
+                .insert("cache-control", "max-age=60".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("vary", "accept-language".parse().unwrap());
+            response
+        }
+    })
+    .await;
+    (backend, count)
+}
+
+async fn fetch_in(lb: &Lb, path: &str, language: &str) -> Reply {
+    let request = Request::get(lb.url(path))
+        .header("host", HOST)
+        .header("accept-language", language)
+        .body(empty())
+        .unwrap();
+    send(&client(), request).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_are_shared_and_an_invalidation_ends_them_all() {
+    let redis = RedisServer::start();
+    let (backend, count) = varying_backend().await;
+    let (first, _) = instance(backend.addr, &redis.url(), "").await;
+    let (second, _) = instance(backend.addr, &redis.url(), "").await;
+    assert_eq!(fetch_in(&first, "/v", "en").await.text(), "en #1");
+    until_redis_has(&redis, "weir:v:*").await;
+    assert_eq!(fetch_in(&first, "/v", "de").await.text(), "de #2");
+    within("both variants in redis", async {
+        while redis.command(&["KEYS", "weir:v:*"]).lines().count() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let en = fetch_in(&second, "/v", "en").await;
+    assert_eq!(
+        (en.text(), cache_status(&en)),
+        ("en #1".into(), "weir; hit".into())
+    );
+    let de = fetch_in(&second, "/v", "de").await;
+    assert_eq!(
+        (de.text(), cache_status(&de)),
+        ("de #2".into(), "weir; hit".into())
+    );
+
+    // A successful POST on the first ends every variant, in Redis and in the
+    // second's memory.
+    let post = Request::post(first.url("/v"))
+        .header("host", HOST)
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(&client(), post).await.status, 204);
+    within("the invalidation to reach the second instance", async {
+        loop {
+            let reply = fetch_in(&second, "/v", "de").await;
+            if reply.text() != "de #2" {
+                assert_eq!(cache_status(&reply), "weir; fwd=miss; stored");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The other variant is gone too: the old one is not found again in Redis.
+    let third = instance(backend.addr, &redis.url(), "").await.0;
+    let en = fetch_in(&third, "/v", "en").await;
+    assert_ne!(
+        en.text(),
+        "en #1",
+        "an invalidated variant came back from Redis"
+    );
+    assert!(count.load(Ordering::SeqCst) >= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_redis_is_a_miss_not_a_crash() {
+    let redis = RedisServer::start();
+    let (backend, count) = counting_backend().await;
+    let (lb, _) = instance(backend.addr, &redis.url(), "").await;
+    // Not weir's encoding; weir's magic with nonsense after it; a body length
+    // far beyond max_object_size.
+    let mut huge = b"WCO1".to_vec();
+    huge.extend_from_slice(&200u16.to_be_bytes());
+    huge.extend_from_slice(&[0u8; 24]);
+    huge.extend_from_slice(&0u32.to_be_bytes());
+    huge.extend_from_slice(&0u32.to_be_bytes());
+    huge.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    let huge = String::from_utf8_lossy(&huge).into_owned();
+    let values = ["hello", "WCO1\u{1}\u{2}", "WCV1", huge.as_str()];
+    for (n, value) in values.iter().enumerate() {
+        // A path of its own each: nothing in memory, so Redis is read.
+        let path = format!("/g{n}");
+        redis.command(&["SET", &format!("weir:c:http://{HOST}{path}"), value]);
+        let reply = fetch(&lb, &path).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.text(), format!("{path} #{}", n + 1));
+    }
+    assert_eq!(count.load(Ordering::SeqCst), values.len());
+}

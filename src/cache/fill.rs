@@ -46,6 +46,9 @@ pub type OnComplete = Box<dyn FnOnce(Bytes) + Send>;
 #[derive(Debug)]
 pub struct Fills {
     shards: Box<[Mutex<Shard>]>,
+    /// Keys being revalidated aside (stale-while-revalidate): one at a time
+    /// per key, apart from the fills so that no request waits on one.
+    revalidating: Box<[Mutex<std::collections::HashSet<Arc<str>>>]>,
     /// Bytes every fill holds, together.
     held: Arc<AtomicU64>,
     /// Past this many bytes held by all fills, a fill stops keeping its body
@@ -144,14 +147,24 @@ impl Fills {
     pub fn new(budget: u64) -> Self {
         Fills {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            revalidating: (0..SHARDS).map(|_| Mutex::default()).collect(),
             held: Arc::default(),
             budget,
         }
     }
 
     fn shard(&self, key: &str) -> &Mutex<Shard> {
-        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize;
-        &self.shards[hash % SHARDS]
+        &self.shards[shard_of(key)]
+    }
+
+    /// Marks `key` as revalidated aside, unless it already is; the mark goes
+    /// with the guard.
+    pub fn revalidation(self: &Arc<Self>, key: &Arc<str>) -> Option<Revalidation> {
+        let inserted = lock(&self.revalidating[shard_of(key)]).insert(key.clone());
+        inserted.then(|| Revalidation {
+            fills: self.clone(),
+            key: key.clone(),
+        })
     }
 
     /// Joins the fill of `key`, or leads a new one. `limit` is the largest body
@@ -190,6 +203,22 @@ impl Fills {
         if shard.get(&fill.key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
             shard.remove(&fill.key);
         }
+    }
+}
+
+fn shard_of(key: &str) -> usize {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes()) as usize % SHARDS
+}
+
+/// A key revalidated aside, until dropped.
+pub struct Revalidation {
+    fills: Arc<Fills>,
+    key: Arc<str>,
+}
+
+impl Drop for Revalidation {
+    fn drop(&mut self) {
+        lock(&self.fills.revalidating[shard_of(&self.key)]).remove(&self.key);
     }
 }
 

@@ -190,7 +190,10 @@ impl Cache {
         if shared.redis.resting() {
             return None;
         }
-        match tokio::time::timeout(shared.redis.config.timeout, shared.get(key, request)).await {
+        let limit = self.settings.max_object_size;
+        match tokio::time::timeout(shared.redis.config.timeout, shared.get(key, request, limit))
+            .await
+        {
             Ok(found) => found,
             Err(_) => {
                 shared.lookup_timed_out();
@@ -593,7 +596,7 @@ impl Cache {
         key: Arc<str>,
         stored: Arc<Stored>,
     ) {
-        let Joined::Lead(leader) = self.fills.join(&key, self.settings.max_object_size) else {
+        let Some(mark) = self.fills.revalidation(&key) else {
             return;
         };
         let mut headers = request.headers().clone();
@@ -614,8 +617,7 @@ impl Cache {
             {
                 debug!("background revalidation timed out");
             }
-            // Waiters that came meanwhile go on their own.
-            drop(leader);
+            drop(mark);
         });
     }
 

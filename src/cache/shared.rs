@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 use super::directives::ResponseDirectives;
 use super::object::{Stored, Vary};
 use crate::metrics::Metrics;
-use crate::redis_connection::Redis;
+use crate::redis_connection::{Redis, Use};
 
 /// The body is written in chunks of this size.
 const CHUNK: usize = 256 * 1024;
@@ -72,8 +72,10 @@ impl SharedTier {
     }
 
     /// The stored response of `key` that `request` selects, if Redis has it
-    /// and answers in time.
-    pub async fn get(&self, key: &str, request: &HeaderMap) -> Option<Stored> {
+    /// and answers in time. What Redis holds is checked as untrusted input:
+    /// a value that does not decode whole, within `limit` bytes of body, is a
+    /// miss.
+    pub async fn get(&self, key: &str, request: &HeaderMap, limit: u64) -> Option<Stored> {
         let redis = &self.redis;
         let first: Option<Vec<u8>> = redis
             .query(
@@ -83,8 +85,8 @@ impl SharedTier {
             .await?;
         let first = first?;
         let object = if first.starts_with(INDEX_MAGIC) {
-            let fields = decode_index(&first)?;
-            let variant_key = variant_key(key, &fields, request);
+            let (generation, fields) = decode_index(&first)?;
+            let variant_key = variant_key(key, generation, &fields, request);
             let object: Option<Vec<u8>> = redis
                 .query(
                     redis::cmd("GET").arg(redis.key(&[b"v:", &variant_key])),
@@ -95,7 +97,7 @@ impl SharedTier {
         } else {
             first
         };
-        let (mut stored, rest) = decode_object(&object)?;
+        let (mut stored, rest) = decode_object(&object, limit)?;
         if let Some((id, count, length)) = rest {
             let keys: Vec<Vec<u8>> = (1..=count)
                 .map(|n| redis.key(&[b"b:", format!("{id:016x}:{n}").as_bytes()]))
@@ -106,41 +108,88 @@ impl SharedTier {
             let mut body = BytesMut::with_capacity(length);
             body.extend_from_slice(&stored.body);
             for chunk in chunks {
-                body.extend_from_slice(&chunk?);
+                let chunk = chunk?;
+                if body.len() + chunk.len() > length {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
             }
             if body.len() != length {
                 return None;
             }
             stored.body = body.freeze();
         }
+        // A length that disagrees with the body would misframe the answer.
+        if let Some(declared) = stored.headers.get(http::header::CONTENT_LENGTH)
+            && declared.to_str().ok() != Some(stored.body.len().to_string().as_str())
+        {
+            return None;
+        }
         stored.vary.matches(request).then_some(stored)
     }
 
-    /// Writes `stored` under `key`, in one round trip, to expire once useless.
+    /// Writes `stored` under `key`, to expire once useless: one round trip
+    /// for a response without `Vary`; with one, the key's index of variants
+    /// (made once, with a generation that an invalidation ends) first.
     pub async fn put(&self, key: &str, stored: &Stored, ttl: Duration) {
         let redis = &self.redis;
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1000);
         let id: u64 = fastrand::u64(..);
         let (object, chunks) = encode_object(stored, id);
+        let index_key = redis.key(&[b"c:", key.as_bytes()]);
         let mut pipeline = redis::pipe();
         if stored.vary.0.is_empty() {
             pipeline
                 .cmd("SET")
-                .arg(redis.key(&[b"c:", key.as_bytes()]))
+                .arg(&index_key)
                 .arg(object)
                 .arg("PX")
                 .arg(ttl_ms)
                 .ignore();
         } else {
             let fields: Vec<&HeaderName> = stored.vary.0.iter().map(|(n, _)| n).collect();
-            let variant = variant_key_of(key, &stored.vary);
-            pipeline
+            let mut index = redis::pipe();
+            index
                 .cmd("SET")
-                .arg(redis.key(&[b"c:", key.as_bytes()]))
-                .arg(encode_index(&fields))
+                .arg(&index_key)
+                .arg(encode_index(fastrand::u64(..), &fields))
+                .arg("NX")
                 .arg("PX")
                 .arg(ttl_ms)
                 .ignore()
+                .cmd("PEXPIRE")
+                .arg(&index_key)
+                .arg(ttl_ms)
+                .arg("GT")
+                .ignore()
+                .cmd("GET")
+                .arg(&index_key);
+            let found: Option<(Option<Vec<u8>>,)> =
+                redis.query_pipeline(&index, Use::Write, &self.errors).await;
+            let current = found
+                .and_then(|(value,)| value)
+                .and_then(|v| decode_index(&v));
+            let generation = match current {
+                // The key's variants differ by these fields: this one joins them.
+                Some((generation, current)) if current.iter().eq(fields.iter().copied()) => {
+                    generation
+                }
+                // No index (a response without Vary was there), or another
+                // list of fields: a new index, the old variants let go.
+                _ => {
+                    let generation = fastrand::u64(..);
+                    pipeline
+                        .cmd("SET")
+                        .arg(&index_key)
+                        .arg(encode_index(generation, &fields))
+                        .arg("PX")
+                        .arg(ttl_ms)
+                        .ignore();
+                    generation
+                }
+            };
+            let variant = variant_key_of(key, generation, &stored.vary);
+            pipeline
                 .cmd("SET")
                 .arg(redis.key(&[b"v:", &variant]))
                 .arg(object)
@@ -157,10 +206,13 @@ impl SharedTier {
                 .arg(ttl_ms)
                 .ignore();
         }
-        let _: Option<()> = redis.query_pipeline(&pipeline, &self.errors).await;
+        let _: Option<()> = redis
+            .query_pipeline(&pipeline, Use::Write, &self.errors)
+            .await;
     }
 
-    /// Drops `key` from Redis and tells every instance to drop it from memory.
+    /// Drops `key` from Redis (its index, and with it every variant) and tells
+    /// every instance to drop it from memory.
     pub async fn invalidate(&self, key: &str) {
         let redis = &self.redis;
         let message = Dropped::Key {
@@ -175,7 +227,9 @@ impl SharedTier {
             .arg(redis.key(&[CHANNEL.as_bytes()]))
             .arg(serde_json::to_vec(&message).unwrap_or_default())
             .ignore();
-        let _: Option<()> = redis.query_pipeline(&pipeline, &self.errors).await;
+        let _: Option<()> = redis
+            .query_pipeline(&pipeline, Use::Write, &self.errors)
+            .await;
     }
 
     /// Drops from Redis every key `matches` selects among those of `host`,
@@ -202,13 +256,14 @@ impl SharedTier {
             // A bounded walk: SCAN returns every key present throughout.
             for _ in 0..100_000 {
                 let (next, keys): (u64, Vec<Vec<u8>>) = redis
-                    .query(
+                    .query_for(
                         redis::cmd("SCAN")
                             .arg(cursor)
                             .arg("MATCH")
                             .arg(&pattern)
                             .arg("COUNT")
                             .arg(1000),
+                        Use::Purge,
                         &self.purge_errors,
                     )
                     .await?;
@@ -222,7 +277,11 @@ impl SharedTier {
                     .collect();
                 if !doomed.is_empty() {
                     let _: Option<()> = redis
-                        .query(redis::cmd("UNLINK").arg(&doomed), &self.purge_errors)
+                        .query_for(
+                            redis::cmd("UNLINK").arg(&doomed),
+                            Use::Purge,
+                            &self.purge_errors,
+                        )
                         .await;
                     removed += doomed.len();
                 }
@@ -233,10 +292,11 @@ impl SharedTier {
             }
         }
         let _: Option<i64> = redis
-            .query(
+            .query_for(
                 redis::cmd("PUBLISH")
                     .arg(redis.key(&[CHANNEL.as_bytes()]))
                     .arg(serde_json::to_vec(message).unwrap_or_default()),
+                Use::Purge,
                 &self.purge_errors,
             )
             .await;
@@ -310,18 +370,21 @@ pub fn time_to_keep(
     }
 }
 
-fn variant_key(key: &str, fields: &[HeaderName], request: &HeaderMap) -> Vec<u8> {
+fn variant_key(key: &str, generation: u64, fields: &[HeaderName], request: &HeaderMap) -> Vec<u8> {
     let vary = Vary(
         fields
             .iter()
             .map(|name| (name.clone(), super::object::normalised(request, name)))
             .collect(),
     );
-    variant_key_of(key, &vary)
+    variant_key_of(key, generation, &vary)
 }
 
-fn variant_key_of(key: &str, vary: &Vary) -> Vec<u8> {
+/// `<key>\n<generation>` then each field and value: the variant's key under
+/// the index generation it belongs to.
+fn variant_key_of(key: &str, generation: u64, vary: &Vary) -> Vec<u8> {
     let mut out = key.as_bytes().to_vec();
+    out.extend_from_slice(format!("\n{generation:016x}").as_bytes());
     for (name, value) in &vary.0 {
         out.push(b'\n');
         out.extend_from_slice(name.as_str().as_bytes());
@@ -352,8 +415,9 @@ fn millis(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn encode_index(fields: &[&HeaderName]) -> Vec<u8> {
+fn encode_index(generation: u64, fields: &[&HeaderName]) -> Vec<u8> {
     let mut out = INDEX_MAGIC.to_vec();
+    put_u64(&mut out, generation);
     put_u32(&mut out, fields.len());
     for name in fields {
         put_u16(&mut out, name.as_str().len());
@@ -362,16 +426,24 @@ fn encode_index(fields: &[&HeaderName]) -> Vec<u8> {
     out
 }
 
-fn decode_index(data: &[u8]) -> Option<Vec<HeaderName>> {
+fn decode_index(data: &[u8]) -> Option<(u64, Vec<HeaderName>)> {
     let mut r = Reader(data.strip_prefix(INDEX_MAGIC)?);
+    let generation = r.u64()?;
     let count = r.u32()?;
-    let mut fields = Vec::with_capacity(count.min(64));
+    if count > MAX_VARY_FIELDS {
+        return None;
+    }
+    let mut fields = Vec::with_capacity(count);
     for _ in 0..count {
         let len = r.u16()?;
         fields.push(HeaderName::from_bytes(r.take(len)?).ok()?);
     }
-    Some(fields)
+    r.0.is_empty().then_some((generation, fields))
 }
+
+/// Caps on what a value read from Redis may hold.
+const MAX_VARY_FIELDS: usize = 64;
+const MAX_HEADERS: usize = 512;
 
 /// The object (head and first chunk) and the chunks of the rest.
 fn encode_object(stored: &Stored, id: u64) -> (Vec<u8>, Vec<Bytes>) {
@@ -424,14 +496,26 @@ fn encode_object(stored: &Stored, id: u64) -> (Vec<u8>, Vec<Bytes>) {
 type Chunks = (u64, usize, usize);
 
 /// A stored response with its first chunk, and the chunks still to read.
-fn decode_object(data: &[u8]) -> Option<(Stored, Option<Chunks>)> {
+fn decode_object(data: &[u8], limit: u64) -> Option<(Stored, Option<Chunks>)> {
     let mut r = Reader(data.strip_prefix(OBJECT_MAGIC)?);
     let status = StatusCode::from_u16(r.u16()? as u16).ok()?;
+    // Only what weir stores: a final status, never a partial or a 304.
+    if !(200..600).contains(&status.as_u16())
+        || matches!(
+            status,
+            StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+        )
+    {
+        return None;
+    }
     let response_time = UNIX_EPOCH + Duration::from_millis(r.u64()?);
     let initial_age = Duration::from_millis(r.u64()?);
     let lifetime = Duration::from_millis(r.u64()?);
     let vary_count = r.u32()?;
-    let mut vary = Vec::with_capacity(vary_count.min(64));
+    if vary_count > MAX_VARY_FIELDS {
+        return None;
+    }
+    let mut vary = Vec::with_capacity(vary_count);
     for _ in 0..vary_count {
         let len = r.u16()?;
         let name = HeaderName::from_bytes(r.take(len)?).ok()?;
@@ -445,7 +529,10 @@ fn decode_object(data: &[u8]) -> Option<(Stored, Option<Chunks>)> {
         vary.push((name, value));
     }
     let header_count = r.u32()?;
-    let mut headers = HeaderMap::with_capacity(header_count.min(256));
+    if header_count > MAX_HEADERS {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(header_count);
     for _ in 0..header_count {
         let len = r.u16()?;
         let name = HeaderName::from_bytes(r.take(len)?).ok()?;
@@ -453,15 +540,24 @@ fn decode_object(data: &[u8]) -> Option<(Stored, Option<Chunks>)> {
         let value = HeaderValue::from_bytes(r.take(len)?).ok()?;
         headers.append(name, value);
     }
-    let length = usize::try_from(r.u64()?).ok()?;
+    let length = r.u64()?;
+    if length > limit {
+        return None;
+    }
+    let length = usize::try_from(length).ok()?;
     let id = r.u64()?;
     let chunks = r.u32()?;
     let first = r.u32()?;
-    let body = Bytes::copy_from_slice(r.take(first)?);
-    let rest = (chunks > 0).then_some((id, chunks, length));
-    if chunks == 0 && body.len() != length {
+    // The chunking weir writes, exactly: a first chunk of up to CHUNK bytes,
+    // then as many chunks as the rest needs.
+    if first != length.min(CHUNK) || chunks != length.saturating_sub(CHUNK).div_ceil(CHUNK) {
         return None;
     }
+    let body = Bytes::copy_from_slice(r.take(first)?);
+    if !r.0.is_empty() {
+        return None;
+    }
+    let rest = (chunks > 0).then_some((id, chunks, length));
     let directives = ResponseDirectives::of(&headers);
     let stored = Stored {
         status,
@@ -528,7 +624,7 @@ mod tests {
         let stored = sample(100);
         let (encoded, chunks) = encode_object(&stored, 7);
         assert!(chunks.is_empty());
-        let (decoded, rest) = decode_object(&encoded).unwrap();
+        let (decoded, rest) = decode_object(&encoded, u64::MAX).unwrap();
         assert!(rest.is_none());
         assert_eq!(decoded.status, stored.status);
         assert_eq!(decoded.headers, stored.headers);
@@ -544,7 +640,7 @@ mod tests {
         let (encoded, chunks) = encode_object(&stored, 9);
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[1].len(), 10);
-        let (decoded, rest) = decode_object(&encoded).unwrap();
+        let (decoded, rest) = decode_object(&encoded, u64::MAX).unwrap();
         assert_eq!(rest, Some((9, 2, CHUNK * 2 + 10)));
         assert_eq!(decoded.body.len(), CHUNK);
     }
@@ -553,13 +649,15 @@ mod tests {
     fn truncated_or_foreign_values_are_misses() {
         let (encoded, _) = encode_object(&sample(100), 1);
         for cut in [0, 3, 10, 40, encoded.len() - 1] {
-            assert!(decode_object(&encoded[..cut]).is_none(), "{cut}");
+            assert!(decode_object(&encoded[..cut], u64::MAX).is_none(), "{cut}");
         }
-        assert!(decode_object(b"hello world").is_none());
-        let index = encode_index(&[&HeaderName::from_static("accept")]);
+        assert!(decode_object(b"hello world", u64::MAX).is_none());
+        // Over the limit, or a length the chunks do not add up to: a miss.
+        assert!(decode_object(&encoded, 99).is_none());
+        let index = encode_index(5, &[&HeaderName::from_static("accept")]);
         assert_eq!(
             decode_index(&index).unwrap(),
-            vec![HeaderName::from_static("accept")]
+            (5, vec![HeaderName::from_static("accept")])
         );
         assert!(decode_index(&index[..index.len() - 1]).is_none());
     }
