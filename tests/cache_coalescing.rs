@@ -39,25 +39,16 @@ async fn start_cached(cache: &str, backend: &Backend) -> Lb {
     start_lb(&text, &[("app", backend.addr)]).await
 }
 
-fn results(lb: &Lb, result: &str) -> f64 {
-    sample(
-        &lb.metrics(),
-        "weir_cache_requests_total",
-        &[("route", "site"), ("result", result)],
-    )
-    .unwrap_or(0.0)
-}
-
 /// Waits until `count` requests joined a fill led by another.
 async fn until_coalesced(lb: &Lb, count: usize) {
     let what = format!("{count} requests to join the fill in progress");
     within(&what, async {
-        while results(lb, "coalesced") < count as f64 {
+        while lb.cache_results("site", "coalesced") < count as f64 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await;
-    assert_eq!(results(lb, "coalesced"), count as f64);
+    assert_eq!(lb.cache_results("site", "coalesced"), count as f64);
 }
 
 /// Waits until `count` client responses were finished or abandoned (their
@@ -163,8 +154,8 @@ async fn a_hundred_concurrent_misses_reach_the_backend_once() {
     assert_eq!((stored, collapsed), (1, CLIENTS - 1));
     assert_eq!(backend.request_count(), 1);
     assert!(arrived.try_recv().is_err());
-    assert_eq!(results(&lb, "miss"), 1.0);
-    assert_eq!(results(&lb, "coalesced"), (CLIENTS - 1) as f64);
+    assert_eq!(lb.cache_results("site", "miss"), 1.0);
+    assert_eq!(lb.cache_results("site", "coalesced"), (CLIENTS - 1) as f64);
 
     let after = get(&client(), &lb.url("/cold"), Some("cache.test")).await;
     assert_eq!(after.header("cache-status"), Some("weir; hit"));
@@ -416,5 +407,5 @@ async fn a_waiter_goes_on_its_own_after_lock_timeout() {
         assert_eq!(response.status, 200);
         assert!(response.body == body);
     }
-    assert_eq!(results(&lb, "coalesced"), 0.0);
+    assert_eq!(lb.cache_results("site", "coalesced"), 0.0);
 }

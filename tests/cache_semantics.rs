@@ -20,7 +20,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{Notify, mpsc};
 
-use support::metrics::sample;
 use support::*;
 
 type HttpClient = Client<HttpConnector, Body>;
@@ -67,16 +66,6 @@ fn received(backend: &Backend, path: &str) -> usize {
     backend.paths().iter().filter(|p| *p == path).count()
 }
 
-/// The count of the cache result `result` of route `site`.
-fn results(lb: &Lb, result: &str) -> f64 {
-    sample(
-        &lb.metrics(),
-        "weir_cache_requests_total",
-        &[("route", "site"), ("result", result)],
-    )
-    .unwrap_or(0.0)
-}
-
 /// Waits until the response stored for `url` is stale: a request that takes
 /// only a stored answer is then refused with 504 (while fresh, it gets a 200).
 /// Reaches no backend.
@@ -121,8 +110,8 @@ async fn a_miss_is_stored_then_answered_as_a_hit_with_its_age() {
     assert!(age < 60, "Age {age} of a response stored just now");
 
     assert_eq!(backend.request_count(), 1, "the hit reached the backend");
-    assert_eq!(results(&lb, "miss"), 1.0);
-    assert_eq!(results(&lb, "hit"), 1.0);
+    assert_eq!(lb.cache_results("site", "miss"), 1.0);
+    assert_eq!(lb.cache_results("site", "hit"), 1.0);
 }
 
 #[tokio::test]
@@ -158,7 +147,7 @@ async fn no_store_private_set_cookie_and_vary_star_are_not_stored() {
             "{path} was answered by the cache"
         );
     }
-    assert_eq!(results(&lb, "hit"), 0.0);
+    assert_eq!(lb.cache_results("site", "hit"), 0.0);
 }
 
 #[tokio::test]
@@ -288,7 +277,7 @@ async fn a_stale_response_is_revalidated_and_updated_by_a_304() {
         cache_status(&revalidated),
         "weir; fwd=stale; fwd-status=304"
     );
-    assert_eq!(results(&lb, "revalidated"), 1.0);
+    assert_eq!(lb.cache_results("site", "revalidated"), 1.0);
 
     // Fresh again for 60 s, with the 304's fields.
     let hit = get(&client, &url, None).await;
@@ -762,7 +751,7 @@ async fn stale_if_error_answers_the_stale_copy_while_the_backend_fails() {
         "{}",
         cache_status(&gone)
     );
-    assert!(results(&lb, "stale") >= 2.0);
+    assert!(lb.cache_results("site", "stale") >= 2.0);
 }
 
 #[tokio::test]

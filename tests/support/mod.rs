@@ -370,6 +370,16 @@ impl Lb {
     pub fn metrics(&self) -> String {
         self.running.control().metrics().encode()
     }
+
+    /// How many requests of `route` the cache answered with `result`.
+    pub fn cache_results(&self, route: &str, result: &str) -> f64 {
+        metrics::sample(
+            &self.metrics(),
+            "weir_cache_requests_total",
+            &[("route", route), ("result", result)],
+        )
+        .unwrap_or(0.0)
+    }
 }
 
 /// Starts weir with `text`, where each `{name}` of `backends` is replaced by that
