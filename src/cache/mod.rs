@@ -241,10 +241,10 @@ impl Cache {
             .flatten()
             .and_then(|variants| variants.select(request.headers()).cloned());
         // Not fresh here: another instance may have a fresher copy in Redis.
-        let fresh_here = stored
+        let mut usable = stored
             .as_ref()
-            .is_some_and(|s| matches!(s.usable(&directives, now, route.settings), Usable::Fresh));
-        if !fresh_here
+            .map(|stored| stored.usable(&directives, now, route.settings));
+        if usable != Some(Usable::Fresh)
             && route.settings.store.redis()
             && let Some(found) = self.shared_get(&key, request.headers()).await
             && stored
@@ -255,11 +255,9 @@ impl Cache {
             if route.settings.store.memory() {
                 self.memory.insert(&key, found.clone());
             }
+            usable = Some(found.usable(&directives, now, route.settings));
             stored = Some(found);
         }
-        let usable = stored
-            .as_ref()
-            .map(|stored| stored.usable(&directives, now, route.settings));
         match (stored, usable) {
             (Some(stored), Some(Usable::Fresh | Usable::StaleAccepted)) => {
                 let stale = usable == Some(Usable::StaleAccepted);
@@ -709,12 +707,21 @@ fn purge_matches(key: &str, host: &str, path: Option<&str>, prefix: Option<&str>
 /// HEAD shares GET's key.
 fn key_of(request: &Request<RequestBody>) -> Arc<str> {
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    Arc::from(format!("{}{target}", scheme_host(request.headers())))
+    let mut key = String::with_capacity(64 + target.len());
+    push_scheme_host(&mut key, request.headers());
+    key.push_str(target);
+    Arc::from(key)
 }
 
 /// `scheme://host` of a request as the proxy rewrote it (`X-Forwarded-Proto`
 /// set, `Host` passed through).
 fn scheme_host(headers: &HeaderMap) -> String {
+    let mut out = String::with_capacity(64);
+    push_scheme_host(&mut out, headers);
+    out
+}
+
+fn push_scheme_host(out: &mut String, headers: &HeaderMap) {
     let scheme = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -723,7 +730,9 @@ fn scheme_host(headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    format!("{scheme}://{}", host.to_ascii_lowercase())
+    out.push_str(scheme);
+    out.push_str("://");
+    out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
 }
 
 /// The key of a `Location` / `Content-Location` target, when it is on the
@@ -839,14 +848,31 @@ fn pass(response: Response<ResponseBody>, status: &str) -> Response<CacheBody> {
 /// Appends weir's entry to `Cache-Status`, after those of caches nearer the
 /// origin (RFC 9211 §2).
 fn add_status(headers: &mut HeaderMap, status: &str) {
-    let entry = format!("weir; {status}");
-    let value = match headers.get(&CACHE_STATUS).and_then(|v| v.to_str().ok()) {
-        Some(before) if !before.trim().is_empty() => format!("{before}, {entry}"),
-        _ => entry,
+    let before = headers
+        .get(&CACHE_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|b| !b.is_empty());
+    let value = match (before, status) {
+        // The answers of every hit and miss, without formatting.
+        (None, "hit") => HeaderValue::from_static("weir; hit"),
+        (None, "fwd=miss; stored") => HeaderValue::from_static("weir; fwd=miss; stored"),
+        (None, "fwd=miss; collapsed") => HeaderValue::from_static("weir; fwd=miss; collapsed"),
+        (before, status) => {
+            let mut value = String::with_capacity(64);
+            if let Some(before) = before {
+                value.push_str(before);
+                value.push_str(", ");
+            }
+            value.push_str("weir; ");
+            value.push_str(status);
+            match HeaderValue::from_str(&value) {
+                Ok(value) => value,
+                Err(_) => return,
+            }
+        }
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(CACHE_STATUS.clone(), value);
-    }
+    headers.insert(CACHE_STATUS.clone(), value);
 }
 
 /// An answer from a stored response: the whole of it, its head for a HEAD, or
