@@ -183,14 +183,39 @@ def all_cpu_ticks():
     return out
 
 
-def foreign_cpu_s(before, after, ours):
-    """CPU seconds used between two snapshots by processes that are not ours."""
+def foreign_cpu_s(before, after, ours, top=None):
+    """CPU seconds used between two snapshots by processes that are not ours;
+    with a list `top`, the three that used most are appended to it as
+    "name seconds"."""
     ticks = 0
+    used = []
     for key, t in after.items():
         if key[0] in ours:
             continue
-        ticks += t - before.get(key, 0)      # a process started meanwhile: all of it
+        d = t - before.get(key, 0)           # a process started meanwhile: all of it
+        ticks += d
+        if d:
+            used.append((d, key[0]))
+    if top is not None:
+        for d, pid in sorted(used, reverse=True)[:3]:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                name = f"pid {pid} (gone)"
+            top.append(f"{name} {d / CLK_TCK:.2f}")
     return ticks / CLK_TCK
+
+
+def steal_ticks():
+    """Time the hypervisor gave to others while this machine's CPUs wanted to
+    run, summed over the CPUs (/proc/stat 'steal')."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) if len(fields) > 8 else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def tcp_sockets(port, state):
@@ -1044,7 +1069,7 @@ class Runner:
         path = CACHED_PATHS.get(scen)
         if path:
             origin_before = origin_count(self.origin_dir, path)
-        snap0, ours0 = all_cpu_ticks(), self.our_pids()
+        snap0, ours0, steal0 = all_cpu_ticks(), self.our_pids(), steal_ticks()
         c0, o0 = cpu_ticks(tpids), cpu_ticks(opids)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
@@ -1068,7 +1093,7 @@ class Runner:
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c1, o1 = cpu_ticks(tpids), cpu_ticks(opids)
-        snap1 = all_cpu_ticks()
+        snap1, steal1 = all_cpu_ticks(), steal_ticks()
         rec.update(res)
         rec["wall_s"] = round(wall, 3)
         rec["proxy_cpu_s"] = (c1 - c0) / CLK_TCK
@@ -1078,7 +1103,10 @@ class Runner:
         # with the 2-core layout, origin and load generator share one core: near
         # 1.0 here means that core, not the proxy, limited the run
         rec["origin_loadgen_util"] = (rec["origin_cpu_s"] + rec["loadgen_cpu_s"]) / wall
-        rec["foreign_cpu_s"] = round(foreign_cpu_s(snap0, snap1, ours0 | self.our_pids()), 3)
+        top = []
+        rec["foreign_cpu_s"] = round(foreign_cpu_s(snap0, snap1, ours0 | self.our_pids(), top), 3)
+        rec["foreign_top"] = top
+        rec["steal_s"] = round((steal1 - steal0) / CLK_TCK, 3)
         n_ok = (res.get("requests") or 0) - (res.get("errors") or 0)
         if n_ok > 0:
             rec["cpu_s_per_100k"] = rec["proxy_cpu_s"] * 1e5 / n_ok
@@ -1121,6 +1149,8 @@ class Runner:
         log(f"{scen:14s} {peer.name:11s} rep{rep} {fmt(rec.get('rps'), 0):>9s} req/s  {detail}  "
             f"proxy util {rec['proxy_util']:.2f}  errors {rec.get('errors', '-')}  "
             f"foreign {rec['foreign_cpu_s']:.2f}s"
+            + (f" ({', '.join(rec['foreign_top'])})" if rec["foreign_cpu_s"] >= 0.5 else "")
+            + (f"  steal {rec['steal_s']:.2f}s" if rec["steal_s"] else "")
             + (f"  FAILED: {rec['failed']}" if rec.get("failed") else ""))
 
     # ---- memory: fresh instance, RSS idle and with N idle connections ----
