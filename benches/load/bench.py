@@ -207,15 +207,17 @@ def foreign_cpu_s(before, after, ours, top=None):
     return ticks / CLK_TCK
 
 
-def steal_ticks():
-    """Time the hypervisor gave to others while this machine's CPUs wanted to
-    run, summed over the CPUs (/proc/stat 'steal')."""
+def machine_ticks():
+    """(busy, steal) ticks summed over the CPUs, from /proc/stat: busy is user,
+    nice, system, irq and softirq time of every task, short-lived ones
+    included; steal is time the hypervisor gave to others while this machine's
+    CPUs wanted to run."""
     try:
         with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) if len(fields) > 8 else 0
-    except (OSError, ValueError):
-        return 0
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
 
 
 def tcp_sockets(port, state):
@@ -1069,7 +1071,7 @@ class Runner:
         path = CACHED_PATHS.get(scen)
         if path:
             origin_before = origin_count(self.origin_dir, path)
-        snap0, ours0, steal0 = all_cpu_ticks(), self.our_pids(), steal_ticks()
+        snap0, ours0, mach0 = all_cpu_ticks(), self.our_pids(), machine_ticks()
         c0, o0 = cpu_ticks(tpids), cpu_ticks(opids)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
@@ -1093,7 +1095,7 @@ class Runner:
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c1, o1 = cpu_ticks(tpids), cpu_ticks(opids)
-        snap1, steal1 = all_cpu_ticks(), steal_ticks()
+        snap1, mach1 = all_cpu_ticks(), machine_ticks()
         rec.update(res)
         rec["wall_s"] = round(wall, 3)
         rec["proxy_cpu_s"] = (c1 - c0) / CLK_TCK
@@ -1106,7 +1108,14 @@ class Runner:
         top = []
         rec["foreign_cpu_s"] = round(foreign_cpu_s(snap0, snap1, ours0 | self.our_pids(), top), 3)
         rec["foreign_top"] = top
-        rec["steal_s"] = round((steal1 - steal0) / CLK_TCK, 3)
+        rec["steal_s"] = round((mach1[1] - mach0[1]) / CLK_TCK, 3)
+        # all CPU time used meanwhile, less what the peer, the origin, the load
+        # generator and the foreign processes seen in both snapshots used: the
+        # driver itself, the kernel's own threads and interrupts, and processes
+        # that started and ended between the snapshots (which foreign_cpu_s misses)
+        rec["unaccounted_cpu_s"] = round((mach1[0] - mach0[0]) / CLK_TCK - rec["proxy_cpu_s"]
+                                         - rec["origin_cpu_s"] - rec["loadgen_cpu_s"]
+                                         - rec["foreign_cpu_s"], 3)
         n_ok = (res.get("requests") or 0) - (res.get("errors") or 0)
         if n_ok > 0:
             rec["cpu_s_per_100k"] = rec["proxy_cpu_s"] * 1e5 / n_ok
@@ -1150,6 +1159,7 @@ class Runner:
             f"proxy util {rec['proxy_util']:.2f}  errors {rec.get('errors', '-')}  "
             f"foreign {rec['foreign_cpu_s']:.2f}s"
             + (f" ({', '.join(rec['foreign_top'])})" if rec["foreign_cpu_s"] >= 0.5 else "")
+            + f"  unaccounted {rec['unaccounted_cpu_s']:.2f}s"
             + (f"  steal {rec['steal_s']:.2f}s" if rec["steal_s"] else "")
             + (f"  FAILED: {rec['failed']}" if rec.get("failed") else ""))
 
@@ -1343,6 +1353,12 @@ class Table:
 NOISY = 0.10
 
 
+def other_cpu_s(rec):
+    """CPU seconds used during a measurement by what is not the benchmark:
+    foreign processes, and short-lived ones seen only in the machine's total."""
+    return rec.get("foreign_cpu_s", 0) + max(0.0, rec.get("unaccounted_cpu_s") or 0.0)
+
+
 def ratio(v, ref):
     return v / ref if (v is not None and ref) else None
 
@@ -1437,9 +1453,10 @@ def summarize(recs, meta):
     if cached:
         out.append("")
     timed = [r for r in recs if r.get("wall_s")]
-    noisy = [r for r in timed if r.get("foreign_cpu_s", 0) > NOISY * r["wall_s"]]
+    noisy = [r for r in timed if other_cpu_s(r) > NOISY * r["wall_s"]]
     out.append(f"{len(noisy)} of {len(timed)} measurements ran while processes outside the "
-               f"benchmark used more than {NOISY:.0%} of a core (column 'foreign CPU s'; kept in "
+               f"benchmark used more than {NOISY:.0%} of a core (column 'foreign CPU s', plus "
+               "the CPU time of the machine that no process seen accounts for; kept in "
                "the medians).\n")
 
     def detail(title, scen, cols, peer_list=None):
