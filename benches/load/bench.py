@@ -1414,9 +1414,11 @@ def summarize(recs, meta):
     present = {r.get("scenario") for r in recs}
     cols = [c for c in cols if c[1] in present]
     cached = [x for x in CACHED_SCENARIOS if x in present]
-    out.append(f"### Summary: medians, (ratio vs {ref}"
-               + ("; cached columns: vs the better of nginx-cache and varnish" if cached else "")
-               + ")\n")
+    uncached = [c for c in cols if c[1] not in CACHED_SCENARIOS]
+    refs = ([f"vs {ref}"] if uncached else []) + \
+        ([("cached columns: " if uncached else "") + "vs the better of nginx-cache and varnish"]
+         if cached else [])
+    out.append(f"### Summary: medians, (ratio {'; '.join(refs)})\n")
     out.append("| peer | " + " | ".join(c[0] for c in cols) + " | errors (failed runs) |")
     out.append("|---" * (len(cols) + 2) + "|")
     for peer in peers:
@@ -1432,15 +1434,19 @@ def summarize(recs, meta):
         row.append(f"{errs} ({failed})")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
-    out.append(f"Ratios are peer / {ref}: above 1 is better for req/s and handshakes/s, below 1 "
-               "is better for latency, CPU and memory. Errors: socket errors, timeouts and "
+    out.append((f"Ratios are peer / {ref}: above 1 is better for req/s and handshakes/s, below 1 "
+                "is better for latency, CPU and memory. " if uncached else "")
+               + "Errors: socket errors, timeouts and "
                "non-2xx responses summed over every run of every scenario; a run with more than "
                "0.1 % errors (or another failure) is left out of the medians."
-               + (" Cached columns: the ratio is against the better of nginx-cache (nginx "
+               + ((" Cached columns: the" if uncached else " The")
+                  + " ratio is against the better of nginx-cache (nginx "
                   "proxy_cache) and varnish in that column (the higher hits/s, the lower CPU), "
                   "so weir-cache's is weir against the better of the two; a cached run in which "
                   "requests reached the origin, or whose peer failed the cache check, counts as "
                   "failed." if cached else ""))
+    if cached:
+        out.append("")
     for scen in cached:
         line = []
         for label, key in (("hits/s", "rps"), ("CPU s/100k hits", "cpu_s_per_100k")):
@@ -1448,7 +1454,7 @@ def summarize(recs, meta):
             if v is not None and b:
                 line.append(f"{label} {v / b:.2f}x ({who})")
         if line:
-            out.append(f"weir-cache against the better of nginx-cache and varnish, {scen}: "
+            out.append(f"- weir-cache against the better of nginx-cache and varnish, {scen}: "
                        + ", ".join(line) + ".")
     if cached:
         out.append("")
