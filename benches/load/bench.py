@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""weir's load benchmark: weir, nginx and HAProxy side by side on loopback.
+"""weir's load benchmark: weir, nginx and HAProxy side by side on loopback
+(and, for cached responses, weir, nginx and Varnish with their caches on).
 
 Every peer proxies to the SAME origin (a separate nginx process, 1 worker) and
 is measured in one interleaved run: for each repetition, each scenario runs
@@ -16,6 +17,14 @@ Scenarios (names for --scenarios; see docs/benchmarks.md):
   tls-handshake  TLS handshakes/s, one h2 request per connection   h2load -n C -c C -m 1
   tls-h2         HTTP/2 requests/s over TLS                        h2load -c 2 -m 50
   access-log     weir with its JSON access log written to a file vs without
+  cached-13b     keep-alive hits/s of a cached 13 B object  wrk -t1 -c64
+  cached-16k     keep-alive hits/s of a cached 16 KiB object  wrk -t1 -c64
+
+The cached scenarios are not in the default set. They run weir with
+`cache = true` (weir-cache), nginx with proxy_cache (nginx-cache) and Varnish
+(varnishd, malloc storage), and report CPU seconds per 100k hits too; before
+measuring, each peer is checked to answer 100 requests of the object without a
+request reaching the origin.
 
 Safety: traffic goes to 127.0.0.1 only; every port is in 19000-19999 and is
 checked to be free first; every load command is bounded in time or count and
@@ -61,17 +70,31 @@ PEER_PORTS = {               # name -> (plain HTTP port, TLS port or None)
     "haproxy": (19020, 19021),
     "weir": (19030, 19032),
     "weir-log": (19031, None),
+    "nginx-cache": (19013, None),
+    "weir-cache": (19033, None),
+    "varnish": (19040, None),
 }
-PEERS = ["direct", "nginx", "haproxy", "weir"]       # selectable with --peers
-DEFAULT_PEERS = ["nginx", "haproxy", "weir"]
+PEERS = ["direct", "nginx", "haproxy", "weir", "varnish"]      # selectable with --peers
+DEFAULT_PEERS = ["nginx", "haproxy", "weir", "varnish"]
+BASE_PEERS = ["direct", "nginx", "haproxy", "weir"]           # the uncached scenarios
+# The cached scenarios: a --peers name -> the instance that runs with its cache on.
+CACHE_PEER_OF = {"nginx": "nginx-cache", "varnish": "varnish", "weir": "weir-cache"}
+CACHE_PEERS = ["nginx-cache", "varnish", "weir-cache"]
+CACHE_OTHERS = ["nginx-cache", "varnish"]     # weir-cache's ratios: against the better of these
 REFERENCE = "nginx"
 
 SMALL_BODY = b"hello world!\n"                        # 13 bytes
 BODY_16K = 16 * 1024
 
 SCENARIOS = ["keepalive", "keepalive-16k", "latency", "new-conn", "memory", "cpu",
-             "tls-handshake", "tls-h2", "access-log"]
+             "tls-handshake", "tls-h2", "access-log", "cached-13b", "cached-16k"]
+CACHED_SCENARIOS = ("cached-13b", "cached-16k")
+DEFAULT_SCENARIOS = [x for x in SCENARIOS if x not in CACHED_SCENARIOS]
 TLS_SCENARIOS = ("tls-handshake", "tls-h2")
+# The origin's cacheable objects (Cache-Control: max-age=3600); it logs every
+# request for them, one path a line, so that hits can be told from misses.
+CACHED_PATHS = {"cached-13b": "/cache/13b", "cached-16k": "/cache/16k"}
+CACHE_CHECK_N = 100       # requests after the first that must not reach the origin
 
 # Durations (seconds) and repetitions: full run, and --quick.
 FULL = dict(reps=3, dur_ka=10, dur_16k=5, dur_lat=10, dur_close=5, dur_hs=5, dur_h2=5,
@@ -160,14 +183,41 @@ def all_cpu_ticks():
     return out
 
 
-def foreign_cpu_s(before, after, ours):
-    """CPU seconds used between two snapshots by processes that are not ours."""
+def foreign_cpu_s(before, after, ours, top=None):
+    """CPU seconds used between two snapshots by processes that are not ours;
+    with a list `top`, the three that used most are appended to it as
+    "name seconds"."""
     ticks = 0
+    used = []
     for key, t in after.items():
         if key[0] in ours:
             continue
-        ticks += t - before.get(key, 0)      # a process started meanwhile: all of it
+        d = t - before.get(key, 0)           # a process started meanwhile: all of it
+        ticks += d
+        if d:
+            used.append((d, key[0]))
+    if top is not None:
+        for d, pid in sorted(used, reverse=True)[:3]:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                name = f"pid {pid} (gone)"
+            top.append(f"{name} {d / CLK_TCK:.2f}")
     return ticks / CLK_TCK
+
+
+def machine_ticks():
+    """(busy, steal) ticks summed over the CPUs, from /proc/stat: busy is user,
+    nice, system, irq and softirq time of every task, short-lived ones
+    included; steal is time the hypervisor gave to others while this machine's
+    CPUs wanted to run."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return v[0] + v[1] + v[2] + v[5] + v[6], v[7]
+    except (OSError, ValueError, IndexError):
+        return 0, 0
 
 
 def tcp_sockets(port, state):
@@ -350,6 +400,73 @@ def wait_ready(proc, port, tls=False, timeout=30.0):
     return f"not ready after {timeout:g} s: {last}"
 
 
+def origin_count(origin_dir, path):
+    """Requests for `path` that reached the origin so far (its log of the
+    cacheable paths: one request URI a line)."""
+    try:
+        with open(os.path.join(origin_dir, "cached.log"), "rb") as f:
+            return sum(1 for line in f if line.rstrip(b"\n") == path.encode())
+    except FileNotFoundError:
+        return 0
+
+
+def expected_body(path):
+    return SMALL_BODY if path.endswith("13b") else \
+        (b"0123456789abcdef" * (BODY_16K // 16 + 1))[:BODY_16K]
+
+
+CACHE_HEADERS = ("cache-status", "x-cache-status", "x-varnish", "age", "via")
+
+
+def hit_header(peer, headers):
+    """Whether the peer's own header says the answer came from its cache."""
+    if peer == "nginx-cache":
+        return headers.get("x-cache-status") == "HIT"
+    if peer == "varnish":           # X-Varnish: this request's id and the object's
+        return len(headers.get("x-varnish", "").split()) == 2
+    if peer == "weir-cache":
+        return headers.get("cache-status", "").replace(" ", "").startswith("weir;hit")
+    return None
+
+
+def cache_check(peer, port, path, origin_dir, n=CACHE_CHECK_N):
+    """One GET of `path` (a miss, or already a hit), then `n` more on one
+    keep-alive connection: all must be 200 with the origin's body, and the
+    origin's count of `path` must not grow over the `n`. Bounded: n requests,
+    2 s timeout each."""
+    want = expected_body(path)
+    rec = {"scenario": "cache-check", "peer": peer, "path": path, "n": n}
+    try:
+        status, body = http_get(port, path)
+        rec["first_status"] = status
+        before = origin_count(origin_dir, path)
+        c = http.client.HTTPConnection(HOST, port, timeout=2.0)
+        ok = 0
+        headers = {}
+        try:
+            for _ in range(n):
+                c.request("GET", path)
+                r = c.getresponse()
+                b = r.read()
+                if r.status == 200 and b == want:
+                    ok += 1
+                headers = {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            c.close()
+        rec["ok"] = ok
+        rec["origin_requests"] = origin_count(origin_dir, path) - before
+        rec["headers"] = {k: headers[k] for k in CACHE_HEADERS if k in headers}
+        rec["hit_header"] = hit_header(peer, headers)
+        if ok < n:
+            rec["failed"] = f"{n - ok} of {n} answers were not 200 with the origin's body"
+        elif rec["origin_requests"]:
+            rec["failed"] = (f"not served from the cache: {rec['origin_requests']} of {n} requests "
+                             "reached the origin")
+    except (OSError, http.client.HTTPException) as e:
+        rec["failed"] = repr(e)
+    return rec
+
+
 # --------------------------------------------------------------- configs ---
 ORIGIN_CONF = """\
 # The origin: the one backend behind every peer. Not a peer under test.
@@ -372,11 +489,26 @@ http {{
     keepalive_requests 100000000;
     open_file_cache max=16 inactive=600s;
     open_file_cache_valid 600s;
+    log_format uri $request_uri;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         root {dir}/www;
         location = / {{ default_type text/plain; return 200 "hello world!\\n"; }}
         location / {{ default_type application/octet-stream; }}
+        # cacheable copies of the two objects, for the cached scenarios; every
+        # request that reaches them is logged (only the caches' misses do)
+        location = /cache/13b {{
+            access_log {dir}/cached.log uri;
+            add_header Cache-Control "max-age=3600";
+            default_type text/plain;
+            return 200 "hello world!\\n";
+        }}
+        location = /cache/16k {{
+            access_log {dir}/cached.log uri;
+            add_header Cache-Control "max-age=3600";
+            default_type application/octet-stream;
+            alias {dir}/www/16k;
+        }}
     }}
 }}
 """
@@ -423,6 +555,51 @@ NGINX_TLS = """\
         ssl_session_cache off;
         ssl_session_tickets off;"""
 
+NGINX_CACHE_CONF = """\
+# nginx with proxy_cache: the nginx peer's config plus a cache on disk (in the
+# page cache after the first hit). open_file_cache keeps the cache file open
+# between hits (without it each hit opens, stats and closes it). sendfile stays
+# off, its default: on, it sends the body with a call of its own, and needs
+# tcp_nopush (two setsockopt calls a hit) not to cost a second segment; either
+# way more CPU per hit here than two preads and one writev.
+worker_processes 1;
+worker_rlimit_nofile {nofile};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections {wconns}; }}
+http {{
+    access_log off;
+    server_tokens off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    open_file_cache max=1000 inactive=600s;
+    open_file_cache_valid 600s;
+    proxy_cache_path {dir}/cache levels=1:2 keys_zone=bench:10m max_size=256m inactive=60m
+                     use_temp_path=off;
+    upstream origin {{
+        server 127.0.0.1:{origin};
+        keepalive 64;
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=1024;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache bench;                 # freshness from the origin's max-age
+            add_header X-Cache-Status $upstream_cache_status;
+        }}
+    }}
+}}
+"""
+
 HAPROXY_CONF = """\
 global
     nbthread 1
@@ -465,14 +642,14 @@ idle_timeout = "300s"
 {tls_listener}
 [[routes]]
 upstream = "bench"
-
+{route_extra}
 [upstreams.bench]
 backends = [{{ address = "127.0.0.1:{origin}" }}]
 timeouts = {{ idle = "300s" }}
 
 [logging]
 level = "warn"
-{access_log}"""
+{access_log}{extra}"""
 
 WEIR_TLS = """
 [[listeners]]
@@ -490,7 +667,7 @@ def write(path, text):
 
 class Setup:
     """Binaries, limits, CPU layout: what every peer needs to start."""
-    nginx = haproxy = weir = wrk = oha = h2load = openssl = taskset = None
+    nginx = haproxy = weir = varnishd = wrk = oha = h2load = openssl = taskset = None
     nofile = 20000
     pin = True
     proxy_cpus = loadgen_cpus = origin_cpus = ""
@@ -512,10 +689,12 @@ class Peer:
         self.port, self.tls_port = PEER_PORTS[name]
         self.proc = None          # the long-lived instance
         self.skip = None
+        self.cache_failed = {}    # cached path -> why the cache check failed
 
     def binary(self):
         return {"direct": self.s.nginx, "nginx": self.s.nginx, "haproxy": self.s.haproxy,
-                "weir": self.s.weir, "weir-log": self.s.weir}[self.name]
+                "weir": self.s.weir, "weir-log": self.s.weir, "nginx-cache": self.s.nginx,
+                "varnish": self.s.varnishd, "weir-cache": self.s.weir}[self.name]
 
     def start(self, run_dir, tag="", port=None, tls=False):
         """Start an instance; a Proc, or RuntimeError."""
@@ -536,21 +715,38 @@ class Peer:
                                           tls_listen=tls_listen, **s.limits()))
             argv = [s.nginx, "-p", d + "/", "-e", os.path.join(d, "error.log"), "-c", conf,
                     "-g", "daemon off;"]
+        elif self.name == "nginx-cache":
+            conf = os.path.join(d, "nginx.conf")
+            write(conf, NGINX_CACHE_CONF.format(dir=d, port=port, origin=ORIGIN_PORT,
+                                                **s.limits()))
+            argv = [s.nginx, "-p", d + "/", "-e", os.path.join(d, "error.log"), "-c", conf,
+                    "-g", "daemon off;"]
+        elif self.name == "varnish":
+            # the built-in VCL (-b): caches GET/HEAD without cookies or
+            # Authorization for the origin's max-age; one thread pool, malloc
+            # storage of the size of weir's default [cache] memory; no management
+            # port (-T none): stopped by signal like the others
+            argv = [s.varnishd, "-F", "-a", f"{HOST}:{port}", "-b", f"{HOST}:{ORIGIN_PORT}",
+                    "-s", "malloc,256m", "-n", os.path.join(d, "varnish"), "-T", "none",
+                    "-p", "thread_pools=1"]
         elif self.name == "haproxy":
             conf = os.path.join(d, "haproxy.cfg")
             tls_fe = HAPROXY_TLS.format(tls_port=self.tls_port, pem=s.pem) if tls else ""
             write(conf, HAPROXY_CONF.format(port=port, origin=ORIGIN_PORT, tls_frontend=tls_fe,
                                             **s.limits()))
             argv = [s.haproxy, "-f", conf, "-db"]
-        else:  # weir, weir-log
+        else:  # weir, weir-log, weir-cache
             conf = os.path.join(d, "weir.toml")
             tls_l = WEIR_TLS.format(tls_port=self.tls_port, cert=s.cert, key=s.key) if tls else ""
-            alog = ""
+            alog = route_extra = extra = ""
             if self.name == "weir-log":
                 alog = (f'access_log = "{os.path.join(d, "access.log")}"\n'
                         'access_log_format = "json"\n')
+            if self.name == "weir-cache":
+                route_extra = "cache = true\n"
+                extra = '\n[cache]\nmemory = "256MiB"\n'
             write(conf, WEIR_CONF.format(port=port, origin=ORIGIN_PORT, tls_listener=tls_l,
-                                         access_log=alog))
+                                         access_log=alog, route_extra=route_extra, extra=extra))
             argv = [s.weir, "--config", conf]
         pr = Proc(self.name + tag, s.pinned(cpus) + argv, cwd=d, logfile=logfile)
         err = wait_ready(pr, port, timeout=s.ready_timeout)
@@ -832,6 +1028,7 @@ class Runner:
         self.run_dir = os.path.join(out_dir, "run")
         self.raw = open(os.path.join(out_dir, "raw.jsonl"), "a")
         self.origin = None
+        self.origin_dir = os.path.join(self.run_dir, "direct-origin")
 
     def record(self, rec):
         rec["ts"] = round(time.time(), 3)
@@ -843,8 +1040,10 @@ class Runner:
             names = ["weir", "weir-log"]
         elif scen in TLS_SCENARIOS:
             names = ["nginx", "haproxy", "weir"]
+        elif scen in CACHED_SCENARIOS:
+            names = CACHE_PEERS
         else:
-            names = PEERS
+            names = BASE_PEERS
         return [self.peers[n] for n in names if n in self.peers and self.peers[n].skip is None]
 
     def our_pids(self):
@@ -862,14 +1061,17 @@ class Runner:
         if target is None or not target.alive():
             rec["failed"] = "process not running"
             self.record(rec)
-            log(f"{scen:14s} {peer.name:9s} rep{rep}  FAILED: not running")
+            log(f"{scen:14s} {peer.name:11s} rep{rep}  FAILED: not running")
             return
         tpids = list(target.tree())
         opids = list(self.origin.tree())
         log_before = None
         if scen == "access-log" and peer.name == "weir-log":
             log_before = os.path.getsize(peer.access_log_path)
-        snap0, ours0 = all_cpu_ticks(), self.our_pids()
+        path = CACHED_PATHS.get(scen)
+        if path:
+            origin_before = origin_count(self.origin_dir, path)
+        snap0, ours0, mach0 = all_cpu_ticks(), self.our_pids(), machine_ticks()
         c0, o0 = cpu_ticks(tpids), cpu_ticks(opids)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
@@ -877,6 +1079,9 @@ class Runner:
             res = wrk(s, peer.port, "/", a.conns, a.dur_log if scen == "access-log" else a.dur_ka)
         elif scen == "keepalive-16k":
             res = wrk(s, peer.port, "/16k", a.conns, a.dur_16k)
+        elif scen in CACHED_SCENARIOS:
+            res = wrk(s, peer.port, path, a.conns,
+                      a.dur_ka if scen == "cached-13b" else a.dur_16k)
         elif scen == "new-conn":
             res = wrk(s, peer.port, "/", a.conns, a.dur_close, close=True)
         elif scen == "latency":
@@ -890,7 +1095,7 @@ class Runner:
         wall = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c1, o1 = cpu_ticks(tpids), cpu_ticks(opids)
-        snap1 = all_cpu_ticks()
+        snap1, mach1 = all_cpu_ticks(), machine_ticks()
         rec.update(res)
         rec["wall_s"] = round(wall, 3)
         rec["proxy_cpu_s"] = (c1 - c0) / CLK_TCK
@@ -900,7 +1105,17 @@ class Runner:
         # with the 2-core layout, origin and load generator share one core: near
         # 1.0 here means that core, not the proxy, limited the run
         rec["origin_loadgen_util"] = (rec["origin_cpu_s"] + rec["loadgen_cpu_s"]) / wall
-        rec["foreign_cpu_s"] = round(foreign_cpu_s(snap0, snap1, ours0 | self.our_pids()), 3)
+        top = []
+        rec["foreign_cpu_s"] = round(foreign_cpu_s(snap0, snap1, ours0 | self.our_pids(), top), 3)
+        rec["foreign_top"] = top
+        rec["steal_s"] = round((mach1[1] - mach0[1]) / CLK_TCK, 3)
+        # all CPU time used meanwhile, less what the peer, the origin, the load
+        # generator and the foreign processes seen in both snapshots used: the
+        # driver itself, the kernel's own threads and interrupts, and processes
+        # that started and ended between the snapshots (which foreign_cpu_s misses)
+        rec["unaccounted_cpu_s"] = round((mach1[0] - mach0[0]) / CLK_TCK - rec["proxy_cpu_s"]
+                                         - rec["origin_cpu_s"] - rec["loadgen_cpu_s"]
+                                         - rec["foreign_cpu_s"], 3)
         n_ok = (res.get("requests") or 0) - (res.get("errors") or 0)
         if n_ok > 0:
             rec["cpu_s_per_100k"] = rec["proxy_cpu_s"] * 1e5 / n_ok
@@ -914,6 +1129,14 @@ class Runner:
             if res.get("requests") and lines < res["requests"] * 0.99:
                 rec["failed"] = f"access log has {lines} lines for {res['requests']} requests"
             os.truncate(peer.access_log_path, 0)       # keep the results dir small
+        if path:
+            # every request answered from the cache: the origin saw none of them
+            rec["origin_requests"] = origin_count(self.origin_dir, path) - origin_before
+            if peer.cache_failed.get(path):
+                rec["failed"] = f"cache check failed: {peer.cache_failed[path]}"
+            elif res.get("requests") and rec["origin_requests"] > 0.001 * res["requests"]:
+                rec["failed"] = (f"not served from the cache: {rec['origin_requests']} of "
+                                 f"{res['requests']} requests reached the origin")
         if res.get("requests") and res.get("errors", 0) > 0.001 * res["requests"]:
             rec.setdefault("failed", f"{res['errors']} errors: {res.get('error_detail', '')}")
         if not target.alive():
@@ -926,12 +1149,18 @@ class Runner:
             detail = f"{fmt(rec.get('cpu_ms_per_handshake'), 3)} CPU ms/handshake"
         elif scen == "tls-h2":
             detail = f"{fmt(rec.get('cpu_s_per_100k'), 2)} CPU s/100k"
+        elif path:
+            detail = (f"p99 {fmt(rec.get('p99_ms'), 2)} ms, {fmt(rec.get('cpu_s_per_100k'), 2)} "
+                      f"CPU s/100k hits, origin requests {rec.get('origin_requests')}")
         else:
             detail = (f"p99 {fmt(rec.get('p99_ms'), 2)} ms, {fmt(rec.get('cpu_s_per_100k'), 2)} "
                       f"CPU s/100k")
-        log(f"{scen:14s} {peer.name:9s} rep{rep} {fmt(rec.get('rps'), 0):>9s} req/s  {detail}  "
+        log(f"{scen:14s} {peer.name:11s} rep{rep} {fmt(rec.get('rps'), 0):>9s} req/s  {detail}  "
             f"proxy util {rec['proxy_util']:.2f}  errors {rec.get('errors', '-')}  "
             f"foreign {rec['foreign_cpu_s']:.2f}s"
+            + (f" ({', '.join(rec['foreign_top'])})" if rec["foreign_cpu_s"] >= 0.5 else "")
+            + f"  unaccounted {rec['unaccounted_cpu_s']:.2f}s"
+            + (f"  steal {rec['steal_s']:.2f}s" if rec["steal_s"] else "")
             + (f"  FAILED: {rec['failed']}" if rec.get("failed") else ""))
 
     # ---- memory: fresh instance, RSS idle and with N idle connections ----
@@ -1025,14 +1254,30 @@ class Runner:
                 continue
             if self.s.wrk:
                 wrk(self.s, peer.port, "/", a.conns, a.warmup)
-                if "keepalive-16k" in scenarios:
+                if "keepalive-16k" in scenarios and peer.name not in CACHE_PEERS:
                     wrk(self.s, peer.port, "/16k", a.conns, 1)
+            if peer.name in CACHE_PEERS:
+                for scen in CACHED_SCENARIOS:
+                    if scen in scenarios:
+                        self.check_cache(peer, CACHED_PATHS[scen])
+                        wrk(self.s, peer.port, CACHED_PATHS[scen], a.conns, 1)
             if peer.tls_port and self.s.h2load and peer.proc is not None and \
                     any(x in scenarios for x in TLS_SCENARIOS):
                 h2load(self.s, ["-n", "2000", "-c", "2", "-m", "50"], peer.tls_port, 30)
         for peer in self.peers.values():
             if peer.name == "weir-log" and peer.proc is not None:
                 os.truncate(peer.access_log_path, 0)
+
+    def check_cache(self, peer, path):
+        """Before any measurement: is the object answered from the peer's cache?"""
+        rec = cache_check(peer.name, peer.port, path, self.origin_dir)
+        self.record(rec)
+        if rec.get("failed"):
+            peer.cache_failed[path] = rec["failed"]
+        log(f"cache check    {peer.name:11s} {path}: {rec.get('ok', 0)}/{rec['n']} answers 200 "
+            f"with the origin's body, origin requests {rec.get('origin_requests', '-')} over "
+            f"{rec['n']} after the first; headers {rec.get('headers', {})}"
+            + (f"  FAILED: {rec['failed']}" if rec.get("failed") else "  -> hits"))
 
     def run(self, scenarios):
         self.start_all(scenarios)
@@ -1108,6 +1353,12 @@ class Table:
 NOISY = 0.10
 
 
+def other_cpu_s(rec):
+    """CPU seconds used during a measurement by what is not the benchmark:
+    foreign processes, and short-lived ones seen only in the machine's total."""
+    return rec.get("foreign_cpu_s", 0) + max(0.0, rec.get("unaccounted_cpu_s") or 0.0)
+
+
 def ratio(v, ref):
     return v / ref if (v is not None and ref) else None
 
@@ -1119,12 +1370,27 @@ def cell(v, ref, nd):
     return fmt(v, nd) + (f" ({r:.2f})" if r is not None else "")
 
 
+def best_cache_other(t, scen, key):
+    """(value, peer) of the better of nginx-cache and varnish: the higher
+    hits/s, the lower CPU; (None, None) when neither has a value."""
+    vals = [(t.med(scen, x, key), x) for x in CACHE_OTHERS]
+    vals = [v for v in vals if v[0] is not None]
+    if not vals:
+        return None, None
+    return max(vals) if key == "rps" else min(vals)
+
+
 def summarize(recs, meta):
     t = Table(recs)
-    peers = [p for p in PEERS if any(r.get("peer") == p for r in recs)]
+    peers = [p for p in BASE_PEERS + CACHE_PEERS if any(r.get("peer") == p for r in recs)]
     out = []
     ref = REFERENCE
     p = meta["params"]
+
+    def ref_value(scen, key):
+        if scen in CACHED_SCENARIOS:
+            return best_cache_other(t, scen, key)[0]
+        return t.med(scen, ref, key)
 
     # headline
     cols = [
@@ -1137,19 +1403,28 @@ def summarize(recs, meta):
         ("KiB/idle conn", "memory", "kib_per_conn", 2),
         ("TLS handshakes/s", "tls-handshake", "rps", 0),
         ("h2 TLS req/s", "tls-h2", "rps", 0),
+        ("cached 13 B hits/s", "cached-13b", "rps", 0),
+        ("CPU s/100k hits, 13 B", "cached-13b", "cpu_s_per_100k", 2),
+        ("cached 16 KiB hits/s", "cached-16k", "rps", 0),
+        ("CPU s/100k hits, 16 KiB", "cached-16k", "cpu_s_per_100k", 2),
     ]
     for r in recs:
         if r.get("idle_rss_kib") is not None:
             r["idle_rss_mib"] = r["idle_rss_kib"] / 1024
     present = {r.get("scenario") for r in recs}
     cols = [c for c in cols if c[1] in present]
-    out.append(f"### Summary: medians, (ratio vs {ref})\n")
+    cached = [x for x in CACHED_SCENARIOS if x in present]
+    uncached = [c for c in cols if c[1] not in CACHED_SCENARIOS]
+    refs = ([f"vs {ref}"] if uncached else []) + \
+        ([("cached columns: " if uncached else "") + "vs the better of nginx-cache and varnish"]
+         if cached else [])
+    out.append(f"### Summary: medians, (ratio {'; '.join(refs)})\n")
     out.append("| peer | " + " | ".join(c[0] for c in cols) + " | errors (failed runs) |")
     out.append("|---" * (len(cols) + 2) + "|")
     for peer in peers:
         row = [peer]
         for _, scen, key, nd in cols:
-            row.append(cell(t.med(scen, peer, key), t.med(scen, ref, key), nd))
+            row.append(cell(t.med(scen, peer, key), ref_value(scen, key), nd))
         errs = failed = 0
         for scen in present:
             e = t.errors(scen, peer)
@@ -1159,14 +1434,35 @@ def summarize(recs, meta):
         row.append(f"{errs} ({failed})")
         out.append("| " + " | ".join(row) + " |")
     out.append("")
-    out.append(f"Ratios are peer / {ref}: above 1 is better for req/s and handshakes/s, below 1 "
-               "is better for latency, CPU and memory. Errors: socket errors, timeouts and "
+    out.append((f"Ratios are peer / {ref}: above 1 is better for req/s and handshakes/s, below 1 "
+                "is better for latency, CPU and memory. " if uncached else "")
+               + "Errors: socket errors, timeouts and "
                "non-2xx responses summed over every run of every scenario; a run with more than "
-               "0.1 % errors (or another failure) is left out of the medians.")
+               "0.1 % errors (or another failure) is left out of the medians."
+               + ((" Cached columns: the" if uncached else " The")
+                  + " ratio is against the better of nginx-cache (nginx "
+                  "proxy_cache) and varnish in that column (the higher hits/s, the lower CPU), "
+                  "so weir-cache's is weir against the better of the two; a cached run in which "
+                  "requests reached the origin, or whose peer failed the cache check, counts as "
+                  "failed." if cached else ""))
+    if cached:
+        out.append("")
+    for scen in cached:
+        line = []
+        for label, key in (("hits/s", "rps"), ("CPU s/100k hits", "cpu_s_per_100k")):
+            v, (b, who) = t.med(scen, "weir-cache", key), best_cache_other(t, scen, key)
+            if v is not None and b:
+                line.append(f"{label} {v / b:.2f}x ({who})")
+        if line:
+            out.append(f"- weir-cache against the better of nginx-cache and varnish, {scen}: "
+                       + ", ".join(line) + ".")
+    if cached:
+        out.append("")
     timed = [r for r in recs if r.get("wall_s")]
-    noisy = [r for r in timed if r.get("foreign_cpu_s", 0) > NOISY * r["wall_s"]]
+    noisy = [r for r in timed if other_cpu_s(r) > NOISY * r["wall_s"]]
     out.append(f"{len(noisy)} of {len(timed)} measurements ran while processes outside the "
-               f"benchmark used more than {NOISY:.0%} of a core (column 'foreign CPU s'; kept in "
+               f"benchmark used more than {NOISY:.0%} of a core (column 'foreign CPU s', plus "
+               "the CPU time of the machine that no process seen accounts for; kept in "
                "the medians).\n")
 
     def detail(title, scen, cols, peer_list=None):
@@ -1224,6 +1520,49 @@ def summarize(recs, meta):
             ("proxy CPU s/100k (vs nginx)", "cpu_s_per_100k", 2, True),
             ("proxy CPU util", "proxy_util", 2, False),
             ("origin+loadgen CPU util", "origin_loadgen_util", 2, False)])
+    for scen, title in (("cached-13b", "8a. Cached 13 B object"),
+                        ("cached-16k", "8b. Cached 16 KiB object")):
+        rows = []
+        path = CACHED_PATHS[scen]
+        for peer in CACHE_PEERS:
+            e = t.errors(scen, peer)
+            if not e:
+                continue
+            row = [peer]
+            for key, nd, use_ratio in (("rps", 0, True), ("p50_ms", 3, False),
+                                       ("p99_ms", 3, False), ("cpu_s_per_100k", 2, True),
+                                       ("proxy_util", 2, False), ("origin_loadgen_util", 2, False),
+                                       ("foreign_cpu_s", 2, False)):
+                v = t.med(scen, peer, key)
+                row.append(cell(v, best_cache_other(t, scen, key)[0], nd) if use_ratio
+                           else fmt(v, nd))
+            row.append(str(sum(r.get("origin_requests") or 0 for r in t.runs(scen, peer))))
+            checks = [r for r in recs if r.get("scenario") == "cache-check"
+                      and r.get("peer") == peer and r.get("path") == path]
+            if checks:
+                c = checks[-1]
+                row.append(f"{c.get('origin_requests', '-')} of {c['n']}"
+                           + ("" if not c.get("failed") else " FAILED")
+                           + f"; {', '.join(f'{k}: {v}' for k, v in c.get('headers', {}).items())}")
+            else:
+                row.append("-")
+            row.append(f"{e[0]}")
+            row.append(f"{e[2] - e[1]}/{e[2]}")
+            rows.append("| " + " | ".join(row) + " |")
+        if not rows:
+            continue
+        dur = p["dur_ka"] if scen == "cached-13b" else p["dur_16k"]
+        out.append(f"### {title} (wrk -t1 -c{p['conns']} -d{dur}s on {path}; origin: "
+                   "Cache-Control: max-age=3600)\n")
+        out.append("| peer | hits/s (vs best other) | wrk p50 ms | wrk p99 ms | proxy CPU s/100k "
+                   "hits (vs best other) | proxy CPU util | origin+loadgen CPU util | "
+                   "foreign CPU s "
+                   f"| origin requests during the runs | cache check: origin requests over "
+                   f"{CACHE_CHECK_N} after the first; headers | errors | valid runs |")
+        out.append("|---" * 12 + "|")
+        out.extend(rows)
+        out.append("")
+
     tls = [r for r in recs if r.get("scenario") in TLS_SCENARIOS and r.get("tls_protocol")]
     if tls:
         seen = {}
@@ -1259,7 +1598,8 @@ def versions_table(v):
     rows = ["| item | version |", "|---|---|"]
     for k, label in (("cpu", "CPU"), ("cores", "cores"), ("memory", "memory"), ("os", "OS"),
                      ("kernel", "kernel"), ("nginx", "nginx (peer and origin)"),
-                     ("haproxy", "HAProxy"), ("weir", "weir"), ("wrk", "wrk"), ("oha", "oha"),
+                     ("haproxy", "HAProxy"), ("varnish", "Varnish"), ("weir", "weir"),
+                     ("wrk", "wrk"), ("oha", "oha"),
                      ("h2load", "h2load"), ("openssl", "OpenSSL (openssl CLI)"),
                      ("python", "Python"), ("packages", "Debian packages")):
         if v.get(k):
@@ -1268,11 +1608,15 @@ def versions_table(v):
 
 
 # ------------------------------------------------------------------ main ---
-def find_bin(env, name):
+def find_bin(env, name, also=()):
     v = os.environ.get(env)
     if v:
         return v if os.path.isfile(v) and os.access(v, os.X_OK) else None
-    return shutil.which(name) if name else None
+    found = shutil.which(name) if name else None
+    for path in also if not found else ():
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return found
 
 
 def cmd(argv, timeout=10):
@@ -1306,6 +1650,8 @@ def versions(s):
         v["nginx"] = "; ".join(x for x in out if x.startswith(("nginx version", "built with")))
     if s.haproxy:
         v["haproxy"] = cmd([s.haproxy, "-v"]).splitlines()[0]
+    if s.varnishd:
+        v["varnish"] = cmd([s.varnishd, "-V"]).splitlines()[0]
     if s.weir:
         v["weir"] = cmd([s.weir, "--version"])
         head = cmd(["git", "-C", REPO, "describe", "--always", "--dirty"])
@@ -1320,8 +1666,8 @@ def versions(s):
     if s.openssl:
         v["openssl"] = cmd([s.openssl, "version"])
     if shutil.which("dpkg-query"):
-        pk = cmd(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "nginx", "haproxy", "wrk",
-                  "nghttp2-client", "openssl"])
+        pk = cmd(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "nginx", "haproxy",
+                  "varnish", "wrk", "nghttp2-client", "openssl"])
         v["packages"] = ", ".join(x for x in pk.splitlines() if x.count(" ") == 1
                                   and not x.startswith("dpkg"))
     return v
@@ -1329,15 +1675,19 @@ def versions(s):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(
-        description="weir vs nginx vs HAProxy on loopback (see docs/benchmarks.md)",
+        description="weir vs nginx vs HAProxy (and Varnish, cached) on loopback "
+                    "(see docs/benchmarks.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--quick", action="store_true",
                     help="1 repetition, short durations (about 3 minutes)")
     ap.add_argument("--scenarios", default=None,
-                    help="comma list of: " + ", ".join(SCENARIOS) + " (default: all)")
+                    help="comma list of: " + ", ".join(SCENARIOS) + " (default: all but "
+                    + ", ".join(CACHED_SCENARIOS) + ")")
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
-                    help="comma list of: " + ", ".join(PEERS) + " (default: nginx,haproxy,weir; "
-                    "'direct' = the load generator straight at the origin)")
+                    help="comma list of: " + ", ".join(PEERS) + " (default: "
+                    + ",".join(DEFAULT_PEERS) + "; 'direct' = the load generator straight at "
+                    "the origin; varnish runs in the cached scenarios only, where nginx and "
+                    "weir run with their caches on)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; --quick 1)")
     ap.add_argument("--conns", type=int, default=64, help="wrk connections")
     ap.add_argument("--rate", type=int, default=5000, help="fixed rate of the latency scenario")
@@ -1366,15 +1716,18 @@ def parse_args(argv):
     return a
 
 
-def estimate_s(a, n_peers, scenarios):
+def estimate_s(a, n_peers, n_cache, scenarios):
     per = a.gap + 0.5
-    t = (n_peers + 1) * (a.warmup + 2)
+    t = (n_peers + n_cache + 1) * (a.warmup + 2)
     d = {"keepalive": a.dur_ka, "keepalive-16k": a.dur_16k, "latency": a.dur_lat,
          "new-conn": a.dur_close + 0.7, "memory": 8, "tls-handshake": a.dur_hs + 1.5,
          "tls-h2": a.dur_h2}
     for scen in scenarios:
         if scen == "access-log":
             t += a.reps * 2 * (a.dur_log + per)
+        elif scen in CACHED_SCENARIOS:
+            t += n_cache * 2 + a.reps * n_cache * (
+                (a.dur_ka if scen == "cached-13b" else a.dur_16k) + per)
         elif scen in d:
             t += a.reps * n_peers * (d[scen] + per)
     return t
@@ -1416,6 +1769,7 @@ def main(argv):
     s.pin = a.pin
     s.nginx = find_bin("NGINX_BIN", "nginx")
     s.haproxy = find_bin("HAPROXY_BIN", "haproxy")
+    s.varnishd = find_bin("VARNISHD_BIN", "varnishd", also=("/usr/sbin/varnishd",))
     s.wrk = find_bin("WRK_BIN", "wrk")
     s.oha = find_bin("OHA_BIN", "oha")
     s.h2load = find_bin("H2LOAD_BIN", "h2load")
@@ -1430,15 +1784,15 @@ def main(argv):
     if not s.nginx:
         sys.exit("nginx is needed (it is the origin): apt-get install -y nginx, or set NGINX_BIN")
 
-    scenarios = a.scenarios.split(",") if a.scenarios else list(SCENARIOS)
+    scenarios = a.scenarios.split(",") if a.scenarios else list(DEFAULT_SCENARIOS)
     bad = [x for x in scenarios if x not in SCENARIOS]
     if bad:
         sys.exit(f"unknown scenarios: {bad}; known: {', '.join(SCENARIOS)}")
     if "cpu" in scenarios and "keepalive" not in scenarios:
         scenarios.insert(0, "keepalive")
     scenarios = [x for x in SCENARIOS if x in scenarios]       # canonical order
-    missing = {"wrk": (s.wrk, ("keepalive", "keepalive-16k", "new-conn", "cpu", "access-log"),
-                       "WRK_BIN"),
+    missing = {"wrk": (s.wrk, ("keepalive", "keepalive-16k", "new-conn", "cpu", "access-log",
+                               *CACHED_SCENARIOS), "WRK_BIN"),
                "oha": (s.oha, ("latency",), "OHA_BIN"),
                "h2load": (s.h2load, TLS_SCENARIOS, "H2LOAD_BIN"),
                "openssl": (s.openssl, TLS_SCENARIOS, "OPENSSL_BIN")}
@@ -1454,20 +1808,33 @@ def main(argv):
     if bad:
         sys.exit(f"unknown peers: {bad}; known: {', '.join(PEERS)}")
     peers = {}
-    for name in names + (["weir-log"] if "access-log" in scenarios and "weir" in names else []):
+    extra = ["weir-log"] if "access-log" in scenarios and "weir" in names else []
+    if any(x in scenarios for x in CACHED_SCENARIOS):
+        extra += [CACHE_PEER_OF[x] for x in names if x in CACHE_PEER_OF]
+    for name in [x for x in names if x in BASE_PEERS] + extra:
         p = Peer(name, s)
         if not p.binary():
-            env = {"haproxy": "HAPROXY_BIN", "weir": "LB_BIN", "weir-log": "LB_BIN"}.get(name, "NGINX_BIN")
+            env = {"haproxy": "HAPROXY_BIN", "varnish": "VARNISHD_BIN"}.get(
+                name, "LB_BIN" if name.startswith("weir") else "NGINX_BIN")
             why = f"binary not found (PATH or {env})"
             if name.startswith("weir"):
                 why = (f"{lb} not found or not executable: build it with "
                        "`cargo build --release --bin weir` or set LB_BIN")
+            if name == "varnish":
+                why = ("varnishd not found (PATH, /usr/sbin or VARNISHD_BIN): the cached "
+                       "scenarios run without Varnish; install it with `apt-get install -y "
+                       "--no-install-recommends varnish`")
             if name != "weir-log":
                 log(f"SKIP peer {name}: {why}")
             continue
         peers[name] = p
     if "access-log" in scenarios and "weir-log" not in peers:
         scenarios.remove("access-log")
+    if not any(x in peers for x in CACHE_PEERS):
+        drop = [x for x in scenarios if x in CACHED_SCENARIOS]
+        if drop:
+            log(f"SKIP {', '.join(drop)}: no cache peer to run")
+        scenarios = [x for x in scenarios if x not in CACHED_SCENARIOS]
     if not [p for p in peers if p != "weir-log"] or not scenarios:
         sys.exit("nothing to run")
     if REFERENCE not in peers:
@@ -1526,8 +1893,9 @@ def main(argv):
     log(f"peers: {', '.join(peers)}; scenarios: {', '.join(scenarios)}; reps {a.reps}")
     log("pinning: " + (f"proxy cpu {s.proxy_cpus}, origin cpu {s.origin_cpus}, load generator "
                        f"cpu {s.loadgen_cpus}" if s.pin else "off"))
-    n = len([p for p in peers if p != "weir-log"])
-    log(f"estimated time {estimate_s(a, n, scenarios) / 60:.1f} min "
+    n = len([p for p in peers if p in BASE_PEERS])
+    n_cache = len([p for p in peers if p in CACHE_PEERS])
+    log(f"estimated time {estimate_s(a, n, n_cache, scenarios) / 60:.1f} min "
         f"(global deadline {a.max_minutes:g} min)")
 
     def on_signal(signum, frame):
