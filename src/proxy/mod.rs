@@ -247,8 +247,7 @@ async fn proxy(
         destination: connection.local,
     };
     let request = Request::from_parts(parts, body);
-    let (Some(pick), None) = (pick, cache) else {
-        let (settings, cache) = cache.expect("a request without a pick goes through the cache");
+    if let Some((settings, cache)) = cache {
         let results = snapshot.cache_results[route]
             .as_ref()
             .expect("a cached route has its counters");
@@ -263,7 +262,8 @@ async fn proxy(
         let result = cache.serve(view, origin.clone(), request).await;
         outcome.tried = origin.tried();
         return result.map(|response| response.map(Relayed::Cache));
-    };
+    }
+    let pick = pick.expect("a request the cache does not take was picked for");
     let (mut response, pick) = tries::forward(
         upstream,
         client_ends,
