@@ -22,6 +22,7 @@ fn route(host: Option<&str>, path_prefix: Option<&str>) -> RouteConfig {
         path_prefix: path_prefix.map(str::to_owned),
         upstream: 0,
         cache: None,
+        rate_limit: Vec::new(),
     }
 }
 

@@ -314,6 +314,7 @@ mod tests {
             path_prefix: path_prefix.map(str::to_owned),
             upstream: 0,
             cache: None,
+            rate_limit: Vec::new(),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub resolver: Option<Spanned<FileResolver>>,
     pub cache: Option<Spanned<FileCache>>,
     pub redis: Option<Spanned<FileRedis>>,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<Spanned<String>, Spanned<FileRateLimit>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +98,18 @@ pub struct FileRoute {
     pub path_prefix: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
     pub cache: Option<Spanned<FileRouteCache>>,
+    pub rate_limit: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[rate_limits.NAME]`: one named policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<i64>>,
+    pub key: Option<Spanned<String>>,
+    pub scope: Option<Spanned<String>>,
+    pub on_redis_error: Option<Spanned<String>>,
 }
 
 /// `[cache]`: the in-process store's sizes.

@@ -45,6 +45,57 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The Redis shared by weir instances (cache), when configured.
     pub redis: Option<RedisConfig>,
+    /// Named rate-limit policies, in name order; routes refer to them by index.
+    pub rate_limits: Vec<RateLimitPolicy>,
+}
+
+/// `[rate_limits.NAME]`: how many requests of one key are let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitPolicy {
+    pub name: String,
+    /// `count` requests per `per`, evenly spaced.
+    pub rate: Rate,
+    /// Requests let through at once before the spacing applies (at least 1).
+    pub burst: u32,
+    pub key: LimitKey,
+    pub scope: LimitScope,
+    /// What a global policy does while Redis cannot answer.
+    pub on_redis_error: OnRedisError,
+}
+
+/// `rate = "N/s"`: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// What a policy counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The client address (behind `trusted_proxies`, the forwarded one).
+    Client,
+    Header(http::HeaderName),
+    Cookie(String),
+    Query(String),
+    /// Every request of the route together.
+    Route,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// Each weir instance counts alone.
+    Local,
+    /// Counted in Redis, across every instance that shares it.
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Each instance limits alone, at the policy's rate.
+    Local,
+    Allow,
+    Deny,
 }
 
 /// `[cache]`: bounds of the in-process response store.
@@ -237,6 +288,8 @@ pub struct RouteConfig {
     pub upstream: usize,
     /// Responses are cached when set.
     pub cache: Option<RouteCache>,
+    /// Indices into [`Config::rate_limits`]: every one must let a request through.
+    pub rate_limit: Vec<usize>,
 }
 
 /// A route's `host`: exact name or `*.suffix`, stored lowercase.

@@ -7,6 +7,7 @@
 mod cache;
 mod listeners;
 mod policies;
+mod rate_limits;
 mod routes;
 mod upstreams;
 
@@ -105,6 +106,18 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         .as_ref()
         .map(|cache| cache::validate_cache(cache.get_ref(), problems))
         .unwrap_or_default();
+    let policy_names: Vec<&str> = raw
+        .rate_limits
+        .keys()
+        .map(|k| k.get_ref().as_str())
+        .collect();
+    let rate_limits = raw
+        .rate_limits
+        .iter()
+        .map(|(name, policy)| {
+            rate_limits::validate_policy(name, policy.get_ref(), redis.is_some(), problems)
+        })
+        .collect();
     let mut route_names = HashSet::new();
     let routes = raw
         .routes
@@ -115,6 +128,7 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
                 index,
                 route.get_ref(),
                 &upstream_names,
+                &policy_names,
                 redis.is_some(),
                 problems,
             );
@@ -168,6 +182,7 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
         resolver,
         cache,
         redis,
+        rate_limits,
     }
 }
 

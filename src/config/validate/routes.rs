@@ -1,5 +1,5 @@
 //! Validation of routes: the host and path prefix they match, the upstream they
-//! name (and their `cache`, in `cache.rs`).
+//! name (their `cache` is in `cache.rs`, their `rate_limit` in `rate_limits.rs`).
 
 use super::item_name;
 use crate::config::file::FileRoute;
@@ -11,6 +11,7 @@ pub(super) fn validate_route(
     index: usize,
     raw: &FileRoute,
     upstream_names: &[&str],
+    policy_names: &[&str],
     redis: bool,
     problems: &mut Problems<'_>,
 ) -> RouteConfig {
@@ -99,11 +100,14 @@ pub(super) fn validate_route(
         .cache
         .as_ref()
         .and_then(|cache| super::cache::validate_route_cache(cache, redis, problems));
+    let rate_limit =
+        super::rate_limits::validate_route_limits(&raw.rate_limit, policy_names, problems);
     RouteConfig {
         name,
         host,
         path_prefix,
         upstream,
         cache,
+        rate_limit,
     }
 }
