@@ -11,6 +11,9 @@
 //! - [`proxy_protocol`]: the PROXY protocol header, read and written.
 //! - [`access_log`]: one line per request, written off the request path.
 //! - `discovery`: backend names looked up, and again as their TTLs run out.
+//! - `redis_connection`: the Redis that instances share, bounded by its timeout.
+//! - `cache`: the response cache (RFC 9111), in memory and through Redis.
+//! - `rate_limit`: named GCRA policies per route, local or global (Redis).
 //! - `snapshot`: router + upstreams built from one config: the unit of reload.
 //! - [`tls`]: certificates by SNI, ALPN and client certificates (rustls).
 //! - `health`: active health check loops and their probe, following the
@@ -58,6 +61,7 @@ pub(crate) mod admin;
 pub(crate) mod cache;
 pub(crate) mod discovery;
 pub(crate) mod health;
+pub(crate) mod rate_limit;
 pub(crate) mod redis_connection;
 pub(crate) mod snapshot;
 

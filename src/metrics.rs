@@ -46,6 +46,7 @@ pub struct Metrics {
     cache_stored_bytes: IntGaugeVec,
     cache_evictions: IntCounterVec,
     redis_errors: IntCounterVec,
+    rate_limited: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -338,6 +339,12 @@ impl Metrics {
                 "Redis commands that failed or timed out, by what they were for.",
                 &["use"],
             ),
+            rate_limited: counter_vec(
+                r,
+                "weir_rate_limited_total",
+                "Requests answered 429 by a rate-limit policy, by route and policy.",
+                &["route", "policy"],
+            ),
             last_reload_success,
             registry,
         }
@@ -366,6 +373,11 @@ impl Metrics {
     /// Failed Redis commands made for `usage` (`cache`, `purge`, ...).
     pub fn redis_errors(&self, usage: &str) -> IntCounter {
         self.redis_errors.with_label_values(&[usage])
+    }
+
+    /// Requests of `route` refused by `policy`.
+    pub fn rate_limited(&self, route: &str, policy: &str) -> IntCounter {
+        self.rate_limited.with_label_values(&[route, policy])
     }
 
     pub fn backend(&self, upstream: &str, backend: &str) -> BackendMetrics {

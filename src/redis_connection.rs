@@ -34,6 +34,8 @@ const BACKOFF: Duration = Duration::from_secs(1);
 
 pub struct Redis {
     pub config: RedisConfig,
+    /// What weir uses this connection for, in log lines.
+    purpose: &'static str,
     client: redis::Client,
     connection: ConnectionManager,
     available: AtomicBool,
@@ -52,7 +54,10 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// Connects lazily: nothing waits for Redis here.
-    pub fn new(config: &RedisConfig) -> Result<Arc<Redis>, redis::RedisError> {
+    pub fn new(
+        config: &RedisConfig,
+        purpose: &'static str,
+    ) -> Result<Arc<Redis>, redis::RedisError> {
         let client = redis::Client::open(config.url.0.as_str())?;
         let settings = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -62,6 +67,7 @@ impl Redis {
         let connection = ConnectionManager::new_lazy_with_config(client.clone(), settings)?;
         Ok(Arc::new(Redis {
             config: config.clone(),
+            purpose,
             client,
             connection,
             available: AtomicBool::new(true),
@@ -128,6 +134,20 @@ impl Redis {
         .await
     }
 
+    /// Runs a Lua script for a request that waits on it, as
+    /// [`query`](Self::query): `EVALSHA`, and the script loaded first when
+    /// Redis does not know it.
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+        errors: &IntCounter,
+    ) -> Option<T> {
+        self.run(Use::Lookup, errors, |mut connection| async move {
+            invocation.invoke_async::<T>(&mut connection).await
+        })
+        .await
+    }
+
     async fn run<T, F, Fut>(&self, purpose: Use, errors: &IntCounter, command: F) -> Option<T>
     where
         F: FnOnce(ConnectionManager) -> Fut,
@@ -173,7 +193,7 @@ impl Redis {
     /// Records that Redis answered.
     pub fn succeeded(&self) {
         if !self.available.swap(true, Ordering::Relaxed) {
-            info!(redis = %self.config.shown_url, "redis answers again; the shared cache is back in use");
+            info!(redis = %self.config.shown_url, purpose = self.purpose, "redis answers again; back in use");
         }
     }
 
@@ -185,7 +205,7 @@ impl Redis {
             Ordering::Relaxed,
         );
         if self.available.swap(false, Ordering::Relaxed) {
-            warn!(redis = %self.config.shown_url, error = why, "redis unavailable; going on without it");
+            warn!(redis = %self.config.shown_url, purpose = self.purpose, error = why, "redis unavailable; going on without it");
         }
     }
 

@@ -7,6 +7,7 @@ use crate::access_log::AccessLog;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::metrics::{CacheResults, Metrics, RequestMetrics};
+use crate::rate_limit::RateLimits;
 use crate::router::Router;
 use crate::tls::TlsError;
 use crate::upstream::{BackendStates, ResolvedSets, Upstream};
@@ -40,6 +41,9 @@ pub struct Snapshot {
     /// The cache result counters of each route (none for a route that does
     /// not cache).
     pub cache_results: Vec<Option<CacheResults>>,
+    /// Each route's rate-limit policies; a policy that stays across a reload
+    /// keeps its counts.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 impl Snapshot {
@@ -94,7 +98,13 @@ impl Snapshot {
             .iter()
             .map(|r| r.cache.as_ref().map(|_| metrics.cache_results(&r.name)))
             .collect();
+        let rate_limits = Arc::new(RateLimits::for_config(
+            &config,
+            previous.map(|p| &*p.rate_limits),
+            metrics,
+        ));
         Ok(Snapshot {
+            rate_limits,
             router: Router::new(config.routes.clone()),
             upstreams,
             requests,
@@ -146,6 +156,7 @@ impl Snapshot {
             access_log: self.access_log.clone(),
             cache: self.cache.clone(),
             cache_results: self.cache_results.clone(),
+            rate_limits: self.rate_limits.clone(),
             sends_proxy_protocol: self.sends_proxy_protocol,
         })
     }

@@ -152,7 +152,7 @@ impl Cache {
         {
             return Some(previous.clone());
         }
-        let redis = redis_config.and_then(|config| match Redis::new(config) {
+        let redis = redis_config.and_then(|config| match Redis::new(config, "shared cache") {
             Ok(redis) => Some(redis),
             Err(err) => {
                 // The URL was checked with the config; a client that still

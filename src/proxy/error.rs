@@ -19,6 +19,9 @@ pub enum ProxyError {
     NoRoute,
     #[error("no healthy backend in upstream")]
     NoBackend,
+    /// A rate-limit policy of the route refused the request.
+    #[error("rate limited")]
+    RateLimited,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -79,6 +82,13 @@ fn answer(err: &ProxyError) -> Answer {
         ProxyError::NoBackend => Answer {
             status: StatusCode::SERVICE_UNAVAILABLE,
             text: "503 no healthy backend\n",
+            grpc: UNAVAILABLE,
+        },
+        // UNAVAILABLE, as the gRPC project maps 429 (and as Envoy answers):
+        // the client may try again after backing off.
+        ProxyError::RateLimited => Answer {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            text: "429 too many requests\n",
             grpc: UNAVAILABLE,
         },
         ProxyError::Upstream(err) => upstream_answer(err),
@@ -184,7 +194,7 @@ impl ProxyError {
     pub fn closes_connection(&self) -> bool {
         match self {
             ProxyError::BadRequest(_) | ProxyError::MethodNotAllowed(_) => true,
-            ProxyError::NoRoute | ProxyError::NoBackend => false,
+            ProxyError::NoRoute | ProxyError::NoBackend | ProxyError::RateLimited => false,
             ProxyError::Upstream(err) => err.origin() == Origin::Client,
         }
     }

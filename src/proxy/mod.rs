@@ -101,6 +101,9 @@ pub(crate) async fn serve(
             (response, err.status().as_u16())
         }
     };
+    if let Some(limits) = outcome.limit_headers.take() {
+        limits.apply(response.headers_mut());
+    }
     if let Some(slot) = slot {
         let metrics = &snapshot.requests[slot];
         match outcome.routed {
@@ -142,6 +145,8 @@ struct Outcome {
     tried: Tried,
     /// Its route caches.
     cached: bool,
+    /// Its route limits rates: what the answer tells of the limits.
+    limit_headers: Option<crate::rate_limit::LimitHeaders>,
 }
 
 /// Where the router sent a request: indices into the snapshot.
@@ -190,6 +195,16 @@ async fn proxy(
         None => connection.peer.ip(),
     };
     outcome.client = Some(client);
+    // Before anything is read or picked: a refused request costs no backend
+    // anything.
+    let limits = snapshot.rate_limits.route(route);
+    if !limits.is_empty() {
+        let decision = limits.check(&RequestKey::of(client, &request)).await;
+        outcome.limit_headers = Some(decision.headers);
+        if decision.refused.is_some() {
+            return Err(ProxyError::RateLimited);
+        }
+    }
     let upgrade = forward::requested_upgrade(request.version(), request.headers());
     // A tunnel is never cached; everything else of a cached route goes
     // through the cache, which picks a backend only when it needs one.
