@@ -42,12 +42,22 @@ impl Gcra {
     }
 
     /// The verdict on a request at `now` for a key whose TAT is `tat` (0 for
-    /// a key never seen), and the TAT to keep when it passes.
+    /// a key never seen), and the TAT to keep (when it passes, or when the
+    /// TAT had to be brought in).
     pub fn decide(&self, tat: u64, now: u64) -> (Verdict, Option<u64>) {
+        // Never further ahead than this policy itself can push a key: a TAT
+        // made under a slower rate (before a reload) is brought in, so the
+        // new rate applies at once.
+        let bound = self.tolerance + self.interval;
         let ahead = tat.saturating_sub(now);
+        let (ahead, brought_in) = if ahead > bound {
+            (bound, Some(now + bound))
+        } else {
+            (ahead, None)
+        };
         if ahead > self.tolerance {
             let retry_after = ahead - self.tolerance;
-            return (Verdict::Refused { retry_after }, None);
+            return (Verdict::Refused { retry_after }, brought_in);
         }
         let reset = ahead + self.interval;
         (
@@ -159,6 +169,32 @@ mod tests {
         let tat = tat.unwrap();
         assert_eq!(gcra.give_back(tat, now), now);
         assert_eq!(gcra.give_back(full, now), full - 10 * MS);
+    }
+
+    #[test]
+    fn a_faster_rate_applies_at_once_to_a_key_counted_under_a_slower_one() {
+        let hourly = Gcra::new(
+            Rate {
+                count: 1,
+                per: Duration::from_secs(3600),
+            },
+            1,
+        );
+        let (_, tat) = hourly.decide(0, MS);
+        let tat = tat.unwrap();
+        assert!(matches!(
+            hourly.decide(tat, 2 * MS).0,
+            Verdict::Refused { .. }
+        ));
+        // Under 1000/s the key is at most one interval from passing.
+        let fast = per_second(1000, 1);
+        let (verdict, brought_in) = fast.decide(tat, 2 * MS);
+        assert_eq!(verdict, Verdict::Refused { retry_after: MS });
+        let tat = brought_in.expect("the TAT is brought in and kept");
+        assert!(matches!(
+            fast.decide(tat, 3 * MS).0,
+            Verdict::Allowed { .. }
+        ));
     }
 
     #[test]

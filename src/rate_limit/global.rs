@@ -32,6 +32,13 @@ local tolerance = tonumber(ARGV[2])
 local stored = tonumber(redis.call('GET', KEYS[1]) or '')
 local tat = now
 if stored and stored > now then tat = stored end
+-- Never further ahead than this policy can push a key: a rate changed by a
+-- reload applies at once.
+local bound = tolerance + interval
+if tat - now > bound then
+  tat = now + bound
+  redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.floor(bound / 1000) + 1)
+end
 if ARGV[3] == 'give' then
   if tat > now then
     local back = math.max(tat - interval, now)

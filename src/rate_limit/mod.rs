@@ -106,8 +106,8 @@ impl LimitHeaders {
 
 impl RateLimits {
     /// The rate limits of `config`; policies of `previous` that stay (same
-    /// name, key and scope) keep their counts, with the new rate in force at
-    /// once.
+    /// name, key and scope) keep their counts, with a changed rate or burst
+    /// in force at once.
     pub fn for_config(config: &Config, previous: Option<&RateLimits>, metrics: &Metrics) -> Self {
         let needs_redis = config
             .rate_limits
