@@ -2584,3 +2584,179 @@ fn send_proxy_protocol_takes_a_version() {
         "expected \"v1\" or \"v2\"",
     );
 }
+
+// === rate limits ===
+
+/// A route listing `list` (TOML array) and the policies of `limits`.
+fn rate_limited(list: &str, limits: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:8080\"\n\n[[routes]]\nupstream = \"api\"\nrate_limit = {list}\n\n\
+         [upstreams.api]\nbackends = [{{ address = \"127.0.0.1:9001\" }}]\n\n{limits}\n"
+    )
+}
+
+#[test]
+fn rate_limit_policies_are_read_with_their_defaults() {
+    let config = accept(&rate_limited(
+        "[\"b\", \"a\"]",
+        "[rate_limits.a]\nrate = \"100/s\"\n\n\
+         [rate_limits.b]\nrate = \"30/m\"\nburst = 50\nkey = \"header:X-Api-Key\"\nscope = \"global\"\non_redis_error = \"deny\"\n\n\
+         [redis]\nurl = \"redis://127.0.0.1\"",
+    ));
+    let a = &config.rate_limits[0];
+    assert_eq!(a.name, "a");
+    assert_eq!(
+        a.rate,
+        Rate {
+            count: 100,
+            per: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(a.burst, 1);
+    assert_eq!(a.key, LimitKey::Client);
+    assert_eq!(a.scope, LimitScope::Local);
+    let b = &config.rate_limits[1];
+    assert_eq!(b.rate.per, Duration::from_secs(60));
+    assert_eq!(b.burst, 50);
+    assert_eq!(b.key, LimitKey::Header("x-api-key".parse().unwrap()));
+    assert_eq!(b.scope, LimitScope::Global);
+    assert_eq!(b.on_redis_error, OnRedisError::Deny);
+    // In the order the route lists them.
+    assert_eq!(config.routes[0].rate_limit, vec![1, 0]);
+    for (key, expected) in [
+        ("route", LimitKey::Route),
+        ("cookie:session", LimitKey::Cookie("session".into())),
+        ("query:user", LimitKey::Query("user".into())),
+    ] {
+        let text = rate_limited(
+            "[\"a\"]",
+            &format!("[rate_limits.a]\nrate = \"1/h\"\nburst = 0\nkey = \"{key}\""),
+        );
+        let config = accept(&text);
+        assert_eq!(config.rate_limits[0].key, expected);
+        assert_eq!(config.rate_limits[0].burst, 1, "0 means one at a time");
+    }
+}
+
+#[test]
+fn rate_limit_mistakes_are_reported_at_their_key() {
+    let policy = |keys: &str| format!("[rate_limits.a]\n{keys}");
+    for (list, limits, key, message) in [
+        (
+            "[‸\"b\"]",
+            policy("rate = \"1/s\""),
+            "rate_limit",
+            "unknown rate-limit policy \"b\"; defined policies: a",
+        ),
+        (
+            "[‸\"b\"]",
+            String::new(),
+            "rate_limit",
+            "no policy is defined",
+        ),
+        (
+            "[\"a\", ‸\"a\"]",
+            policy("rate = \"1/s\""),
+            "rate_limit",
+            "listed twice",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = ‸\"100\""),
+            "rate",
+            "expected \"N/s\"",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = ‸\"100/d\""),
+            "rate",
+            "expected \"N/s\"",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = ‸\"0/s\""),
+            "rate",
+            "between 1 and",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = ‸\"-5/s\""),
+            "rate",
+            "expected \"N/s\"",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = ‸\"1.5/s\""),
+            "rate",
+            "expected \"N/s\"",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nburst = ‸-1"),
+            "burst",
+            "between 0 and",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nkey = ‸\"ip\""),
+            "key",
+            "expected client, route",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nkey = ‸\"header:\""),
+            "key",
+            "expected client, route",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nscope = ‸\"cluster\""),
+            "scope",
+            "expected \"local\" or \"global\"",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nscope = ‸\"global\""),
+            "scope",
+            "needs a [redis] table",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\non_redis_error = ‸\"deny\""),
+            "on_redis_error",
+            "only applies to scope = \"global\"",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\n‸burts = 5"),
+            "burts",
+            "unknown field",
+        ),
+        (
+            "[\"a\"]",
+            "‸[rate_limits.a]\nburst = 5".to_owned(),
+            "rate",
+            "missing field `rate`",
+        ),
+    ] {
+        let (text, line, column) = marked(&rate_limited(list, &limits));
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
+    }
+}
+
+#[test]
+fn a_policy_name_must_fit_headers_and_redis_keys() {
+    let (text, line, column) = marked(&rate_limited(
+        "[\"a b\"]",
+        "[rate_limits.‸\"a b\"]\nrate = \"1/s\"",
+    ));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("rate_limits"),
+        "invalid policy name",
+    );
+}

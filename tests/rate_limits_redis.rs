@@ -1,0 +1,180 @@
+//! Global rate limits through a real Redis: two weir instances together
+//! admit what one would, and when Redis goes away each policy does what its
+//! `on_redis_error` says — never a 500, never a wait past `redis.timeout`.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::redis::RedisServer;
+use support::*;
+
+/// Policies `per_client` (20/s, burst 10) on `/`, and `local`, `deny`,
+/// `allow` (1/h, burst 3, each its `on_redis_error`) on their paths.
+fn config(redis_url: &str) -> String {
+    let mut text = format!(
+        "[redis]\nurl = \"{redis_url}\"\ntimeout = \"100ms\"\n\n\
+         [rate_limits.per_client]\nrate = \"20/s\"\nburst = 10\nscope = \"global\"\n\n"
+    );
+    for choice in ["local", "deny", "allow"] {
+        text.push_str(&format!(
+            "[rate_limits.{choice}]\nrate = \"1/h\"\nburst = 3\nscope = \"global\"\non_redis_error = \"{choice}\"\n\n\
+             [[routes]]\nname = \"{choice}\"\npath_prefix = \"/{choice}\"\nupstream = \"app\"\nrate_limit = [\"{choice}\"]\n\n"
+        ));
+    }
+    text.push_str(
+        "[[routes]]\nname = \"main\"\nupstream = \"app\"\nrate_limit = [\"per_client\"]\n\n\
+         [upstreams.app]\nbackends = [{ address = \"{a}\" }]\n",
+    );
+    text
+}
+
+async fn instance(backend: SocketAddr, redis_url: &str) -> Lb {
+    start_lb(&config(redis_url), &[("a", backend)]).await
+}
+
+async fn statuses(lb: &Lb, path: &str, count: usize) -> Vec<u16> {
+    let client = client();
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        statuses.push(get(&client, &lb.url(path), None).await.status.as_u16());
+    }
+    statuses
+}
+
+fn passed(statuses: &[u16]) -> usize {
+    statuses.iter().filter(|&&s| s == 200).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_together_admit_what_one_would() {
+    let redis = RedisServer::start();
+    let backend = spawn_named_backend("a").await;
+    let first = instance(backend.addr, &redis.url()).await;
+    let second = instance(backend.addr, &redis.url()).await;
+    // Four clients, two on each instance, each at the policy's rate: four
+    // times the rate in all, for 5 s.
+    let start = tokio::time::Instant::now();
+    let clients = [&first, &second, &first, &second].map(|lb| {
+        let url = lb.url("/");
+        tokio::spawn(async move {
+            let client = client();
+            let mut passed = 0;
+            for i in 0..100u32 {
+                tokio::time::sleep_until(start + Duration::from_millis(50) * i).await;
+                match get(&client, &url, None).await.status.as_u16() {
+                    200 => passed += 1,
+                    429 => {}
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            passed
+        })
+    });
+    let mut total = 0;
+    for handle in clients {
+        total += handle.await.unwrap();
+    }
+    // 20/s × 5 s + 10, within 3 %.
+    assert!((107..=113).contains(&total), "{total} passed");
+    assert_eq!(backend.request_count(), total);
+    let limited = |lb: &Lb| {
+        metrics::sample(
+            &lb.metrics(),
+            "weir_rate_limited_total",
+            &[("route", "main"), ("policy", "per_client")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(limited(&first) + limited(&second), (400 - total) as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_in_redis_are_hash_tagged_digests_that_expire() {
+    let redis = RedisServer::start();
+    let backend = spawn_named_backend("a").await;
+    let lb = instance(backend.addr, &redis.url()).await;
+    assert_eq!(statuses(&lb, "/deny", 1).await, vec![200]);
+    let keys = redis.command(&["KEYS", "weir:rl:*"]);
+    let key = keys.lines().next().expect("a key in redis");
+    let digest = key
+        .strip_prefix("weir:rl:{deny:")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("unexpected key {key}"));
+    assert_eq!(digest.len(), 32);
+    assert!(digest.bytes().all(|b| b.is_ascii_hexdigit()));
+    // One request of a 1/h policy: back to a full burst in an hour, and
+    // expired then.
+    let ttl: u64 = redis.command(&["PTTL", key]).parse().unwrap();
+    assert!(ttl > 3_590_000 && ttl <= 3_601_000, "{ttl} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_each_policy_does_what_on_redis_error_says() {
+    let mut redis = RedisServer::start();
+    let backend = spawn_named_backend("a").await;
+    let first = instance(backend.addr, &redis.url()).await;
+    let second = instance(backend.addr, &redis.url()).await;
+    // Global while Redis answers: three in all, whichever instance.
+    for path in ["/local", "/deny", "/allow"] {
+        assert_eq!(passed(&statuses(&first, path, 2).await), 2, "{path}");
+        assert_eq!(statuses(&second, path, 2).await, vec![200, 429], "{path}");
+    }
+
+    redis.stop();
+    for lb in [&first, &second] {
+        // Each instance alone: its own burst of three.
+        assert_eq!(
+            statuses(lb, "/local", 5).await,
+            vec![200, 200, 200, 429, 429]
+        );
+        assert_eq!(statuses(lb, "/deny", 5).await, vec![429; 5]);
+        assert_eq!(statuses(lb, "/allow", 5).await, vec![200; 5]);
+    }
+    let errors = metrics::sample(
+        &first.metrics(),
+        "weir_redis_errors_total",
+        &[("use", "rate_limit")],
+    )
+    .unwrap_or(0.0);
+    assert!(errors >= 1.0, "failures are counted");
+
+    // Back to global once Redis answers (empty: every key starts afresh).
+    redis.restart();
+    within("the limits to be global again", async {
+        while statuses(&first, "/deny", 1).await != [200] {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(statuses(&second, "/deny", 3).await, vec![200, 200, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_costs_at_most_its_timeout() {
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            connections.push(stream);
+        }
+    });
+    let backend = spawn_named_backend("a").await;
+    let lb = instance(backend.addr, &format!("redis://{address}/0")).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        statuses(&lb, "/local", 5).await,
+        vec![200, 200, 200, 429, 429]
+    );
+    // The first waits out the 100 ms timeout; the others find Redis resting.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(statuses(&lb, "/allow", 3).await, vec![200; 3]);
+    held.abort();
+}
