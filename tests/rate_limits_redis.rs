@@ -178,3 +178,61 @@ async fn a_redis_that_never_answers_costs_at_most_its_timeout() {
     assert_eq!(statuses(&lb, "/allow", 3).await, vec![200; 3]);
     held.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_under_load_turns_no_request_into_an_error() {
+    let mut redis = RedisServer::start();
+    let backend = spawn_named_backend("a").await;
+    let first = instance(backend.addr, &redis.url()).await;
+    let second = instance(backend.addr, &redis.url()).await;
+    let (killed_tx, killed_rx) = tokio::sync::watch::channel(false);
+    // Clients on every route of both instances, until each has sent 100
+    // requests after the kill.
+    let loads: Vec<_> = [&first, &second]
+        .into_iter()
+        .flat_map(|lb| ["/", "/local", "/deny", "/allow"].map(|path| lb.url(path)))
+        .map(|url| {
+            let mut killed = killed_rx.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut after_kill = Vec::new();
+                while after_kill.len() < 100 {
+                    let status = get(&client, &url, None).await.status.as_u16();
+                    assert!(status == 200 || status == 429, "{url}: {status}");
+                    if *killed.borrow_and_update() {
+                        after_kill.push(status);
+                    }
+                }
+                (url, after_kill)
+            })
+        })
+        .collect();
+    // Let the load run a moment against Redis, then kill it.
+    within("requests to reach redis", async {
+        while redis.command(&["DBSIZE"]) == "0" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    redis.stop();
+    killed_tx.send(true).unwrap();
+    for load in loads {
+        let (url, statuses) = load.await.unwrap();
+        if url.ends_with("/deny") {
+            // A request already on its way when Redis died may still have
+            // been answered by it; after that, every one is refused.
+            assert!(
+                statuses[2..].iter().all(|&s| s == 429),
+                "{url}: {statuses:?}"
+            );
+        } else if url.ends_with("/allow") {
+            assert!(
+                statuses[2..].iter().all(|&s| s == 200),
+                "{url}: {statuses:?}"
+            );
+        } else if url.ends_with("/local") {
+            // Each instance alone lets at most its burst of three through.
+            assert!(passed(&statuses) <= 3, "{url}: {statuses:?}");
+        }
+    }
+}
