@@ -27,7 +27,8 @@
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
 //! Dependencies point one way: config → router/balance → metrics → upstream →
-//! access_log / discovery / snapshot → health / proxy → listener → control → admin → `run`.
+//! redis_connection → cache / rate_limit → access_log / discovery / snapshot →
+//! health / proxy → listener → control → admin → `run`.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
