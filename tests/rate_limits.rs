@@ -205,13 +205,11 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_routes_and_their_answers_are_untouched() {
     let backend = spawn_named_backend("a").await;
-    let text = format!(
-        "[rate_limits.strict]\nrate = \"1/h\"\n\n\
+    let text = "[rate_limits.strict]\nrate = \"1/h\"\n\n\
          [[routes]]\nname = \"open\"\npath_prefix = \"/open\"\nupstream = \"app\"\n\n\
          [[routes]]\nname = \"limited\"\nupstream = \"app\"\nrate_limit = [\"strict\"]\n\n\
-         [upstreams.app]\nbackends = [{{ address = \"{{a}}\" }}]\n"
-    );
-    let lb = start_lb(&text, &[("a", backend.addr)]).await;
+         [upstreams.app]\nbackends = [{ address = \"{a}\" }]\n";
+    let lb = start_lb(text, &[("a", backend.addr)]).await;
     let client = client();
     assert_eq!(get(&client, &lb.url("/x"), None).await.status, 200);
     assert_eq!(get(&client, &lb.url("/x"), None).await.status, 429);
