@@ -47,6 +47,7 @@ pub struct Metrics {
     cache_evictions: IntCounterVec,
     redis_errors: IntCounterVec,
     rate_limited: IntCounterVec,
+    rate_limit_keys: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -345,6 +346,12 @@ impl Metrics {
                 "Requests answered 429 by a rate-limit policy, by route and policy.",
                 &["route", "policy"],
             ),
+            rate_limit_keys: gauge_vec(
+                r,
+                "weir_rate_limit_keys",
+                "Keys a local rate-limit policy (or a global one while Redis is away) holds counts for on this instance.",
+                &["policy"],
+            ),
             last_reload_success,
             registry,
         }
@@ -378,6 +385,11 @@ impl Metrics {
     /// Requests of `route` refused by `policy`.
     pub fn rate_limited(&self, route: &str, policy: &str) -> IntCounter {
         self.rate_limited.with_label_values(&[route, policy])
+    }
+
+    /// Keys `policy` holds counts for on this instance.
+    pub fn rate_limit_keys(&self, policy: &str) -> IntGauge {
+        self.rate_limit_keys.with_label_values(&[policy])
     }
 
     pub fn backend(&self, upstream: &str, backend: &str) -> BackendMetrics {

@@ -192,7 +192,10 @@ impl Redis {
 
     /// Records that Redis answered.
     pub fn succeeded(&self) {
-        if !self.available.swap(true, Ordering::Relaxed) {
+        // Read first: a write on every answer would bounce the line between
+        // cores.
+        if !self.available.load(Ordering::Relaxed) && !self.available.swap(true, Ordering::Relaxed)
+        {
             info!(redis = %self.config.shown_url, purpose = self.purpose, "redis answers again; back in use");
         }
     }

@@ -63,6 +63,9 @@ pub struct RateLimitPolicy {
     pub on_redis_error: OnRedisError,
 }
 
+/// Policies one route may list.
+pub const MAX_ROUTE_POLICIES: usize = 8;
+
 /// `rate = "N/s"`: `count` requests per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
@@ -80,6 +83,18 @@ pub enum LimitKey {
     Query(String),
     /// Every request of the route together.
     Route,
+}
+
+impl fmt::Display for LimitKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LimitKey::Client => f.write_str("client"),
+            LimitKey::Header(name) => write!(f, "header:{name}"),
+            LimitKey::Cookie(name) => write!(f, "cookie:{name}"),
+            LimitKey::Query(name) => write!(f, "query:{name}"),
+            LimitKey::Route => f.write_str("route"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

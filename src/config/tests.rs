@@ -2672,11 +2672,36 @@ fn rate_limit_mistakes_are_reported_at_their_key() {
             "rate",
             "expected \"N/s\"",
         ),
+        ("[\"a\"]", policy("rate = ‸\"0/s\""), "rate", "at least 1"),
         (
             "[\"a\"]",
-            policy("rate = ‸\"0/s\""),
+            policy("rate = ‸\"1000001/s\""),
             "rate",
-            "between 1 and",
+            "at most 1000000 requests per second",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = ‸\"60000001/m\""),
+            "rate",
+            "at most 1000000 requests per second",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nkey = ‸\"header:Host\""),
+            "key",
+            "header:host cannot be a key",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nkey = ‸\"cookie:a;b\""),
+            "key",
+            "expected client, route",
+        ),
+        (
+            "[\"a\"]",
+            policy("rate = \"1/s\"\nkey = ‸\"query:a&b\""),
+            "key",
+            "expected client, route",
         ),
         (
             "[\"a\"]",
@@ -2743,6 +2768,26 @@ fn rate_limit_mistakes_are_reported_at_their_key() {
         let problem = single_problem(&text);
         assert_problem(&problem, line, column, Some(key), message);
     }
+}
+
+#[test]
+fn a_route_lists_at_most_eight_policies() {
+    let names: Vec<String> = (0..9).map(|i| format!("p{i}")).collect();
+    let policies: String = names
+        .iter()
+        .map(|n| format!("[rate_limits.{n}]\nrate = \"1/s\"\n"))
+        .collect();
+    let mut list: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    list[8] = format!("‸{}", list[8]);
+    let (text, line, column) = marked(&rate_limited(&format!("[{}]", list.join(", ")), &policies));
+    let problem = single_problem(&text);
+    assert_problem(
+        &problem,
+        line,
+        column,
+        Some("rate_limit"),
+        "at most 8 policies per route",
+    );
 }
 
 #[test]

@@ -18,15 +18,16 @@ use redis::Script;
 use super::gcra::{Gcra, Verdict};
 use crate::redis_connection::Redis;
 
-/// KEYS[1]: a key's TAT, in microseconds of Redis's clock. ARGV: the
+/// KEYS[1]: a key's TAT, in microseconds of Redis's clock since 2023-11-14
+/// (a recent start keeps a double's resolution near 0.01 µs). ARGV: the
 /// interval and tolerance in microseconds (perhaps fractional), then "take"
 /// or "give" (give back one request let through before). Returns whether it
-/// passed, the microseconds to wait when it did not, and the microseconds to
-/// a full burst.
+/// passed, the microseconds to wait when it did not, the microseconds to a
+/// full burst, and the requests that would also pass now.
 const SCRIPT: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local now = (tonumber(time[1]) - 1700000000) * 1000000 + tonumber(time[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local stored = tonumber(redis.call('GET', KEYS[1]) or '')
@@ -44,14 +45,14 @@ if ARGV[3] == 'give' then
     local back = math.max(tat - interval, now)
     redis.call('SET', KEYS[1], string.format('%.3f', back), 'PX', math.floor((back - now) / 1000) + 1)
   end
-  return {1, 0, 0}
+  return {1, 0, 0, 0}
 end
 if tat - now > tolerance then
-  return {0, math.ceil(tat - now - tolerance), math.ceil(tat - now)}
+  return {0, math.ceil(tat - now - tolerance), math.ceil(tat - now), 0}
 end
 local new = tat + interval
 redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.floor((new - now) / 1000) + 1)
-return {1, 0, math.ceil(new - now)}
+return {1, 0, math.ceil(new - now), math.floor((tolerance + interval - (new - now)) / interval + 1e-9)}
 "#;
 
 pub struct GlobalStore {
@@ -60,6 +61,9 @@ pub struct GlobalStore {
     errors: IntCounter,
     /// `<prefix>rl:{<policy>:`
     prefix: Vec<u8>,
+    /// What the policy counts by (`client`, `header:x-api-key`): hashed with
+    /// each key, so a policy whose key changes starts afresh.
+    kind: String,
     interval: String,
     tolerance: String,
 }
@@ -73,13 +77,20 @@ impl std::fmt::Debug for GlobalStore {
 }
 
 impl GlobalStore {
-    pub fn new(redis: Arc<Redis>, policy: &str, gcra: &Gcra, errors: IntCounter) -> GlobalStore {
+    pub fn new(
+        redis: Arc<Redis>,
+        policy: &str,
+        kind: String,
+        gcra: &Gcra,
+        errors: IntCounter,
+    ) -> GlobalStore {
         let prefix = redis.key(&[b"rl:{", policy.as_bytes(), b":"]);
         let micros = |nanos: u64| (nanos as f64 / 1000.0).to_string();
         GlobalStore {
             script: Script::new(SCRIPT),
             errors,
             prefix,
+            kind,
             interval: micros(gcra.interval),
             tolerance: micros(gcra.tolerance),
             redis,
@@ -88,7 +99,11 @@ impl GlobalStore {
 
     /// The Redis key of a request key's bytes.
     pub fn key(&self, key: &[u8]) -> Vec<u8> {
-        let digest = ring::digest::digest(&ring::digest::SHA256, key);
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(self.kind.as_bytes());
+        context.update(b"\n");
+        context.update(key);
+        let digest = context.finish();
         let mut name = Vec::with_capacity(self.prefix.len() + 33);
         name.extend_from_slice(&self.prefix);
         for byte in &digest.as_ref()[..16] {
@@ -107,14 +122,16 @@ impl GlobalStore {
             .arg(&self.interval)
             .arg(&self.tolerance)
             .arg("take");
-        let (passed, wait, reset): (i64, i64, i64) =
+        let (passed, wait, reset, remaining): (i64, i64, i64, i64) =
             self.redis.invoke(&invocation, &self.errors).await?;
         let micros = |n: i64| u64::try_from(n).unwrap_or(0).saturating_mul(1000);
+        // Bounded by what the policy allows: the answer is Redis's, and a
+        // Redis is not trusted to say more than the policy could.
+        let most = gcra.remaining(gcra.interval);
         Some(if passed == 1 {
-            let reset = micros(reset);
             Verdict::Allowed {
-                remaining: gcra.remaining(reset),
-                reset,
+                remaining: u64::try_from(remaining).unwrap_or(0).min(most),
+                reset: micros(reset),
             }
         } else {
             Verdict::Refused {
@@ -131,7 +148,7 @@ impl GlobalStore {
             .arg(&self.interval)
             .arg(&self.tolerance)
             .arg("give");
-        let _: Option<(i64, i64, i64)> = self.redis.invoke(&invocation, &self.errors).await;
+        let _: Option<(i64, i64, i64, i64)> = self.redis.invoke(&invocation, &self.errors).await;
     }
 }
 

@@ -66,6 +66,8 @@ pub struct RouteLimits {
     limited: Box<[IntCounter]>,
     /// `RateLimit-Policy`: the same on every answer of the route.
     policy_header: Option<HeaderValue>,
+    /// `redis.timeout`, when the route has a global policy.
+    redis_timeout: Option<Duration>,
 }
 
 /// What the route's policies said of a request: the headers its answer
@@ -145,11 +147,12 @@ impl RateLimits {
                         })
                     })
                     .map(|kept| kept.local.clone())
-                    .unwrap_or_else(new_store);
+                    .unwrap_or_else(|| new_store(metrics.rate_limit_keys(&policy.name)));
                 let global = match (policy.scope, &redis) {
                     (LimitScope::Global, Some(redis)) => Some(GlobalStore::new(
                         redis.clone(),
                         &policy.name,
+                        policy.key.to_string(),
                         &gcra,
                         errors.clone(),
                     )),
@@ -167,11 +170,15 @@ impl RateLimits {
             .routes
             .iter()
             .map(|route| {
-                let listed: Box<[Arc<Policy>]> = route
+                // Local policies first: a refusal decided in memory spares
+                // the round trips to Redis.
+                let mut listed: Vec<Arc<Policy>> = route
                     .rate_limit
                     .iter()
                     .map(|&i| policies[i].clone())
                     .collect();
+                listed.sort_by_key(|p| p.config.scope == LimitScope::Global);
+                let listed: Box<[Arc<Policy>]> = listed.into();
                 RouteLimits {
                     route: route.name.clone(),
                     limited: listed
@@ -179,6 +186,10 @@ impl RateLimits {
                         .map(|p| metrics.rate_limited(&route.name, &p.config.name))
                         .collect(),
                     policy_header: policy_header(&listed),
+                    redis_timeout: listed
+                        .iter()
+                        .find_map(|p| p.global.as_ref())
+                        .map(|g| g.redis.config.timeout),
                     policies: listed,
                 }
             })
@@ -197,8 +208,9 @@ impl RateLimits {
 }
 
 /// A store for a policy, swept now and then while it is in use.
-fn new_store() -> Arc<LocalStore> {
-    let store = Arc::new(LocalStore::default());
+fn new_store(keys: prometheus::IntGauge) -> Arc<LocalStore> {
+    keys.set(0);
+    let store = Arc::new(LocalStore::new(keys));
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let weak: Weak<LocalStore> = Arc::downgrade(&store);
         runtime.spawn(async move {
@@ -254,10 +266,15 @@ impl RouteLimits {
         let mut state = String::new();
         let mut refused = None;
         // Where each policy before the current one counted the request.
-        let mut counted = [Counted::Nowhere; MAX_GIVEN_BACK];
+        let mut counted = [Counted::Nowhere; MAX_POLICIES];
+        // However many global policies, the request waits on Redis at most
+        // `redis.timeout` in all.
+        let deadline = self
+            .redis_timeout
+            .map(|timeout| tokio::time::Instant::now() + timeout);
         for (index, policy) in self.policies.iter().enumerate() {
             let key = key::of(&policy.config.key, request, &self.route);
-            let (verdict, place) = policy.decide(key.as_bytes()).await;
+            let (verdict, place) = policy.decide(key.as_bytes(), deadline).await;
             let (remaining, reset) = match verdict {
                 Some(Verdict::Allowed { remaining, reset }) => (remaining, seconds(reset)),
                 Some(Verdict::Refused { retry_after }) => {
@@ -299,9 +316,8 @@ impl RouteLimits {
     }
 }
 
-/// Past this many policies on one route, a refused request is not given back
-/// to the ones after it (no route needs that many).
-const MAX_GIVEN_BACK: usize = 8;
+/// Policies one route may list (the config refuses more).
+const MAX_POLICIES: usize = crate::config::MAX_ROUTE_POLICIES;
 
 /// Where a policy counted a request it let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,9 +331,14 @@ impl Policy {
     /// The verdict on one request of `key`, and where it was counted; no
     /// verdict when a global policy lets it through unseen (Redis away,
     /// `on_redis_error = "allow"`).
-    async fn decide(&self, key: &[u8]) -> (Option<Verdict>, Counted) {
-        if let Some(global) = &self.global
-            && let Some(verdict) = global.check(&self.gcra, &global.key(key)).await
+    async fn decide(
+        &self,
+        key: &[u8],
+        deadline: Option<tokio::time::Instant>,
+    ) -> (Option<Verdict>, Counted) {
+        if let (Some(global), Some(deadline)) = (&self.global, deadline)
+            && let Ok(Some(verdict)) =
+                tokio::time::timeout_at(deadline, global.check(&self.gcra, &global.key(key))).await
         {
             return (Some(verdict), Counted::Global);
         }

@@ -11,8 +11,10 @@ use crate::config::{LimitKey, LimitScope, OnRedisError, Rate, RateLimitPolicy};
 
 /// More requests at once than any client should be granted.
 const MAX_BURST: u32 = 1_000_000;
-/// One request per nanosecond: the arithmetic's resolution.
-const MAX_COUNT: u32 = 1_000_000_000;
+/// Requests per second of one key at most: one a microsecond, which the
+/// arithmetic (nanoseconds here, fractional microseconds in Redis) carries
+/// exactly enough.
+const MAX_PER_SECOND: u64 = 1_000_000;
 
 pub(super) fn validate_policy(
     name: &Spanned<String>,
@@ -56,17 +58,31 @@ pub(super) fn validate_policy(
     };
     let key = match &raw.key {
         None => LimitKey::Client,
-        Some(key) => parse_key(key.get_ref()).unwrap_or_else(|| {
-            problems.spanned(
-                key,
-                "key",
-                format!(
-                    "invalid key {:?}: expected client, route, header:NAME, cookie:NAME or query:NAME",
-                    key.get_ref()
-                ),
-            );
-            LimitKey::Client
-        }),
+        Some(key) => match parse_key(key.get_ref()) {
+            // On HTTP/2 the host is `:authority`, and any client may send
+            // another `Host` beside it, or the same in another case or with
+            // a port: never a key that holds.
+            Some(LimitKey::Header(name)) if name == http::header::HOST => {
+                problems.spanned(
+                    key,
+                    "key",
+                    "header:host cannot be a key (HTTP/2 sends the host as :authority, and its spellings vary); give each host its route and use key = \"route\"",
+                );
+                LimitKey::Client
+            }
+            Some(parsed) => parsed,
+            None => {
+                problems.spanned(
+                    key,
+                    "key",
+                    format!(
+                        "invalid key {:?}: expected client, route, header:NAME, cookie:NAME or query:NAME (NAME a token)",
+                        key.get_ref()
+                    ),
+                );
+                LimitKey::Client
+            }
+        },
     };
     let scope = match &raw.scope {
         None => LimitScope::Local,
@@ -146,10 +162,16 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
     if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("invalid rate {text:?}: {expected}"));
     }
-    match count.parse::<u32>() {
-        Ok(n) if (1..=MAX_COUNT).contains(&n) => Ok(Rate { count: n, per }),
+    let most = MAX_PER_SECOND * per.as_secs();
+    match count.parse::<u64>() {
+        Ok(n) if (1..=most).contains(&n) => Ok(Rate {
+            count: u32::try_from(n).map_err(|_| format!("invalid rate {text:?}"))?,
+            per,
+        }),
+        Ok(0) => Err(format!("invalid rate {text:?}: N must be at least 1")),
         _ => Err(format!(
-            "invalid rate {text:?}: N must be between 1 and {MAX_COUNT}"
+            "invalid rate {text:?}: at most {MAX_PER_SECOND} requests per second (\"{most}/{}\")",
+            unit.trim()
         )),
     }
 }
@@ -164,13 +186,22 @@ fn parse_key(text: &str) -> Option<LimitKey> {
                 http::HeaderName::from_bytes(name.as_bytes())
                     .ok()
                     .map(LimitKey::Header)
-            } else if let Some(name) = named("cookie:") {
+            } else if let Some(name) = named("cookie:").filter(|n| is_token(n)) {
                 Some(LimitKey::Cookie(name.to_owned()))
             } else {
-                named("query:").map(|name| LimitKey::Query(name.to_owned()))
+                named("query:")
+                    .filter(|n| is_token(n))
+                    .map(|name| LimitKey::Query(name.to_owned()))
             }
         }
     }
+}
+
+/// A cookie or query parameter name: visible ASCII without separators.
+fn is_token(name: &str) -> bool {
+    name.bytes().all(|b| {
+        b.is_ascii_graphic() && !matches!(b, b'"' | b';' | b',' | b'=' | b'&' | b'%' | b'\\')
+    })
 }
 
 /// A route's `rate_limit = ["a", "b"]`: indices into the policies, in order.
@@ -197,6 +228,17 @@ pub(super) fn validate_route_limits(
             );
             continue;
         };
+        if indices.len() == crate::config::MAX_ROUTE_POLICIES {
+            problems.spanned(
+                name,
+                "rate_limit",
+                format!(
+                    "at most {} policies per route",
+                    crate::config::MAX_ROUTE_POLICIES
+                ),
+            );
+            break;
+        }
         if indices.contains(&index) {
             problems.spanned(
                 name,
