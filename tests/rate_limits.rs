@@ -64,8 +64,14 @@ async fn a_client_twice_as_fast_as_the_rate_gets_rate_times_time_plus_burst() {
             other => panic!("unexpected status {other}"),
         }
     }
-    // 100/s × 5 s + 10, within 2 %.
-    assert!((500..=520).contains(&passed), "{passed} passed");
+    // 100/s × 5 s + 10, within 2 %; never more than the time taken allows
+    // (a stalled machine stretches the run).
+    let allowed = 100.0 * start.elapsed().as_secs_f64() + 10.0;
+    assert!(passed >= 500, "{passed} passed");
+    assert!(
+        passed as f64 <= allowed.max(520.0) + 1.0,
+        "{passed} passed, {allowed} allowed"
+    );
     assert_eq!(passed + refused, 1_000);
     assert_eq!(
         backend.request_count(),

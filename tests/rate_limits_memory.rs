@@ -74,8 +74,9 @@ async fn distinct_clients_by_the_million_keep_memory_bounded() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(50_000);
     let backend = spawn_named_backend("a").await;
+    let admin = free_addr().await;
     let text = format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n\
+        "[admin]\nlisten = \"{admin}\"\n\n[[listeners]]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n\
          [rate_limits.per_client]\nrate = \"100/s\"\nburst = 10\n\n\
          [[routes]]\nupstream = \"app\"\nrate_limit = [\"per_client\"]\n\n\
          [upstreams.app]\nbackends = [{{ address = \"{}\" }}]\n",
@@ -107,7 +108,20 @@ async fn distinct_clients_by_the_million_keep_memory_bounded() {
     );
     // A key is back to a full burst 100 ms after its request and dropped
     // then: what is held follows the keys of the last moments, not all of
-    // them (a million kept entries would be 16 MiB and more).
+    // them.
+    let metrics = get(&client(), &format!("http://{admin}/metrics"), None).await;
+    let held = metrics::sample(
+        &metrics.text(),
+        "weir_rate_limit_keys",
+        &[("policy", "per_client")],
+    )
+    .expect("the keys gauge");
+    eprintln!("keys held at the end: {held}");
+    assert!(
+        held < f64::from(keys.min(100_000)) / 2.0,
+        "{held} keys held"
+    );
+    // A million kept entries would be 16 MiB and more.
     assert!(
         after <= before + 16 * MIB,
         "RSS grew from {} KiB to {} KiB",

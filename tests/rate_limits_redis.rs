@@ -76,8 +76,14 @@ async fn two_instances_together_admit_what_one_would() {
     for handle in clients {
         total += handle.await.unwrap();
     }
-    // 20/s × 5 s + 10, within 3 %.
-    assert!((107..=113).contains(&total), "{total} passed");
+    // 20/s × 5 s + 10, within 3 %; never more than the time taken allows
+    // (a stalled machine stretches the run).
+    let allowed = 20.0 * start.elapsed().as_secs_f64() + 10.0;
+    assert!(total >= 107, "{total} passed");
+    assert!(
+        total as f64 <= allowed.max(113.0) + 1.0,
+        "{total} passed, {allowed} allowed"
+    );
     assert_eq!(backend.request_count(), total);
     let limited = |lb: &Lb| {
         metrics::sample(
@@ -141,14 +147,19 @@ async fn without_redis_each_policy_does_what_on_redis_error_says() {
     assert!(errors >= 1.0, "failures are counted");
 
     // Back to global once Redis answers (empty: every key starts afresh).
+    // A 200 on /deny can only come from Redis: each instance takes one.
     redis.restart();
-    within("the limits to be global again", async {
-        while statuses(&first, "/deny", 1).await != [200] {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert_eq!(statuses(&second, "/deny", 3).await, vec![200, 200, 429]);
+    for lb in [&first, &second] {
+        within("the limits to be global again", async {
+            while statuses(lb, "/deny", 1).await != [200] {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
+    // And they count together: one left of the three.
+    assert_eq!(statuses(&second, "/deny", 2).await, vec![200, 429]);
+    assert_eq!(statuses(&first, "/deny", 1).await, vec![429]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,8 +242,31 @@ async fn redis_killed_under_load_turns_no_request_into_an_error() {
                 "{url}: {statuses:?}"
             );
         } else if url.ends_with("/local") {
-            // Each instance alone lets at most its burst of three through.
-            assert!(passed(&statuses) <= 3, "{url}: {statuses:?}");
+            // Each instance alone lets at most its burst of three through
+            // (after the request that may have been on its way).
+            assert!(passed(&statuses[1..]) <= 3, "{url}: {statuses:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_policy_tells_exactly_what_is_left() {
+    let redis = RedisServer::start();
+    let backend = spawn_named_backend("a").await;
+    // 3/s: an interval of 333,333.3 µs, not a whole number of microseconds.
+    let text = format!(
+        "[redis]\nurl = \"{}\"\n\n\
+         [rate_limits.odd]\nrate = \"3/s\"\nburst = 2\nscope = \"global\"\n\n\
+         [[routes]]\nupstream = \"app\"\nrate_limit = [\"odd\"]\n\n\
+         [upstreams.app]\nbackends = [{{ address = \"{{a}}\" }}]\n",
+        redis.url()
+    );
+    let lb = start_lb(&text, &[("a", backend.addr)]).await;
+    let client = client();
+    let first = get(&client, &lb.url("/"), None).await;
+    assert_eq!(first.header("ratelimit"), Some("\"odd\";r=1;t=1"));
+    let second = get(&client, &lb.url("/"), None).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("ratelimit"), Some("\"odd\";r=0;t=1"));
+    assert_eq!(get(&client, &lb.url("/"), None).await.status, 429);
 }
