@@ -1,36 +1,75 @@
 //! The admin API, on its own listener (`admin.listen`) and never on a proxy
 //! listener: `/metrics`, `/healthz`, `/readyz`, `/status`, `POST /reload` and
-//! `POST /cache/purge`.
+//! `POST /cache/purge`; who may use it is `guard`'s.
 //! Its requests are not proxied and not counted in `weir_requests_total`.
+
+mod guard;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tracing::{debug, info};
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
 
 use crate::control::{Control, ReloadError};
 use crate::metrics::BackendReading;
 use crate::shutdown::Shutdown;
 
+/// Admin connections open at once; past it the listener stops accepting and
+/// the kernel's backlog holds the rest, so a crowd of idle connections can
+/// hold the admin API and nothing else.
+const MAX_CONNECTIONS: usize = 64;
+/// A request head must arrive whole within this, the first and each next one.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Serves the admin API on `listener` until `shutdown` fires.
 pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: Shutdown) {
     if let Ok(address) = listener.local_addr() {
         info!(address = %address, "admin API listening");
+        let open = control
+            .snapshot()
+            .config
+            .admin
+            .as_ref()
+            .is_none_or(|a| a.token.is_none());
+        if open && !address.ip().is_loopback() {
+            warn!(address = %address, "the admin API listens beyond loopback without admin.token: anyone who reaches it can reload the config and purge the cache");
+        }
     }
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = ACCEPT_BACKOFF_START;
     loop {
-        let (stream, _) = tokio::select! {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.wait() => break,
+        };
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF_START;
+                    stream
+                }
                 Err(err) => {
-                    debug!(error = %err, "admin accept failed");
+                    warn!(error = %err, "admin accept failed; retrying in {backoff:?}");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.wait() => break,
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -38,17 +77,45 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: S
         };
         let control = control.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = service_fn(move |request| {
                 let control = control.clone();
-                async move { Ok::<_, Infallible>(answer(&control, request).await) }
+                async move { Ok::<_, Infallible>(guarded(&control, request).await) }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
                 debug!(error = %err, "admin connection ended with an error");
             }
         });
+    }
+}
+
+/// Answers a request that passes the guard: the right `Host`, and the token
+/// for what changes something.
+async fn guarded(control: &Control, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let snapshot = control.snapshot();
+    let changes = request.method() == Method::POST;
+    match guard::check(snapshot.config.admin.as_ref(), request.headers(), changes) {
+        Ok(()) => answer(control, request).await,
+        Err(guard::Refusal::Host) => plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "421 misdirected request: the admin API answers Host: an IP address, localhost or an admin.allowed_hosts name\n",
+        ),
+        Err(guard::Refusal::Token) => {
+            let mut response = plain(
+                StatusCode::UNAUTHORIZED,
+                "401 unauthorized: send Authorization: Bearer <admin.token>\n",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"weir admin\""),
+            );
+            response
+        }
     }
 }
 

@@ -88,6 +88,9 @@ pub struct FileCert {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub listen: Spanned<AddressValue>,
+    pub token: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allowed_hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -240,6 +240,11 @@ pub enum AccessLogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// `POST` endpoints need `Authorization: Bearer <token>` when set.
+    pub token: Option<Secret>,
+    /// Host names (lowercase, without port) the admin listener answers besides
+    /// IP literals and `localhost`.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

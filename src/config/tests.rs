@@ -1641,7 +1641,9 @@ fn admin_takes_a_listen_address_apart_from_the_listeners() {
     assert_eq!(
         config.admin,
         Some(AdminConfig {
-            listen: "127.0.0.1:9901".parse().unwrap()
+            listen: "127.0.0.1:9901".parse().unwrap(),
+            token: None,
+            allowed_hosts: Vec::new(),
         })
     );
     assert_eq!(accept(MINIMAL).admin, None);
@@ -2804,4 +2806,37 @@ fn a_policy_name_must_fit_headers_and_redis_keys() {
         Some("rate_limits"),
         "invalid policy name",
     );
+}
+
+#[test]
+fn admin_token_and_allowed_hosts_are_read_and_checked() {
+    let config = accept(
+        &[
+            "[admin]\nlisten = \"127.0.0.1:9901\"\ntoken = \"0123456789abcdef0123\"\nallowed_hosts = [\"Admin.Example\"]\n\n",
+            MINIMAL,
+        ]
+        .concat(),
+    );
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.token, Some(Secret("0123456789abcdef0123".into())));
+    assert_eq!(admin.allowed_hosts, vec!["admin.example".to_owned()]);
+    for (admin, key, message) in [
+        ("token = ‸\"short\"", "token", "at least 16"),
+        ("token = ‸\"0123456789 abcdef\"", "token", "at least 16"),
+        (
+            "allowed_hosts = [‸\"evil.example:80\"]",
+            "allowed_hosts",
+            "without port",
+        ),
+    ] {
+        let (text, line, column) = marked(
+            &[
+                &format!("[admin]\nlisten = \"127.0.0.1:9901\"\n{admin}\n\n"),
+                MINIMAL,
+            ]
+            .concat(),
+        );
+        let problem = single_problem(&text);
+        assert_problem(&problem, line, column, Some(key), message);
+    }
 }

@@ -22,7 +22,7 @@ use super::file::{self, FileConfig};
 use super::problems::Problems;
 use super::{
     AccessLogFormat, AccessLogTarget, AdminConfig, Config, ListenerConfig, LoggingConfig,
-    ResolverConfig, RuntimeConfig,
+    ResolverConfig, RuntimeConfig, Secret,
 };
 use listeners::validate_listener;
 use routes::validate_route;
@@ -160,7 +160,46 @@ pub(super) fn validate(raw: FileConfig, problems: &mut Problems<'_>) -> Config {
                 format!("{listen} is also a proxy listener; admin paths never answer on a public listener"),
             );
         }
-        AdminConfig { listen }
+        let raw = admin.get_ref();
+        let token = raw.token.as_ref().map(|token| {
+            let text = token.get_ref();
+            // Sent in a header: visible ASCII, and long enough not to be guessed.
+            if text.len() < 16 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+                problems.spanned(
+                    token,
+                    "token",
+                    "expected at least 16 visible ASCII characters, e.g. the output of `openssl rand -hex 32`",
+                );
+            }
+            Secret(text.clone())
+        });
+        let allowed_hosts = raw
+            .allowed_hosts
+            .iter()
+            .map(|host| {
+                let name = host.get_ref().trim().to_ascii_lowercase();
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+                if !valid {
+                    problems.spanned(
+                        host,
+                        "allowed_hosts",
+                        format!(
+                            "invalid host {:?}: expected a host name without port, e.g. \"weir-admin.internal\"",
+                            host.get_ref()
+                        ),
+                    );
+                }
+                name
+            })
+            .collect();
+        AdminConfig {
+            listen,
+            token,
+            allowed_hosts,
+        }
     });
     let logging = raw
         .logging
