@@ -22,7 +22,8 @@
 //!   upstream, the response) and the one table from errors to answers.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
 //! - [`control`]: the running listeners, snapshot and checks, and the reload.
-//! - `admin`: the admin API (metrics, health, status, reload).
+//! - `admin`: the admin API (metrics, health, status, reload), and who may use it.
+//! - [`admin_client`]: the admin API from the command line (`weir status`, ...).
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
@@ -35,6 +36,7 @@
 
 // weir's API: the config, the running instance and its control, the demo.
 pub mod access_log;
+pub mod admin_client;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -18,6 +18,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::{info, warn};
 
 use tracing_subscriber::EnvFilter;
+use weir::admin_client::AdminTarget;
 use weir::config;
 use weir::control::Control;
 use weir::shutdown::{self, ShutdownTrigger};
@@ -44,6 +45,57 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Show a running weir's listeners, routes, upstreams and backends.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the admin API's JSON as it is, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running weir read its config file again (as SIGHUP).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The response cache of a running weir.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Drop stored responses of a host's path (every query and variant) or
+    /// path prefix, here and, through Redis, in every instance.
+    Purge {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The host, as clients send it in `Host`.
+        #[arg(long)]
+        host: String,
+        /// One path.
+        #[arg(long, conflicts_with = "prefix", required_unless_present = "prefix")]
+        path: Option<String>,
+        /// Every path under this prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+/// How to reach a running weir's admin API.
+#[derive(Debug, clap::Args)]
+struct AdminArgs {
+    /// The config file of the running weir: its [admin] listen and token.
+    #[arg(long, short, value_name = "FILE", required_unless_present = "admin")]
+    config: Option<PathBuf>,
+    /// The admin API's address, e.g. 127.0.0.1:9901 (instead of --config).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// The admin token (default: $WEIR_ADMIN_TOKEN, then the config's admin.token).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -52,6 +104,16 @@ fn main() -> ExitCode {
 
     let result = match (&cli.command, &cli.config) {
         (Some(Command::Demo { listen }), _) => run_demo(*listen),
+        (Some(Command::Status { admin, json }), _) => return admin_status(admin, *json),
+        (Some(Command::Reload { admin }), _) => return admin_reload(admin),
+        (Some(Command::Cache { command }), _) => match command {
+            CacheCommand::Purge {
+                admin,
+                host,
+                path,
+                prefix,
+            } => return admin_purge(admin, host, path.as_deref(), prefix.as_deref()),
+        },
         (None, Some(path)) if cli.check => return check(path),
         (None, Some(path)) => run_daemon(path, log_level),
         (None, None) => unreachable!("clap requires --config without a subcommand"),
@@ -62,6 +124,153 @@ fn main() -> ExitCode {
             eprintln!("weir: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+// === the admin API from the command line ===
+
+/// The admin API that `args` names: `--admin`, or the [admin] of `--config`.
+fn admin_target(args: &AdminArgs) -> anyhow::Result<AdminTarget> {
+    let configured = match &args.config {
+        Some(path) => {
+            let config =
+                config::load(path).map_err(|err| anyhow::anyhow!("invalid config:\n{err}"))?;
+            Some(config.admin.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has no [admin] table: the running weir has no admin API to ask",
+                    path.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let address = match (args.admin, &configured) {
+        (Some(address), _) => address,
+        (None, Some(admin)) => {
+            let mut address = admin.listen;
+            if address.port() == 0 {
+                anyhow::bail!(
+                    "[admin] listen has port 0: give the address weir bound with --admin"
+                );
+            }
+            // A wildcard bind is reached on loopback.
+            if address.ip().is_unspecified() {
+                address.set_ip(if address.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            address
+        }
+        (None, None) => anyhow::bail!("give --config FILE or --admin ADDR"),
+    };
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("WEIR_ADMIN_TOKEN").ok())
+        .or_else(|| configured.and_then(|a| a.token.map(|t| t.0)));
+    Ok(AdminTarget { address, token })
+}
+
+/// Sends one request to the admin API on a small runtime of its own.
+fn admin_request(
+    args: &AdminArgs,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<weir::admin_client::Answer> {
+    let target = admin_target(args)?;
+    let runtime = runtime(1)?;
+    Ok(runtime.block_on(target.send(method, path, body))?)
+}
+
+/// Prints why a command failed and gives its exit code.
+fn failed(err: impl std::fmt::Display) -> ExitCode {
+    eprintln!("weir: {err:#}");
+    ExitCode::FAILURE
+}
+
+/// The admin API's own words for a refusal, or its status.
+fn refusal(answer: &weir::admin_client::Answer) -> String {
+    match answer.json() {
+        Some(value) if value["error"].is_string() => {
+            value["error"].as_str().unwrap_or_default().to_owned()
+        }
+        _ => format!(
+            "{}: {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body).trim()
+        ),
+    }
+}
+
+fn admin_status(args: &AdminArgs, json: bool) -> ExitCode {
+    let answer = match admin_request(args, http::Method::GET, "/status", None) {
+        Ok(answer) => answer,
+        Err(err) => return failed(err),
+    };
+    match answer.json() {
+        Some(value) if answer.status.is_success() => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                );
+            } else {
+                print!("{}", weir::admin_client::status_table(&value));
+            }
+            ExitCode::SUCCESS
+        }
+        _ => failed(refusal(&answer)),
+    }
+}
+
+fn admin_reload(args: &AdminArgs) -> ExitCode {
+    let answer = match admin_request(args, http::Method::POST, "/reload", None) {
+        Ok(answer) => answer,
+        Err(err) => return failed(err),
+    };
+    match answer.json() {
+        Some(value) if answer.status.is_success() => {
+            println!(
+                "weir: reloaded: {} upstreams, {} backends; listeners {} kept, {} added, {} removed",
+                value["upstreams"],
+                value["backends"],
+                value["listeners_kept"],
+                value["listeners_added"],
+                value["listeners_removed"]
+            );
+            ExitCode::SUCCESS
+        }
+        _ => failed(format!(
+            "reload refused, the running config is unchanged:\n{}",
+            refusal(&answer)
+        )),
+    }
+}
+
+fn admin_purge(args: &AdminArgs, host: &str, path: Option<&str>, prefix: Option<&str>) -> ExitCode {
+    let body = match (path, prefix) {
+        (Some(path), _) => serde_json::json!({ "host": host, "path": path }),
+        (None, Some(prefix)) => serde_json::json!({ "host": host, "prefix": prefix }),
+        (None, None) => unreachable!("clap requires --path or --prefix"),
+    };
+    let answer = match admin_request(args, http::Method::POST, "/cache/purge", Some(body)) {
+        Ok(answer) => answer,
+        Err(err) => return failed(err),
+    };
+    match answer.json() {
+        Some(value) if answer.status.is_success() => {
+            let purged = &value["purged"];
+            let redis = match purged["redis"].as_u64() {
+                Some(n) => format!("{n} in Redis"),
+                None => "none in Redis (not used, or unavailable)".to_owned(),
+            };
+            println!("weir: purged {} in memory, {redis}", purged["memory"]);
+            ExitCode::SUCCESS
+        }
+        _ => failed(refusal(&answer)),
     }
 }
 
