@@ -22,6 +22,7 @@
 //!   upstream, the response) and the one table from errors to answers.
 //! - [`listener`]: accept loops, client connection timeouts, drain.
 //! - [`control`]: the running listeners, snapshot and checks, and the reload.
+//! - `history`: the last minutes of every backend, sampled from the metrics, for the status page.
 //! - `admin`: the admin API (metrics, health, status, reload), and who may use it.
 //! - [`admin_client`]: the admin API from the command line (`weir status`, ...).
 //! - [`shutdown`]: the drain signal.
@@ -64,6 +65,7 @@ pub(crate) mod admin;
 pub(crate) mod cache;
 pub(crate) mod discovery;
 pub(crate) mod health;
+pub(crate) mod history;
 pub(crate) mod rate_limit;
 pub(crate) mod redis_connection;
 pub(crate) mod snapshot;

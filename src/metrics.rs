@@ -501,6 +501,12 @@ impl Metrics {
         }
     }
 
+    /// Every family as it stands, for readers inside weir (the status page's
+    /// history).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
     /// The text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut buffer = Vec::new();

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::control::{Control, ReloadError};
+use crate::history::History;
 use crate::metrics::BackendReading;
 use crate::shutdown::Shutdown;
 
@@ -47,6 +48,8 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: S
             warn!(address = %address, "the admin API listens beyond loopback without admin.token: anyone who reaches it can reload the config and purge the cache");
         }
     }
+    // Sampled only while there is an admin API to show it.
+    let history = History::follow(control.clone());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = ACCEPT_BACKOFF_START;
     loop {
@@ -76,11 +79,13 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: S
             () = shutdown.wait() => break,
         };
         let control = control.clone();
+        let history = history.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = service_fn(move |request| {
                 let control = control.clone();
-                async move { Ok::<_, Infallible>(guarded(&control, request).await) }
+                let history = history.clone();
+                async move { Ok::<_, Infallible>(guarded(&control, &history, request).await) }
             });
             if let Err(err) = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -94,13 +99,57 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: S
     }
 }
 
+/// The status page, served from the binary: no file to install, nothing
+/// fetched from elsewhere.
+const PAGE_HTML: &str = include_str!("page/index.html");
+const PAGE_JS: &str = include_str!("page/page.js");
+
+/// A part of the status page, with the headers that keep it to itself: its
+/// own scripts only, never framed by another site.
+fn page(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        http::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
 /// Answers a request that passes the guard: the right `Host`, and the token
 /// for what changes something.
-async fn guarded(control: &Control, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn guarded(
+    control: &Control,
+    history: &History,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let snapshot = control.snapshot();
     let changes = request.method() == Method::POST;
     match guard::check(snapshot.config.admin.as_ref(), request.headers(), changes) {
-        Ok(()) => answer(control, request).await,
+        Ok(()) => match (request.method(), request.uri().path()) {
+            (&Method::GET | &Method::HEAD, "/") => page("text/html; charset=utf-8", PAGE_HTML),
+            (&Method::GET | &Method::HEAD, "/status/page.js") => {
+                page("text/javascript; charset=utf-8", PAGE_JS)
+            }
+            (&Method::GET | &Method::HEAD, "/status/history") => {
+                json_response(StatusCode::OK, &history.to_json())
+            }
+            _ => answer(control, request).await,
+        },
         Err(guard::Refusal::Host) => plain(
             StatusCode::MISDIRECTED_REQUEST,
             "421 misdirected request: the admin API answers Host: an IP address, localhost or an admin.allowed_hosts name\n",
@@ -183,12 +232,14 @@ async fn answer(control: &Control, request: Request<Incoming>) -> Response<Full<
             }
         },
         (&Method::POST, "/cache/purge") => purge(control, request).await,
-        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/reload" | "/cache/purge") => {
-            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/" | "/metrics" | "/healthz" | "/readyz" | "/status" | "/status/history"
+            | "/status/page.js" | "/reload" | "/cache/purge",
+        ) => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => plain(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz, /status, POST /reload or POST /cache/purge\n",
+            "not found: try / (the status page), /metrics, /healthz, /readyz, /status, /status/history, POST /reload or POST /cache/purge\n",
         ),
     }
 }
