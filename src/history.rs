@@ -20,6 +20,11 @@ pub const EVENTS: usize = 100;
 pub const EVERY: Duration = Duration::from_secs(1);
 
 /// One second of one backend.
+/// A backend: (upstream, address).
+type BackendKey = (String, String);
+/// A backend's health as seen: (healthy, ejected).
+type Health = (bool, bool);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
     /// Unix seconds.
@@ -54,7 +59,7 @@ struct Series {
 #[derive(Debug, Default)]
 struct Inner {
     /// By (upstream, backend address).
-    series: HashMap<(String, String), Series>,
+    series: HashMap<BackendKey, Series>,
     events: VecDeque<(u64, String)>,
     reloads: Option<u64>,
 }
@@ -90,7 +95,7 @@ impl History {
     fn sample(&self, control: &Control) {
         let families = control.metrics().gather();
         let snapshot = control.snapshot();
-        let states: Vec<((String, String), (bool, bool))> = snapshot
+        let states: Vec<(BackendKey, Health)> = snapshot
             .upstreams
             .iter()
             .flat_map(|u| {
@@ -107,12 +112,7 @@ impl History {
 
     /// Takes one reading: the metric families as they stand, and each
     /// backend of the running config with its (healthy, ejected).
-    fn record(
-        &self,
-        time: u64,
-        families: &[MetricFamily],
-        states: &[((String, String), (bool, bool))],
-    ) {
+    fn record(&self, time: u64, families: &[MetricFamily], states: &[(BackendKey, Health)]) {
         let counts = read_counts(families);
         let reloads = families
             .iter()
@@ -171,7 +171,7 @@ impl History {
     /// `/status/history`: each backend's samples, oldest first, and the events.
     pub fn to_json(&self) -> Value {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut series: Vec<(&(String, String), &Series)> = inner.series.iter().collect();
+        let mut series: Vec<(&BackendKey, &Series)> = inner.series.iter().collect();
         series.sort_by(|a, b| a.0.cmp(b.0));
         let round = |x: f64| (x * 1000.0).round() / 1000.0;
         json!({
@@ -202,8 +202,8 @@ fn push_event(events: &mut VecDeque<(u64, String)>, time: u64, text: String) {
 }
 
 /// Each backend's cumulative tries, failed tries and duration buckets.
-fn read_counts(families: &[MetricFamily]) -> HashMap<(String, String), Counts> {
-    let mut counts: HashMap<(String, String), Counts> = HashMap::new();
+fn read_counts(families: &[MetricFamily]) -> HashMap<BackendKey, Counts> {
+    let mut counts: HashMap<BackendKey, Counts> = HashMap::new();
     let key_of = |metric: &prometheus::proto::Metric| {
         let label = |name: &str| {
             metric

@@ -35,16 +35,25 @@ async fn the_page_comes_from_the_binary_and_keeps_to_itself() {
     let (_lb, admin) = start_with_admin(&[("a", backend.addr)]).await;
     let page = get(&client(), &format!("http://{admin}/"), None).await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let csp = page.header("content-security-policy").unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     let html = page.text();
     assert!(html.contains("<script src=\"/status/page.js\">"));
     // Nothing from elsewhere.
     assert!(!html.contains("http://") && !html.contains("https://"));
     let script = get(&client(), &format!("http://{admin}/status/page.js"), None).await;
-    assert_eq!(script.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        script.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     assert!(script.text().contains("/status/history"));
     assert!(!script.text().contains("https://"));
 }
@@ -62,18 +71,17 @@ async fn the_history_counts_each_second_and_tells_when_a_backend_goes_down() {
                 get(&client, &lb.url("/"), None).await;
             }
             let history = history(admin).await;
-            let busy = history["backends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|s| {
-                    s["samples"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|sample| sample[1].as_f64().unwrap() > 0.0 && sample[3].is_number())
-                })
-                .count();
+            let busy =
+                history["backends"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| {
+                        s["samples"].as_array().unwrap().iter().any(|sample| {
+                            sample[1].as_f64().unwrap() > 0.0 && sample[3].is_number()
+                        })
+                    })
+                    .count();
             if busy == 2 {
                 break history;
             }
@@ -85,15 +93,19 @@ async fn the_history_counts_each_second_and_tells_when_a_backend_goes_down() {
 
     b.kill();
     let event = format!("app {}: unhealthy", b.addr);
-    within_for(Duration::from_secs(20), "the event of b going down", async {
-        loop {
-            let history = history(admin).await;
-            let events = history["events"].as_array().unwrap();
-            if events.iter().any(|e| e["text"] == event.as_str()) {
-                break;
+    within_for(
+        Duration::from_secs(20),
+        "the event of b going down",
+        async {
+            loop {
+                let history = history(admin).await;
+                let events = history["events"].as_array().unwrap();
+                if events.iter().any(|e| e["text"] == event.as_str()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
+        },
+    )
     .await;
 }
