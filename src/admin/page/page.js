@@ -28,10 +28,12 @@ function spark(a, b, label) {
   const max = Math.max(1e-9, ...values);
   const path = (series, cls) => {
     let d = "";
-    const offset = 300 - series.length;
+    // At least a minute wide, so that the first seconds are not a sliver.
+    const span = Math.max(series.length, 60), step = 300 / span;
+    const offset = 300 - series.length * step;
     series.forEach((v, i) => {
       if (v === null) return;
-      const x = offset + i, y = 27 - (v / max) * 26;
+      const x = offset + i * step, y = 27 - (v / max) * 26;
       d += (d && series[i - 1] !== null ? "L" : "M") + x + " " + y.toFixed(1);
     });
     const p = document.createElementNS(ns, "path");
@@ -89,7 +91,7 @@ function render(status, history) {
     status.listeners.map((l) => [l.name, l.address || l.listen, l.max_connections || "unlimited"].map((v) => el("td", {}, v))));
   const events = document.getElementById("events");
   events.replaceChildren(...history.events.slice().reverse().map((e) =>
-    el("li", {}, el("time", { datetime: new Date(e.time * 1000).toISOString() }, new Date(e.time * 1000).toLocaleTimeString()), e.text)));
+    el("li", { "data-event": "" }, el("time", { datetime: new Date(e.time * 1000).toISOString() }, new Date(e.time * 1000).toLocaleTimeString()), e.text)));
   if (!history.events.length) events.replaceChildren(el("li", {}, "No health change or reload yet."));
   document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
