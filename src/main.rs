@@ -44,6 +44,9 @@ enum Command {
         /// Where the demo proxy listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's admin API and status page listen.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
     },
     /// Show a running weir's listeners, routes, upstreams and backends.
     Status {
@@ -103,7 +106,7 @@ fn main() -> ExitCode {
     let log_level = init_logging();
 
     let result = match (&cli.command, &cli.config) {
-        (Some(Command::Demo { listen }), _) => run_demo(*listen),
+        (Some(Command::Demo { listen, admin }), _) => run_demo(*listen, *admin),
         (Some(Command::Status { admin, json }), _) => return admin_status(admin, *json),
         (Some(Command::Reload { admin }), _) => return admin_reload(admin),
         (Some(Command::Cache { command }), _) => match command {
@@ -330,21 +333,28 @@ fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()>
     served
 }
 
-fn run_demo(listen: SocketAddr) -> anyhow::Result<()> {
+fn run_demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    use weir::demo::Behaviour;
     runtime(0)?.block_on(async move {
         let mut backends = Vec::new();
-        for i in 1..=3 {
-            backends.push(weir::demo::start_backend(format!("backend-{i}")).await?);
+        for (i, behaviour) in [Behaviour::Quick, Behaviour::Slow, Behaviour::Flaky]
+            .into_iter()
+            .enumerate()
+        {
+            backends
+                .push(weir::demo::start_backend(format!("backend-{}", i + 1), behaviour).await?);
         }
-        let config = weir::demo::config(listen, &backends)?;
+        let config = weir::demo::config(listen, admin, &backends)?;
         let (trigger, shutdown) = shutdown::channel();
         let signals = Signals::install();
-        let running = weir::start(config, shutdown)
-            .await
-            .context("try another address with `weir demo --listen 127.0.0.1:PORT`")?;
+        let running = weir::start(config, shutdown).await.context(
+            "try other addresses with `weir demo --listen 127.0.0.1:PORT --admin 127.0.0.1:PORT`",
+        )?;
         info!(
-            "demo ready: weir on http://{listen} in front of {} backends (weights 3, 1, 1). Try:\n\n    \
-             for i in 1 2 3 4 5; do curl -s http://{listen}/hello; done\n\n\
+            "demo ready: weir on http://{listen} in front of {} backends (weights 3, 1, 1; \
+             backend-2 is slow, backend-3 fails now and then). Try:\n\n    \
+             for i in $(seq 200); do curl -s http://{listen}/hello; done\n\n\
+             and watch it on the status page: http://{admin}/\n\
              Ctrl-C to stop.",
             backends.len()
         );
