@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """weir's load benchmark: weir, nginx and HAProxy side by side on loopback
-(and, for cached responses, weir, nginx and Varnish with their caches on).
+(and, for cached responses, weir, nginx and Varnish with their caches on; for
+rate limits, weir and nginx with and without a policy that never limits).
 
 Every peer proxies to the SAME origin (a separate nginx process, 1 worker) and
 is measured in one interleaved run: for each repetition, each scenario runs
@@ -19,12 +20,29 @@ Scenarios (names for --scenarios; see docs/benchmarks.md):
   access-log     weir with its JSON access log written to a file vs without
   cached-13b     keep-alive hits/s of a cached 13 B object  wrk -t1 -c64
   cached-16k     keep-alive hits/s of a cached 16 KiB object  wrk -t1 -c64
+  ratelimit-local    keep-alive 13 B and CPU/100k: weir, weir-local, nginx,
+                     nginx-limit_req                     wrk -t1 -c64
+  ratelimit-global   keep-alive 13 B and CPU/100k: weir, weir-global; Redis
+                     commands, reads and CPU per request  wrk -t1 -c64
+  ratelimit-latency  p50/p99/p99.9 at a fixed rate: weir, weir-local,
+                     weir-global                          oha -q RATE --latency-correction
 
-The cached scenarios are not in the default set. They run weir with
-`cache = true` (weir-cache), nginx with proxy_cache (nginx-cache) and Varnish
-(varnishd, malloc storage), and report CPU seconds per 100k hits too; before
-measuring, each peer is checked to answer 100 requests of the object without a
-request reaching the origin.
+The cached and rate-limit scenarios are not in the default set. The cached ones
+run weir with `cache = true` (weir-cache), nginx with proxy_cache (nginx-cache)
+and Varnish (varnishd, malloc storage), and report CPU seconds per 100k hits
+too; before measuring, each peer is checked to answer 100 requests of the object
+without a request reaching the origin.
+
+The rate-limit scenarios run each server with one policy on its route that
+never limits (a rate of 1e9/s and a burst of 1e6, keyed by the client address)
+against the same server without it: weir-local (scope = "local"), weir-global
+(scope = "global", counted in a redis-server the driver starts: port 19050, no
+persistence, pinned with the origin) and nginx-limit_req (limit_req ... nodelay).
+Before measuring, weir-local and weir-global must answer with the policy's
+RateLimit-Policy header, and each request of weir-global must be one EVALSHA in
+Redis. Redis's INFO commandstats, its read events and its CPU are recorded per
+run; a weir-global run with fewer than 0.99 decisions in Redis per request, or
+in which weir logged Redis unavailable, fails.
 
 Safety: traffic goes to 127.0.0.1 only; every port is in 19000-19999 and is
 checked to be free first; every load command is bounded in time or count and
@@ -73,7 +91,11 @@ PEER_PORTS = {               # name -> (plain HTTP port, TLS port or None)
     "nginx-cache": (19013, None),
     "weir-cache": (19033, None),
     "varnish": (19040, None),
+    "nginx-limit_req": (19014, None),
+    "weir-local": (19034, None),
+    "weir-global": (19035, None),
 }
+REDIS_PORT = 19050           # the Redis of weir-global (the rate-limit scenarios)
 PEERS = ["direct", "nginx", "haproxy", "weir", "varnish"]      # selectable with --peers
 DEFAULT_PEERS = ["nginx", "haproxy", "weir", "varnish"]
 BASE_PEERS = ["direct", "nginx", "haproxy", "weir"]           # the uncached scenarios
@@ -81,15 +103,26 @@ BASE_PEERS = ["direct", "nginx", "haproxy", "weir"]           # the uncached sce
 CACHE_PEER_OF = {"nginx": "nginx-cache", "varnish": "varnish", "weir": "weir-cache"}
 CACHE_PEERS = ["nginx-cache", "varnish", "weir-cache"]
 CACHE_OTHERS = ["nginx-cache", "varnish"]     # weir-cache's ratios: against the better of these
+# The rate-limit scenarios: each peer with one policy that never limits, and the
+# same server without it, whose figures its ratios are against.
+RL_BASE_OF = {"nginx-limit_req": "nginx", "weir-local": "weir", "weir-global": "weir"}
+RL_PEERS = ["nginx", "nginx-limit_req", "weir", "weir-local", "weir-global"]
+# Never limits: one request per nanosecond, a burst of a million.
+RL_RATE, RL_BURST = 1_000_000_000, 1_000_000
 REFERENCE = "nginx"
 
 SMALL_BODY = b"hello world!\n"                        # 13 bytes
 BODY_16K = 16 * 1024
 
 SCENARIOS = ["keepalive", "keepalive-16k", "latency", "new-conn", "memory", "cpu",
-             "tls-handshake", "tls-h2", "access-log", "cached-13b", "cached-16k"]
+             "tls-handshake", "tls-h2", "access-log", "cached-13b", "cached-16k",
+             "ratelimit-local", "ratelimit-global", "ratelimit-latency"]
 CACHED_SCENARIOS = ("cached-13b", "cached-16k")
-DEFAULT_SCENARIOS = [x for x in SCENARIOS if x not in CACHED_SCENARIOS]
+RL_SCENARIOS = ("ratelimit-local", "ratelimit-global", "ratelimit-latency")
+OPT_IN_SCENARIOS = CACHED_SCENARIOS + RL_SCENARIOS
+DEFAULT_SCENARIOS = [x for x in SCENARIOS if x not in OPT_IN_SCENARIOS]
+# Where Redis is asked: weir-global's scenarios (weir-global needs the Redis).
+REDIS_SCENARIOS = ("ratelimit-global", "ratelimit-latency")
 TLS_SCENARIOS = ("tls-handshake", "tls-h2")
 # The origin's cacheable objects (Cache-Control: max-age=3600); it logs every
 # request for them, one path a line, so that hits can be told from misses.
@@ -529,7 +562,7 @@ http {{
     scgi_temp_path {dir}/tmp/scgi;
     keepalive_timeout 300s;
     keepalive_requests 100000000;     # the default (1000) would make wrk reconnect
-    upstream origin {{
+{http_extra}    upstream origin {{
         server 127.0.0.1:{origin};
         keepalive 64;
         keepalive_requests 100000000;
@@ -542,9 +575,33 @@ http {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-        }}
+{location_extra}        }}
     }}
 }}
+"""
+
+# nginx-limit_req: the nginx peer plus one limit_req zone, keyed by the client
+# address like weir's key = "client", that never limits (nodelay: over the
+# rate nginx would answer at once, as weir does, instead of queueing).
+NGINX_LIMIT_REQ_HTTP = """\
+    limit_req_zone $binary_remote_addr zone=bench:1m rate={rate}r/s;
+    limit_req_status 429;
+"""
+NGINX_LIMIT_REQ_LOCATION = """\
+            limit_req zone=bench burst={burst} nodelay;
+"""
+
+# weir-local and weir-global: the weir peer plus one policy that never limits.
+WEIR_RL_POLICY = """
+[rate_limits.bench]
+rate = "{rate}/s"
+burst = {burst}
+key = "client"
+scope = "{scope}"
+"""
+WEIR_RL_REDIS = """
+[redis]
+url = "redis://127.0.0.1:{port}/0"
 """
 
 NGINX_TLS = """\
@@ -668,9 +725,10 @@ def write(path, text):
 class Setup:
     """Binaries, limits, CPU layout: what every peer needs to start."""
     nginx = haproxy = weir = varnishd = wrk = oha = h2load = openssl = taskset = None
+    redis_server = None
     nofile = 20000
     pin = True
-    proxy_cpus = loadgen_cpus = origin_cpus = ""
+    proxy_cpus = loadgen_cpus = origin_cpus = redis_cpus = ""
     cert = key = pem = None
     ready_timeout = 30.0
 
@@ -694,7 +752,9 @@ class Peer:
     def binary(self):
         return {"direct": self.s.nginx, "nginx": self.s.nginx, "haproxy": self.s.haproxy,
                 "weir": self.s.weir, "weir-log": self.s.weir, "nginx-cache": self.s.nginx,
-                "varnish": self.s.varnishd, "weir-cache": self.s.weir}[self.name]
+                "varnish": self.s.varnishd, "weir-cache": self.s.weir,
+                "nginx-limit_req": self.s.nginx, "weir-local": self.s.weir,
+                "weir-global": self.s.weir if self.s.redis_server else None}[self.name]
 
     def start(self, run_dir, tag="", port=None, tls=False):
         """Start an instance; a Proc, or RuntimeError."""
@@ -708,11 +768,16 @@ class Peer:
         if self.name == "direct":
             argv = origin_argv(s, d, port)
             cpus = s.origin_cpus
-        elif self.name == "nginx":
+        elif self.name in ("nginx", "nginx-limit_req"):
             conf = os.path.join(d, "nginx.conf")
             tls_listen = NGINX_TLS.format(tls_port=self.tls_port, cert=s.cert, key=s.key) if tls else ""
+            http_extra = location_extra = ""
+            if self.name == "nginx-limit_req":
+                http_extra = NGINX_LIMIT_REQ_HTTP.format(rate=RL_RATE)
+                location_extra = NGINX_LIMIT_REQ_LOCATION.format(burst=RL_BURST)
             write(conf, NGINX_CONF.format(dir=d, port=port, origin=ORIGIN_PORT,
-                                          tls_listen=tls_listen, **s.limits()))
+                                          tls_listen=tls_listen, http_extra=http_extra,
+                                          location_extra=location_extra, **s.limits()))
             argv = [s.nginx, "-p", d + "/", "-e", os.path.join(d, "error.log"), "-c", conf,
                     "-g", "daemon off;"]
         elif self.name == "nginx-cache":
@@ -735,7 +800,7 @@ class Peer:
             write(conf, HAPROXY_CONF.format(port=port, origin=ORIGIN_PORT, tls_frontend=tls_fe,
                                             **s.limits()))
             argv = [s.haproxy, "-f", conf, "-db"]
-        else:  # weir, weir-log, weir-cache
+        else:  # weir, weir-log, weir-cache, weir-local, weir-global
             conf = os.path.join(d, "weir.toml")
             tls_l = WEIR_TLS.format(tls_port=self.tls_port, cert=s.cert, key=s.key) if tls else ""
             alog = route_extra = extra = ""
@@ -745,6 +810,12 @@ class Peer:
             if self.name == "weir-cache":
                 route_extra = "cache = true\n"
                 extra = '\n[cache]\nmemory = "256MiB"\n'
+            if self.name in ("weir-local", "weir-global"):
+                route_extra = 'rate_limit = ["bench"]\n'
+                scope = self.name.split("-")[1]
+                extra = WEIR_RL_POLICY.format(rate=RL_RATE, burst=RL_BURST, scope=scope)
+                if scope == "global":
+                    extra += WEIR_RL_REDIS.format(port=REDIS_PORT)
             write(conf, WEIR_CONF.format(port=port, origin=ORIGIN_PORT, tls_listener=tls_l,
                                          access_log=alog, route_extra=route_extra, extra=extra))
             argv = [s.weir, "--config", conf]
@@ -767,6 +838,79 @@ def origin_argv(s, d, port):
     write(conf, ORIGIN_CONF.format(dir=d, port=port, **s.limits()))
     return [s.nginx, "-p", d + "/", "-e", os.path.join(d, "error.log"), "-c", conf,
             "-g", "daemon off;"]
+
+
+def redis_command(port, *args, timeout=2.0):
+    """One command to the Redis on `port` (RESP over loopback); its answer as
+    bytes (a bulk or simple string), an int, or a list of those."""
+    req = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() for x in args))
+    with socket.create_connection((HOST, port), timeout=timeout) as c:
+        c.sendall(req)
+        f = c.makefile("rb")
+        return _resp(f)
+
+
+def _resp(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise OSError("redis: connection closed")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest
+    if kind == b"-":
+        raise OSError(f"redis: {rest.decode(errors='replace')}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2]
+    if kind == b"*":
+        return [_resp(f) for _ in range(int(rest))]
+    raise OSError(f"redis: unexpected answer {line[:40]!r}")
+
+
+def redis_stats(port):
+    """Calls per command (INFO commandstats) and the server's read and write
+    events (INFO stats), as one flat dict: cmd:<name> -> calls, plus
+    reads and writes."""
+    text = redis_command(port, "INFO", "commandstats").decode()
+    text += redis_command(port, "INFO", "stats").decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+        if m:
+            out["cmd:" + m.group(1)] = int(m.group(2))
+        m = re.match(r"total_(reads|writes)_processed:(\d+)", line)
+        if m:
+            out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def start_redis(s, run_dir):
+    """The Redis of weir-global: loopback only, no persistence; a Proc, or
+    RuntimeError."""
+    d = os.path.join(run_dir, "redis")
+    os.makedirs(d, exist_ok=True)
+    argv = [s.redis_server, "--port", str(REDIS_PORT), "--bind", HOST, "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--dir", d,
+            "--logfile", os.path.join(d, "redis.log")]
+    pr = Proc("redis", s.pinned(s.redis_cpus) + argv, cwd=d,
+              logfile=os.path.join(d, "output.log"))
+    end = time.monotonic() + s.ready_timeout
+    last = "no answer"
+    while time.monotonic() < end:
+        if not pr.alive():
+            last = f"exited with status {pr.p.returncode}"
+            break
+        try:
+            if redis_command(REDIS_PORT, "PING") == b"PONG":
+                return pr
+        except OSError as e:
+            last = repr(e)
+        time.sleep(0.2)
+    pr.stop()
+    raise RuntimeError(f"redis-server: {last} (log: {d}/redis.log)")
 
 
 def make_cert(s, out_dir, kind):
@@ -1029,6 +1173,7 @@ class Runner:
         self.raw = open(os.path.join(out_dir, "raw.jsonl"), "a")
         self.origin = None
         self.origin_dir = os.path.join(self.run_dir, "direct-origin")
+        self.redis = None                        # weir-global's Redis, when it runs
 
     def record(self, rec):
         rec["ts"] = round(time.time(), 3)
@@ -1042,6 +1187,12 @@ class Runner:
             names = ["nginx", "haproxy", "weir"]
         elif scen in CACHED_SCENARIOS:
             names = CACHE_PEERS
+        elif scen == "ratelimit-local":
+            names = ["nginx", "nginx-limit_req", "weir", "weir-local"]
+        elif scen == "ratelimit-global":
+            names = ["weir", "weir-global"]
+        elif scen == "ratelimit-latency":
+            names = ["weir", "weir-local", "weir-global"]
         else:
             names = BASE_PEERS
         return [self.peers[n] for n in names if n in self.peers and self.peers[n].skip is None]
@@ -1071,11 +1222,22 @@ class Runner:
         path = CACHED_PATHS.get(scen)
         if path:
             origin_before = origin_count(self.origin_dir, path)
+        redis = self.redis if scen in REDIS_SCENARIOS and self.redis is not None else None
+        if redis is not None:
+            redis_pids = list(redis.tree())
+            redis_warn0 = count_matches(peer.log_path, b"redis unavailable") \
+                if peer.name == "weir-global" else 0
+            try:
+                redis0 = redis_stats(REDIS_PORT)
+            except OSError as e:
+                redis0 = None
+                rec["redis_error"] = repr(e)
+            r0 = cpu_ticks(redis_pids)
         snap0, ours0, mach0 = all_cpu_ticks(), self.our_pids(), machine_ticks()
         c0, o0 = cpu_ticks(tpids), cpu_ticks(opids)
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        if scen in ("keepalive", "access-log"):
+        if scen in ("keepalive", "access-log", "ratelimit-local", "ratelimit-global"):
             res = wrk(s, peer.port, "/", a.conns, a.dur_log if scen == "access-log" else a.dur_ka)
         elif scen == "keepalive-16k":
             res = wrk(s, peer.port, "/16k", a.conns, a.dur_16k)
@@ -1084,7 +1246,7 @@ class Runner:
                       a.dur_ka if scen == "cached-13b" else a.dur_16k)
         elif scen == "new-conn":
             res = wrk(s, peer.port, "/", a.conns, a.dur_close, close=True)
-        elif scen == "latency":
+        elif scen in ("latency", "ratelimit-latency"):
             res = oha(s, peer.port, a.rate, a.conns_latency, a.dur_lat)
         elif scen == "tls-handshake":
             res = tls_handshakes(s, peer.tls_port, a.tls_conns, a.dur_hs)
@@ -1096,6 +1258,13 @@ class Runner:
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         c1, o1 = cpu_ticks(tpids), cpu_ticks(opids)
         snap1, mach1 = all_cpu_ticks(), machine_ticks()
+        if redis is not None:
+            r1 = cpu_ticks(redis_pids)
+            try:
+                redis1 = redis_stats(REDIS_PORT)
+            except OSError as e:
+                redis1 = None
+                rec["redis_error"] = repr(e)
         rec.update(res)
         rec["wall_s"] = round(wall, 3)
         rec["proxy_cpu_s"] = (c1 - c0) / CLK_TCK
@@ -1109,16 +1278,44 @@ class Runner:
         rec["foreign_cpu_s"] = round(foreign_cpu_s(snap0, snap1, ours0 | self.our_pids(), top), 3)
         rec["foreign_top"] = top
         rec["steal_s"] = round((mach1[1] - mach0[1]) / CLK_TCK, 3)
+        if redis is not None:
+            rec["redis_cpu_s"] = (r1 - r0) / CLK_TCK
+            # Redis is pinned with the origin and the load generator by default
+            rec["origin_loadgen_redis_util"] = (rec["origin_loadgen_util"]
+                                                + rec["redis_cpu_s"] / wall)
         # all CPU time used meanwhile, less what the peer, the origin, the load
-        # generator and the foreign processes seen in both snapshots used: the
+        # generator, Redis and the foreign processes seen in both snapshots used: the
         # driver itself, the kernel's own threads and interrupts, and processes
         # that started and ended between the snapshots (which foreign_cpu_s misses)
         rec["unaccounted_cpu_s"] = round((mach1[0] - mach0[0]) / CLK_TCK - rec["proxy_cpu_s"]
                                          - rec["origin_cpu_s"] - rec["loadgen_cpu_s"]
+                                         - rec.get("redis_cpu_s", 0)
                                          - rec["foreign_cpu_s"], 3)
         n_ok = (res.get("requests") or 0) - (res.get("errors") or 0)
         if n_ok > 0:
             rec["cpu_s_per_100k"] = rec["proxy_cpu_s"] * 1e5 / n_ok
+        if redis is not None and redis0 is not None and redis1 is not None:
+            calls = {k[4:]: redis1[k] - redis0.get(k, 0) for k in redis1
+                     if k.startswith("cmd:") and redis1[k] != redis0.get(k, 0)}
+            calls.pop("info", None)             # the driver's own two INFO calls
+            rec["redis_calls"] = calls
+            rec["redis_reads"] = redis1.get("reads", 0) - redis0.get("reads", 0) - 2
+            if n_ok > 0:
+                # a decision is one EVALSHA (an EVAL when Redis lost the script)
+                rec["redis_evals_per_req"] = (calls.get("evalsha", 0) + calls.get("eval", 0)) / n_ok
+                rec["redis_cmds_per_req"] = sum(calls.values()) / n_ok
+                rec["redis_reads_per_req"] = rec["redis_reads"] / n_ok
+                rec["redis_cpu_s_per_100k"] = rec["redis_cpu_s"] * 1e5 / n_ok
+                rec["total_cpu_s_per_100k"] = (rec["proxy_cpu_s"] + rec["redis_cpu_s"]) * 1e5 / n_ok
+        if redis is not None and peer.name == "weir-global":
+            rec["redis_unavailable_logged"] = \
+                count_matches(peer.log_path, b"redis unavailable") - redis_warn0
+            if rec["redis_unavailable_logged"]:
+                rec["failed"] = "weir logged Redis unavailable: requests were decided without it"
+            elif n_ok > 0 and rec.get("redis_evals_per_req") is not None and \
+                    rec["redis_evals_per_req"] < 0.99:
+                rec["failed"] = (f"{rec['redis_evals_per_req']:.3f} Redis decisions per request: "
+                                 "some requests were decided without Redis")
         if scen == "tls-handshake" and res.get("handshakes"):
             rec["cpu_ms_per_handshake"] = rec["proxy_cpu_s"] * 1e3 / res["handshakes"]
         if log_before is not None:
@@ -1142,7 +1339,12 @@ class Runner:
         if not target.alive():
             rec["failed"] = "process died"
         self.record(rec)
-        if scen == "latency":
+        if scen == "ratelimit-global" and rec.get("redis_evals_per_req") is not None:
+            detail = (f"{fmt(rec.get('cpu_s_per_100k'), 2)} CPU s/100k, Redis "
+                      f"{fmt(rec.get('redis_evals_per_req'), 3)} EVALSHA/req, "
+                      f"{fmt(rec.get('redis_reads_per_req'), 3)} reads/req, "
+                      f"{fmt(rec.get('redis_cpu_s_per_100k'), 2)} CPU s/100k")
+        elif scen in ("latency", "ratelimit-latency"):
             detail = (f"p50 {fmt(rec.get('p50_ms'), 3)} p99 {fmt(rec.get('p99_ms'), 3)} "
                       f"p99.9 {fmt(rec.get('p999_ms'), 3)} ms")
         elif scen == "tls-handshake":
@@ -1231,14 +1433,23 @@ class Runner:
             if scen != "memory":
                 needed.update(p.name for p in self.peers_for(scen))
         want_tls = any(x in scenarios for x in TLS_SCENARIOS)
+        if "weir-global" in needed:
+            try:
+                self.redis = start_redis(self.s, self.run_dir)
+                log(f"started redis on {REDIS_PORT} (pid {self.redis.pid})")
+            except RuntimeError as e:
+                self.peers["weir-global"].skip = f"no Redis: {e}"
+                log(f"SKIP weir-global: {e}")
+                self.record({"scenario": "start", "peer": "redis", "failed": str(e)})
         for name in needed:
             peer = self.peers[name]
-            if name == "direct":
+            if name == "direct" or peer.skip:
                 continue
             try:
                 peer.proc = peer.start(self.run_dir, tls=want_tls)
                 peer.proc_dir = os.path.join(self.run_dir, name)
                 peer.access_log_path = os.path.join(peer.proc_dir, "access.log")
+                peer.log_path = os.path.join(peer.proc_dir, "output.log")
                 log(f"started {name} on {peer.port}"
                     + (f" and TLS {peer.tls_port}" if want_tls and peer.tls_port else "")
                     + f" (pid {peer.proc.pid})")
@@ -1261,12 +1472,55 @@ class Runner:
                     if scen in scenarios:
                         self.check_cache(peer, CACHED_PATHS[scen])
                         wrk(self.s, peer.port, CACHED_PATHS[scen], a.conns, 1)
+            if peer.name in ("weir-local", "weir-global") and peer.proc is not None:
+                self.check_policy(peer)
             if peer.tls_port and self.s.h2load and peer.proc is not None and \
                     any(x in scenarios for x in TLS_SCENARIOS):
                 h2load(self.s, ["-n", "2000", "-c", "2", "-m", "50"], peer.tls_port, 30)
         for peer in self.peers.values():
             if peer.name == "weir-log" and peer.proc is not None:
                 os.truncate(peer.access_log_path, 0)
+
+    def check_policy(self, peer, n=10):
+        """Before any measurement: does the policy apply? weir's answers carry
+        the RateLimit headers of the route's policy, and for a global policy
+        each request is one decision in Redis."""
+        rec = {"scenario": "policy-check", "peer": peer.name, "n": n}
+        try:
+            before = redis_stats(REDIS_PORT) if peer.name == "weir-global" else None
+            c = http.client.HTTPConnection(HOST, peer.port, timeout=2.0)
+            statuses, headers = [], {}
+            try:
+                for _ in range(n):
+                    c.request("GET", "/")
+                    r = c.getresponse()
+                    r.read()
+                    statuses.append(r.status)
+                    headers = {k.lower(): v for k, v in r.getheaders()}
+            finally:
+                c.close()
+            rec["ok"] = statuses.count(200)
+            rec["headers"] = {k: headers[k] for k in ("ratelimit-policy", "ratelimit")
+                              if k in headers}
+            if before is not None:
+                after = redis_stats(REDIS_PORT)
+                rec["redis_evals"] = sum(after.get(k, 0) - before.get(k, 0)
+                                         for k in ("cmd:evalsha", "cmd:eval"))
+            if rec["ok"] < n:
+                rec["failed"] = f"{n - rec['ok']} of {n} answers were not 200"
+            elif "ratelimit-policy" not in rec["headers"]:
+                rec["failed"] = "no RateLimit-Policy header: the policy does not apply"
+            elif before is not None and rec["redis_evals"] < n:
+                rec["failed"] = f"{rec['redis_evals']} Redis decisions for {n} requests"
+        except (OSError, http.client.HTTPException) as e:
+            rec["failed"] = repr(e)
+        self.record(rec)
+        if rec.get("failed"):
+            peer.skip = f"policy check failed: {rec['failed']}"
+        log(f"policy check   {peer.name:11s} {rec.get('ok', 0)}/{n} answers 200; headers "
+            f"{rec.get('headers', {})}"
+            + (f"; Redis decisions {rec['redis_evals']}" if "redis_evals" in rec else "")
+            + (f"  FAILED: {rec['failed']} (peer skipped)" if rec.get("failed") else ""))
 
     def check_cache(self, peer, path):
         """Before any measurement: is the object answered from the peer's cache?"""
@@ -1306,6 +1560,15 @@ def wait_line(lines, prefix, timeout):
         if line.startswith(prefix):
             return line.strip()
     return None
+
+
+def count_matches(path, needle):
+    """Lines of the file at `path` that contain `needle` (0 if it is missing)."""
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if needle in line)
+    except OSError:
+        return 0
 
 
 def count_lines(path, offset):
@@ -1418,46 +1681,47 @@ def summarize(recs, meta):
     refs = ([f"vs {ref}"] if uncached else []) + \
         ([("cached columns: " if uncached else "") + "vs the better of nginx-cache and varnish"]
          if cached else [])
-    out.append(f"### Summary: medians, (ratio {'; '.join(refs)})\n")
-    out.append("| peer | " + " | ".join(c[0] for c in cols) + " | errors (failed runs) |")
-    out.append("|---" * (len(cols) + 2) + "|")
-    for peer in peers:
-        row = [peer]
-        for _, scen, key, nd in cols:
-            row.append(cell(t.med(scen, peer, key), ref_value(scen, key), nd))
-        errs = failed = 0
-        for scen in present:
-            e = t.errors(scen, peer)
-            if e:
-                errs += e[0]
-                failed += e[1]
-        row.append(f"{errs} ({failed})")
-        out.append("| " + " | ".join(row) + " |")
-    out.append("")
-    out.append((f"Ratios are peer / {ref}: above 1 is better for req/s and handshakes/s, below 1 "
-                "is better for latency, CPU and memory. " if uncached else "")
-               + "Errors: socket errors, timeouts and "
-               "non-2xx responses summed over every run of every scenario; a run with more than "
-               "0.1 % errors (or another failure) is left out of the medians."
-               + ((" Cached columns: the" if uncached else " The")
-                  + " ratio is against the better of nginx-cache (nginx "
-                  "proxy_cache) and varnish in that column (the higher hits/s, the lower CPU), "
-                  "so weir-cache's is weir against the better of the two; a cached run in which "
-                  "requests reached the origin, or whose peer failed the cache check, counts as "
-                  "failed." if cached else ""))
-    if cached:
+    if cols:          # none when only the rate-limit scenarios ran: their own tables below
+        out.append(f"### Summary: medians, (ratio {'; '.join(refs)})\n")
+        out.append("| peer | " + " | ".join(c[0] for c in cols) + " | errors (failed runs) |")
+        out.append("|---" * (len(cols) + 2) + "|")
+        for peer in peers:
+            row = [peer]
+            for _, scen, key, nd in cols:
+                row.append(cell(t.med(scen, peer, key), ref_value(scen, key), nd))
+            errs = failed = 0
+            for scen in present:
+                e = t.errors(scen, peer)
+                if e:
+                    errs += e[0]
+                    failed += e[1]
+            row.append(f"{errs} ({failed})")
+            out.append("| " + " | ".join(row) + " |")
         out.append("")
-    for scen in cached:
-        line = []
-        for label, key in (("hits/s", "rps"), ("CPU s/100k hits", "cpu_s_per_100k")):
-            v, (b, who) = t.med(scen, "weir-cache", key), best_cache_other(t, scen, key)
-            if v is not None and b:
-                line.append(f"{label} {v / b:.2f}x ({who})")
-        if line:
-            out.append(f"- weir-cache against the better of nginx-cache and varnish, {scen}: "
-                       + ", ".join(line) + ".")
-    if cached:
-        out.append("")
+        out.append((f"Ratios are peer / {ref}: above 1 is better for req/s and handshakes/s, "
+                    "below 1 is better for latency, CPU and memory. " if uncached else "")
+                   + "Errors: socket errors, timeouts and "
+                   "non-2xx responses summed over every run of every scenario; a run with more "
+                   "than 0.1 % errors (or another failure) is left out of the medians."
+                   + ((" Cached columns: the" if uncached else " The")
+                      + " ratio is against the better of nginx-cache (nginx "
+                      "proxy_cache) and varnish in that column (the higher hits/s, the lower "
+                      "CPU), so weir-cache's is weir against the better of the two; a cached run "
+                      "in which requests reached the origin, or whose peer failed the cache "
+                      "check, counts as failed." if cached else ""))
+        if cached:
+            out.append("")
+        for scen in cached:
+            line = []
+            for label, key in (("hits/s", "rps"), ("CPU s/100k hits", "cpu_s_per_100k")):
+                v, (b, who) = t.med(scen, "weir-cache", key), best_cache_other(t, scen, key)
+                if v is not None and b:
+                    line.append(f"{label} {v / b:.2f}x ({who})")
+            if line:
+                out.append("- weir-cache against the better of nginx-cache and varnish, "
+                           f"{scen}: " + ", ".join(line) + ".")
+        if cached:
+            out.append("")
     timed = [r for r in recs if r.get("wall_s")]
     noisy = [r for r in timed if other_cpu_s(r) > NOISY * r["wall_s"]]
     out.append(f"{len(noisy)} of {len(timed)} measurements ran while processes outside the "
@@ -1563,6 +1827,9 @@ def summarize(recs, meta):
         out.extend(rows)
         out.append("")
 
+    if any(x in present for x in RL_SCENARIOS):
+        out.extend(rate_limit_tables(t, recs, p))
+
     tls = [r for r in recs if r.get("scenario") in TLS_SCENARIOS and r.get("tls_protocol")]
     if tls:
         seen = {}
@@ -1594,11 +1861,92 @@ def summarize(recs, meta):
     return "\n".join(out)
 
 
+def rate_limit_tables(t, recs, p):
+    """Section 9: each peer with one policy that never limits against the same
+    server without it (RL_BASE_OF); the plain peers' ratio is 1."""
+    out = []
+
+    def rows(scen, cols):
+        lines = []
+        for peer in RL_PEERS:
+            e = t.errors(scen, peer)
+            if not e:
+                continue
+            base = RL_BASE_OF.get(peer, peer)
+            row = [peer]
+            for _, key, nd, use_ratio in cols:
+                v = t.med(scen, peer, key)
+                row.append(cell(v, t.med(scen, base, key), nd) if use_ratio else fmt(v, nd))
+            row.append(f"{e[0]}")
+            row.append(f"{e[2] - e[1]}/{e[2]}")
+            lines.append("| " + " | ".join(row) + " |")
+        return lines
+
+    def table(title, scen, cols):
+        lines = rows(scen, cols)
+        if not lines:
+            return
+        out.append(f"### {title}\n")
+        out.append("| peer | " + " | ".join(c[0] for c in cols) + " | errors | valid runs |")
+        out.append("|---" * (len(cols) + 3) + "|")
+        out.extend(lines)
+        out.append("")
+
+    policy = (f'one policy that never limits: weir rate = "{RL_RATE}/s", burst = {RL_BURST}, '
+              f'key = "client"; nginx limit_req_zone $binary_remote_addr rate={RL_RATE}r/s, '
+              f"limit_req burst={RL_BURST} nodelay")
+    table(f"9a. Rate limits, local: {policy} (wrk -t1 -c{p['conns']} -d{p['dur_ka']}s, "
+          "13 B body)", "ratelimit-local",
+          [("req/s (vs without)", "rps", 0, True), ("wrk p50 ms", "p50_ms", 3, False),
+           ("wrk p99 ms", "p99_ms", 3, False),
+           ("proxy CPU s/100k (vs without)", "cpu_s_per_100k", 2, True),
+           ("proxy CPU util", "proxy_util", 2, False),
+           ("origin+loadgen CPU util", "origin_loadgen_util", 2, False),
+           ("foreign CPU s", "foreign_cpu_s", 2, False)])
+    table(f"9b. Rate limits, global: the same policy with scope = \"global\", counted in a "
+          f"local redis-server (wrk -t1 -c{p['conns']} -d{p['dur_ka']}s, 13 B body)",
+          "ratelimit-global",
+          [("req/s (vs without)", "rps", 0, True), ("wrk p99 ms", "p99_ms", 3, False),
+           ("proxy CPU s/100k (vs without)", "cpu_s_per_100k", 2, True),
+           ("Redis EVALSHA+EVAL per request", "redis_evals_per_req", 3, False),
+           ("Redis commands per request, the script's TIME, GET, SET included",
+            "redis_cmds_per_req", 3, False),
+           ("Redis reads per request", "redis_reads_per_req", 3, False),
+           ("Redis CPU s/100k", "redis_cpu_s_per_100k", 2, False),
+           ("proxy+Redis CPU s/100k (vs without)", "total_cpu_s_per_100k", 2, True),
+           ("proxy CPU util", "proxy_util", 2, False),
+           ("origin+loadgen+Redis CPU util", "origin_loadgen_redis_util", 2, False),
+           ("foreign CPU s", "foreign_cpu_s", 2, False)])
+    table(f"9c. Rate limits, latency at a fixed {p['rate']} req/s (oha -q {p['rate']} "
+          f"-c {p['conns_latency']} -z {p['dur_lat']}s --latency-correction)", "ratelimit-latency",
+          [("p50 ms (vs without)", "p50_ms", 3, True), ("p99 ms (vs without)", "p99_ms", 3, True),
+           ("p99.9 ms (vs without)", "p999_ms", 3, True), ("achieved req/s", "rps", 0, False),
+           ("proxy CPU util", "proxy_util", 2, False),
+           ("Redis EVALSHA+EVAL per request", "redis_evals_per_req", 3, False)])
+    checks = [r for r in recs if r.get("scenario") == "policy-check"]
+    if checks:
+        out.append("Policy checks before measuring (10 requests each): " + "; ".join(
+            f"{r['peer']}: {r.get('ok', 0)}/{r['n']} answered 200"
+            + (f", RateLimit-Policy: {r['headers']['ratelimit-policy']}"
+               if "ratelimit-policy" in r.get("headers", {}) else "")
+            + (f", {r['redis_evals']} Redis decisions" if "redis_evals" in r else "")
+            + (f", FAILED: {r['failed']}" if r.get("failed") else "") for r in checks) + ".")
+        out.append("")
+    out.append("Ratios are each peer against the same server without the policy (nginx-limit_req "
+               "/ nginx, weir-local / weir, weir-global / weir). Redis figures: INFO "
+               "commandstats and total_reads_processed before and after each run, and Redis's "
+               "own CPU from /proc; a weir-global run with fewer than 0.99 Redis decisions per "
+               "request, or in which weir logged Redis unavailable, counts as failed.")
+    out.append("")
+    return out
+
+
 def versions_table(v):
     rows = ["| item | version |", "|---|---|"]
     for k, label in (("cpu", "CPU"), ("cores", "cores"), ("memory", "memory"), ("os", "OS"),
                      ("kernel", "kernel"), ("nginx", "nginx (peer and origin)"),
-                     ("haproxy", "HAProxy"), ("varnish", "Varnish"), ("weir", "weir"),
+                     ("haproxy", "HAProxy"), ("varnish", "Varnish"), ("redis", "Redis"),
+                     ("weir", "weir"),
                      ("wrk", "wrk"), ("oha", "oha"),
                      ("h2load", "h2load"), ("openssl", "OpenSSL (openssl CLI)"),
                      ("python", "Python"), ("packages", "Debian packages")):
@@ -1652,6 +2000,8 @@ def versions(s):
         v["haproxy"] = cmd([s.haproxy, "-v"]).splitlines()[0]
     if s.varnishd:
         v["varnish"] = cmd([s.varnishd, "-V"]).splitlines()[0]
+    if s.redis_server:
+        v["redis"] = cmd([s.redis_server, "--version"]).splitlines()[0]
     if s.weir:
         v["weir"] = cmd([s.weir, "--version"])
         head = cmd(["git", "-C", REPO, "describe", "--always", "--dirty"])
@@ -1667,7 +2017,7 @@ def versions(s):
         v["openssl"] = cmd([s.openssl, "version"])
     if shutil.which("dpkg-query"):
         pk = cmd(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "nginx", "haproxy",
-                  "varnish", "wrk", "nghttp2-client", "openssl"])
+                  "varnish", "redis-server", "wrk", "nghttp2-client", "openssl"])
         v["packages"] = ", ".join(x for x in pk.splitlines() if x.count(" ") == 1
                                   and not x.startswith("dpkg"))
     return v
@@ -1682,12 +2032,13 @@ def parse_args(argv):
                     help="1 repetition, short durations (about 3 minutes)")
     ap.add_argument("--scenarios", default=None,
                     help="comma list of: " + ", ".join(SCENARIOS) + " (default: all but "
-                    + ", ".join(CACHED_SCENARIOS) + ")")
+                    + ", ".join(OPT_IN_SCENARIOS) + ")")
     ap.add_argument("--peers", default=",".join(DEFAULT_PEERS),
                     help="comma list of: " + ", ".join(PEERS) + " (default: "
                     + ",".join(DEFAULT_PEERS) + "; 'direct' = the load generator straight at "
                     "the origin; varnish runs in the cached scenarios only, where nginx and "
-                    "weir run with their caches on)")
+                    "weir run with their caches on; in the rate-limit scenarios nginx and weir "
+                    "run with and without a policy)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 3; --quick 1)")
     ap.add_argument("--conns", type=int, default=64, help="wrk connections")
     ap.add_argument("--rate", type=int, default=5000, help="fixed rate of the latency scenario")
@@ -1728,6 +2079,9 @@ def estimate_s(a, n_peers, n_cache, scenarios):
         elif scen in CACHED_SCENARIOS:
             t += n_cache * 2 + a.reps * n_cache * (
                 (a.dur_ka if scen == "cached-13b" else a.dur_16k) + per)
+        elif scen in RL_SCENARIOS:
+            n = {"ratelimit-local": 4, "ratelimit-global": 2, "ratelimit-latency": 3}[scen]
+            t += 3 + a.reps * n * ((a.dur_lat if scen == "ratelimit-latency" else a.dur_ka) + per)
         elif scen in d:
             t += a.reps * n_peers * (d[scen] + per)
     return t
@@ -1746,6 +2100,9 @@ def cpu_layout(s):
     s.loadgen_cpus = os.environ.get("BENCH_LOADGEN_CPUS", lay["loadgen"])
     s.origin_cpus = os.environ.get("BENCH_ORIGIN_CPUS", lay["origin"])
     s.proxy_cpus = os.environ.get("BENCH_PROXY_CPUS", lay["proxy"])
+    # Redis stands for a server of its own: not on the proxy's core, but with
+    # the origin (another machine's work in a real deployment)
+    s.redis_cpus = os.environ.get("BENCH_REDIS_CPUS", s.origin_cpus)
 
 
 def main(argv):
@@ -1774,6 +2131,7 @@ def main(argv):
     s.oha = find_bin("OHA_BIN", "oha")
     s.h2load = find_bin("H2LOAD_BIN", "h2load")
     s.openssl = find_bin("OPENSSL_BIN", "openssl")
+    s.redis_server = find_bin("REDIS_BIN", "redis-server")
     s.taskset = shutil.which("taskset")
     lb = os.environ.get("LB_BIN") or os.path.join(REPO, "target", "release", "weir")
     s.weir = lb if os.path.isfile(lb) and os.access(lb, os.X_OK) else None
@@ -1792,8 +2150,10 @@ def main(argv):
         scenarios.insert(0, "keepalive")
     scenarios = [x for x in SCENARIOS if x in scenarios]       # canonical order
     missing = {"wrk": (s.wrk, ("keepalive", "keepalive-16k", "new-conn", "cpu", "access-log",
-                               *CACHED_SCENARIOS), "WRK_BIN"),
-               "oha": (s.oha, ("latency",), "OHA_BIN"),
+                               *CACHED_SCENARIOS, "ratelimit-local", "ratelimit-global"),
+                       "WRK_BIN"),
+               "oha": (s.oha, ("latency", "ratelimit-latency"), "OHA_BIN"),
+               "redis-server": (s.redis_server, ("ratelimit-global",), "REDIS_BIN"),
                "h2load": (s.h2load, TLS_SCENARIOS, "H2LOAD_BIN"),
                "openssl": (s.openssl, TLS_SCENARIOS, "OPENSSL_BIN")}
     for tool, (path, scens, env) in missing.items():
@@ -1811,6 +2171,13 @@ def main(argv):
     extra = ["weir-log"] if "access-log" in scenarios and "weir" in names else []
     if any(x in scenarios for x in CACHED_SCENARIOS):
         extra += [CACHE_PEER_OF[x] for x in names if x in CACHE_PEER_OF]
+    if "ratelimit-local" in scenarios and "nginx" in names:
+        extra.append("nginx-limit_req")
+    if "weir" in names:
+        if any(x in scenarios for x in ("ratelimit-local", "ratelimit-latency")):
+            extra.append("weir-local")
+        if any(x in scenarios for x in REDIS_SCENARIOS):
+            extra.append("weir-global")
     for name in [x for x in names if x in BASE_PEERS] + extra:
         p = Peer(name, s)
         if not p.binary():
@@ -1820,6 +2187,9 @@ def main(argv):
             if name.startswith("weir"):
                 why = (f"{lb} not found or not executable: build it with "
                        "`cargo build --release --bin weir` or set LB_BIN")
+            if name == "weir-global" and s.weir:
+                why = ("redis-server not found (PATH or REDIS_BIN): the rate-limit scenarios run "
+                       "without weir-global; install it with `apt-get install -y redis-server`")
             if name == "varnish":
                 why = ("varnishd not found (PATH, /usr/sbin or VARNISHD_BIN): the cached "
                        "scenarios run without Varnish; install it with `apt-get install -y "
@@ -1844,6 +2214,8 @@ def main(argv):
     ports = {ORIGIN_PORT}
     for p in peers.values():
         ports.update(x for x in (p.port, p.tls_port, p.port + MEM_OFFSET) if x)
+    if "weir-global" in peers:
+        ports.add(REDIS_PORT)
     assert all(PORT_MIN <= x <= PORT_MAX for x in ports)
     busy = sorted(x for x in ports if not port_free(x))
     if busy:
@@ -1881,7 +2253,7 @@ def main(argv):
                                          "dur_close", "dur_hs", "dur_h2", "dur_log", "warmup",
                                          "quick")}
     params.update(pin=s.pin, loadgen_cpus=s.loadgen_cpus, origin_cpus=s.origin_cpus,
-                  proxy_cpus=s.proxy_cpus, nofile=s.nofile)
+                  proxy_cpus=s.proxy_cpus, redis_cpus=s.redis_cpus, nofile=s.nofile)
     meta = {"started": stamp, "argv": argv, "scenarios": scenarios, "peers": list(peers),
             "params": params, "versions": v,
             "loadavg_start": open("/proc/loadavg").read().strip()}
@@ -1892,7 +2264,9 @@ def main(argv):
     log(f"results: {out_dir}")
     log(f"peers: {', '.join(peers)}; scenarios: {', '.join(scenarios)}; reps {a.reps}")
     log("pinning: " + (f"proxy cpu {s.proxy_cpus}, origin cpu {s.origin_cpus}, load generator "
-                       f"cpu {s.loadgen_cpus}" if s.pin else "off"))
+                       f"cpu {s.loadgen_cpus}"
+                       + (f", redis cpu {s.redis_cpus}" if "weir-global" in peers else "")
+                       if s.pin else "off"))
     n = len([p for p in peers if p in BASE_PEERS])
     n_cache = len([p for p in peers if p in CACHE_PEERS])
     log(f"estimated time {estimate_s(a, n, n_cache, scenarios) / 60:.1f} min "
