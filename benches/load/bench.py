@@ -1204,7 +1204,10 @@ class Runner:
         return self.origin if peer.name == "direct" else peer.proc
 
     # ---- one measurement of a load scenario ----
-    def measure(self, scen, peer, rep):
+    def measure(self, scen, peer, rep, last=True):
+        """One measurement, recorded; returns its record. Unless it is the
+        `last` try, a noisy one is marked superseded (left out of the medians)
+        for the caller to measure again."""
         CLOCK.check()
         s, a = self.s, self.a
         rec = {"scenario": scen, "peer": peer.name, "rep": rep}
@@ -1213,7 +1216,7 @@ class Runner:
             rec["failed"] = "process not running"
             self.record(rec)
             log(f"{scen:14s} {peer.name:11s} rep{rep}  FAILED: not running")
-            return
+            return rec
         tpids = list(target.tree())
         opids = list(self.origin.tree())
         log_before = None
@@ -1338,6 +1341,8 @@ class Runner:
             rec.setdefault("failed", f"{res['errors']} errors: {res.get('error_detail', '')}")
         if not target.alive():
             rec["failed"] = "process died"
+        if not last and other_cpu_s(rec) > NOISY * wall:
+            rec["superseded"] = "noisy: measured again"
         self.record(rec)
         if scen == "ratelimit-global" and rec.get("redis_evals_per_req") is not None:
             detail = (f"{fmt(rec.get('cpu_s_per_100k'), 2)} CPU s/100k, Redis "
@@ -1363,7 +1368,21 @@ class Runner:
             + (f" ({', '.join(rec['foreign_top'])})" if rec["foreign_cpu_s"] >= 0.5 else "")
             + f"  unaccounted {rec['unaccounted_cpu_s']:.2f}s"
             + (f"  steal {rec['steal_s']:.2f}s" if rec["steal_s"] else "")
-            + (f"  FAILED: {rec['failed']}" if rec.get("failed") else ""))
+            + (f"  FAILED: {rec['failed']}" if rec.get("failed") else "")
+            + (f"  ({rec['superseded']})" if rec.get("superseded") else ""))
+        return rec
+
+    def wait_quiet(self, max_s=120.0, window=2.0):
+        """Until the machine's CPUs were busy less than NOISY of a core over
+        `window` seconds (the benchmark's own processes idle between runs), or
+        `max_s` seconds have passed."""
+        end = time.monotonic() + min(max_s, max(0.0, CLOCK.left() - 30))
+        while time.monotonic() < end:
+            b0 = machine_ticks()[0]
+            time.sleep(window)
+            if (machine_ticks()[0] - b0) / CLK_TCK < NOISY * window:
+                return True
+        return False
 
     # ---- memory: fresh instance, RSS idle and with N idle connections ----
     def memory(self, peer, rep):
@@ -1546,7 +1565,11 @@ class Runner:
                     if scen == "memory":
                         self.memory(peer, rep)
                     else:
-                        self.measure(scen, peer, rep)
+                        tries = 0
+                        while self.measure(scen, peer, rep,
+                                           last=tries >= self.a.retry_noisy).get("superseded"):
+                            tries += 1
+                            self.wait_quiet()
                     time.sleep(self.a.gap + (0.7 if scen in ("new-conn", "tls-handshake") else 0))
 
 
@@ -1601,7 +1624,8 @@ class Table:
         self.recs = recs
 
     def runs(self, scen, peer):
-        return [r for r in self.recs if r.get("scenario") == scen and r.get("peer") == peer]
+        return [r for r in self.recs if r.get("scenario") == scen and r.get("peer") == peer
+                and not r.get("superseded")]
 
     def med(self, scen, peer, key):
         return med([r.get(key) for r in self.runs(scen, peer) if not r.get("failed")])
@@ -1722,12 +1746,15 @@ def summarize(recs, meta):
                            f"{scen}: " + ", ".join(line) + ".")
         if cached:
             out.append("")
-    timed = [r for r in recs if r.get("wall_s")]
+    timed = [r for r in recs if r.get("wall_s") and not r.get("superseded")]
     noisy = [r for r in timed if other_cpu_s(r) > NOISY * r["wall_s"]]
+    again = sum(1 for r in recs if r.get("superseded"))
     out.append(f"{len(noisy)} of {len(timed)} measurements ran while processes outside the "
                f"benchmark used more than {NOISY:.0%} of a core (column 'foreign CPU s', plus "
                "the CPU time of the machine that no process seen accounts for; kept in "
-               "the medians).\n")
+               "the medians)."
+               + (f" {again} noisy measurements were measured again (--retry-noisy "
+                  f"{p.get('retry_noisy')}) and are left out." if again else "") + "\n")
 
     def detail(title, scen, cols, peer_list=None):
         rows = []
@@ -2052,6 +2079,11 @@ def parse_args(argv):
         ap.add_argument("--" + k.replace("_", "-"), type=int, default=None,
                         help=f"seconds (default {FULL[k]}; --quick {QUICK[k]})")
     ap.add_argument("--gap", type=float, default=0.3, help="pause between measurements, s")
+    ap.add_argument("--retry-noisy", type=int, default=0, metavar="N",
+                    help="measure a run again, up to N times, when processes outside the "
+                         "benchmark used more than 10%% of a core during it (after waiting, up "
+                         "to 2 min, for the machine to be quiet); the noisy run is kept in "
+                         "raw.jsonl, marked superseded, and left out of the medians (default 0)")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="no taskset pinning")
     ap.add_argument("--out", default=None,
                     help="results directory (default: <system temp dir>/weir-load-bench/<timestamp>)")
@@ -2251,7 +2283,7 @@ def main(argv):
     params = {k: getattr(a, k) for k in ("reps", "conns", "rate", "conns_latency", "idle_conns",
                                          "tls_conns", "tls_key", "dur_ka", "dur_16k", "dur_lat",
                                          "dur_close", "dur_hs", "dur_h2", "dur_log", "warmup",
-                                         "quick")}
+                                         "quick", "retry_noisy")}
     params.update(pin=s.pin, loadgen_cpus=s.loadgen_cpus, origin_cpus=s.origin_cpus,
                   proxy_cpus=s.proxy_cpus, redis_cpus=s.redis_cpus, nofile=s.nofile)
     meta = {"started": stamp, "argv": argv, "scenarios": scenarios, "peers": list(peers),
