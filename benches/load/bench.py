@@ -107,6 +107,9 @@ CACHE_OTHERS = ["nginx-cache", "varnish"]     # weir-cache's ratios: against the
 # same server without it, whose figures its ratios are against.
 RL_BASE_OF = {"nginx-limit_req": "nginx", "weir-local": "weir", "weir-global": "weir"}
 RL_PEERS = ["nginx", "nginx-limit_req", "weir", "weir-local", "weir-global"]
+RL_SCENARIO_PEERS = {"ratelimit-local": ["nginx", "nginx-limit_req", "weir", "weir-local"],
+                     "ratelimit-global": ["weir", "weir-global"],
+                     "ratelimit-latency": ["weir", "weir-local", "weir-global"]}
 # Never limits: one request per nanosecond, a burst of a million.
 RL_RATE, RL_BURST = 1_000_000_000, 1_000_000
 REFERENCE = "nginx"
@@ -1187,12 +1190,8 @@ class Runner:
             names = ["nginx", "haproxy", "weir"]
         elif scen in CACHED_SCENARIOS:
             names = CACHE_PEERS
-        elif scen == "ratelimit-local":
-            names = ["nginx", "nginx-limit_req", "weir", "weir-local"]
-        elif scen == "ratelimit-global":
-            names = ["weir", "weir-global"]
-        elif scen == "ratelimit-latency":
-            names = ["weir", "weir-local", "weir-global"]
+        elif scen in RL_SCENARIO_PEERS:
+            names = RL_SCENARIO_PEERS[scen]
         else:
             names = BASE_PEERS
         return [self.peers[n] for n in names if n in self.peers and self.peers[n].skip is None]
@@ -2099,7 +2098,7 @@ def parse_args(argv):
     return a
 
 
-def estimate_s(a, n_peers, n_cache, scenarios):
+def estimate_s(a, n_peers, n_cache, scenarios, peers=()):
     per = a.gap + 0.5
     t = (n_peers + n_cache + 1) * (a.warmup + 2)
     d = {"keepalive": a.dur_ka, "keepalive-16k": a.dur_16k, "latency": a.dur_lat,
@@ -2112,7 +2111,7 @@ def estimate_s(a, n_peers, n_cache, scenarios):
             t += n_cache * 2 + a.reps * n_cache * (
                 (a.dur_ka if scen == "cached-13b" else a.dur_16k) + per)
         elif scen in RL_SCENARIOS:
-            n = {"ratelimit-local": 4, "ratelimit-global": 2, "ratelimit-latency": 3}[scen]
+            n = len([x for x in RL_SCENARIO_PEERS[scen] if x in peers])
             t += 3 + a.reps * n * ((a.dur_lat if scen == "ratelimit-latency" else a.dur_ka) + per)
         elif scen in d:
             t += a.reps * n_peers * (d[scen] + per)
@@ -2301,7 +2300,7 @@ def main(argv):
                        if s.pin else "off"))
     n = len([p for p in peers if p in BASE_PEERS])
     n_cache = len([p for p in peers if p in CACHE_PEERS])
-    log(f"estimated time {estimate_s(a, n, n_cache, scenarios) / 60:.1f} min "
+    log(f"estimated time {estimate_s(a, n, n_cache, scenarios, peers) / 60:.1f} min "
         f"(global deadline {a.max_minutes:g} min)")
 
     def on_signal(signum, frame):
