@@ -111,7 +111,7 @@ RL_SCENARIO_PEERS = {"ratelimit-local": ["nginx", "nginx-limit_req", "weir", "we
                      "ratelimit-global": ["weir", "weir-global"],
                      "ratelimit-latency": ["weir", "weir-local", "weir-global"]}
 # Never limits: one request per nanosecond, a burst of a million.
-RL_RATE, RL_BURST = 1_000_000_000, 1_000_000
+RL_RATE, RL_BURST = 1_000_000, 1_000_000
 REFERENCE = "nginx"
 
 SMALL_BODY = b"hello world!\n"                        # 13 bytes

@@ -263,7 +263,9 @@ impl RouteLimits {
     /// the first that refuses; the policies that let it through before then
     /// get it back, so a refused request costs the client nothing.
     pub async fn check(&self, request: &RequestKey<'_>) -> Decision {
-        let mut state = String::new();
+        // Built by hand: `core::fmt` and a string grown from empty were two
+        // thirds of a local policy's cost.
+        let mut state: Vec<u8> = Vec::with_capacity(48 * self.policies.len());
         let mut refused = None;
         // Where each policy before the current one counted the request.
         let mut counted = [Counted::Nowhere; MAX_POLICIES];
@@ -288,9 +290,15 @@ impl RouteLimits {
             };
             if remaining != u64::MAX {
                 if !state.is_empty() {
-                    state.push_str(", ");
+                    state.extend_from_slice(b", ");
                 }
-                let _ = write!(state, "\"{}\";r={remaining};t={reset}", policy.config.name);
+                let mut number = itoa::Buffer::new();
+                state.push(b'"');
+                state.extend_from_slice(policy.config.name.as_bytes());
+                state.extend_from_slice(b"\";r=");
+                state.extend_from_slice(number.format(remaining).as_bytes());
+                state.extend_from_slice(b";t=");
+                state.extend_from_slice(number.format(reset).as_bytes());
             }
             if refused.is_some() {
                 for (policy, place) in self.policies.iter().zip(&counted).take(index) {
@@ -307,7 +315,7 @@ impl RouteLimits {
             headers: LimitHeaders {
                 policy: self.policy_header.clone(),
                 state: (!state.is_empty())
-                    .then(|| HeaderValue::try_from(state).ok())
+                    .then(|| HeaderValue::from_maybe_shared(bytes::Bytes::from(state)).ok())
                     .flatten(),
                 retry_after: refused,
             },
