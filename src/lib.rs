@@ -48,6 +48,9 @@ pub mod tls;
 // one part directly: not weir's API.
 #[doc(hidden)]
 pub mod balance;
+// weir's own HTTP/1 codec, built piece by piece; public for the fuzz targets.
+#[doc(hidden)]
+pub mod http1;
 #[doc(hidden)]
 pub mod listener;
 #[doc(hidden)]
