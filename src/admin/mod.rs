@@ -29,8 +29,11 @@ use crate::shutdown::Shutdown;
 /// the kernel's backlog holds the rest, so a crowd of idle connections can
 /// hold the admin API and nothing else.
 const MAX_CONNECTIONS: usize = 64;
-/// A request head must arrive whole within this, the first and each next one.
+/// A request head must arrive whole within this, the first and each next
+/// one; so must a request body.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// An admin connection is asked to close after this, whatever it does.
+const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(60);
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -87,12 +90,25 @@ pub async fn serve(listener: TcpListener, control: Arc<Control>, mut shutdown: S
                 let history = history.clone();
                 async move { Ok::<_, Infallible>(guarded(&control, &history, request).await) }
             });
-            if let Err(err) = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            // However it spends its time (idle between requests, a body or a
+            // read of the answer that stalls), a connection holds its permit
+            // for a bounded while: then it is asked to finish, and closed if
+            // it does not. A browser simply connects again.
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = tokio::time::sleep(MAX_CONNECTION_LIFE) => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::time::timeout(HEADER_TIMEOUT, connection.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(err) = result {
                 debug!(error = %err, "admin connection ended with an error");
             }
         });
@@ -263,12 +279,16 @@ async fn purge(control: &Control, request: Request<Incoming>) -> Response<Full<B
             &json!({ "result": "failure", "error": why }),
         )
     };
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_PURGE_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(err) => return bad(format!("unreadable body: {err}")),
+    let body = http_body_util::Limited::new(request.into_body(), MAX_PURGE_BODY).collect();
+    let body = match tokio::time::timeout(HEADER_TIMEOUT, body).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(err)) => return bad(format!("unreadable body: {err}")),
+        Err(_) => {
+            return plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "408 the request body did not arrive in time\n",
+            );
+        }
     };
     let purge: Purge = match serde_json::from_slice(&body) {
         Ok(purge) => purge,
