@@ -20,17 +20,6 @@ use support::*;
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// A field of /proc/PID/status (`VmRSS`, `VmHWM`), in bytes.
-fn proc_status(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * KIB
-}
-
 /// The weir binary with an admin listener, `[cache]` set to `cache`, and one
 /// cached route to `backend`; returns it with its listener and admin addresses.
 async fn start_weir(

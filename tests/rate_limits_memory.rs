@@ -20,18 +20,6 @@ const MIB: u64 = 1024 * 1024;
 /// Requests in flight at once, on one HTTP/2 connection.
 const IN_FLIGHT: u32 = 64;
 
-/// `VmRSS` of process `pid`, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
-}
-
 /// Sends one request from each client address of `clients` (indices into
 /// 10.0.0.0/8), all of which must pass.
 async fn from_clients(addr: std::net::SocketAddr, clients: std::ops::Range<u32>) {
@@ -93,14 +81,14 @@ async fn distinct_clients_by_the_million_keep_memory_bounded() {
         from_clients(addr, 0..10_000),
     )
     .await;
-    let before = rss(weir.id());
+    let before = proc_status(weir.id(), "VmRSS");
     within_for(
         std::time::Duration::from_secs(3_600),
         "requests from every client",
         from_clients(addr, 10_000..10_000 + keys),
     )
     .await;
-    let after = rss(weir.id());
+    let after = proc_status(weir.id(), "VmRSS");
     eprintln!(
         "{keys} distinct clients: RSS {} KiB before, {} KiB after",
         before / 1024,

@@ -17,7 +17,7 @@ pub mod redis;
 
 // Not every test binary runs weir as a process: like the rest, unused in some.
 #[allow(unused_imports)]
-pub use process::{WeirCommand, WeirProcess};
+pub use process::{WeirCommand, WeirProcess, proc_status};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -59,7 +59,9 @@ pub(super) fn validate_strategy(raw: &FileUpstream, problems: &mut Problems<'_>)
 }
 
 impl HashKey {
-    fn parse(text: &str) -> Option<HashKey> {
+    /// `path`, `uri`, `header:NAME`, `cookie:NAME` or `query:NAME`; rate-limit
+    /// keys read the last three the same way.
+    pub(super) fn parse(text: &str) -> Option<HashKey> {
         let named = |prefix: &str| text.strip_prefix(prefix).filter(|name| !name.is_empty());
         match text {
             "path" => Some(HashKey::Path),

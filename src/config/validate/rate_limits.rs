@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use crate::config::file::FileRateLimit;
 use crate::config::problems::Problems;
-use crate::config::{LimitKey, LimitScope, OnRedisError, Rate, RateLimitPolicy};
+use crate::config::{HashKey, LimitKey, LimitScope, OnRedisError, Rate, RateLimitPolicy};
 
 /// More requests at once than any client should be granted.
 const MAX_BURST: u32 = 1_000_000;
@@ -177,23 +177,15 @@ fn parse_rate(text: &str) -> Result<Rate, String> {
 }
 
 fn parse_key(text: &str) -> Option<LimitKey> {
-    let named = |prefix: &str| text.strip_prefix(prefix).filter(|name| !name.is_empty());
     match text {
         "client" => Some(LimitKey::Client),
         "route" => Some(LimitKey::Route),
-        _ => {
-            if let Some(name) = named("header:") {
-                http::HeaderName::from_bytes(name.as_bytes())
-                    .ok()
-                    .map(LimitKey::Header)
-            } else if let Some(name) = named("cookie:").filter(|n| is_token(n)) {
-                Some(LimitKey::Cookie(name.to_owned()))
-            } else {
-                named("query:")
-                    .filter(|n| is_token(n))
-                    .map(|name| LimitKey::Query(name.to_owned()))
-            }
-        }
+        _ => match HashKey::parse(text)? {
+            HashKey::Header(name) => Some(LimitKey::Header(name)),
+            HashKey::Cookie(name) if is_token(&name) => Some(LimitKey::Cookie(name)),
+            HashKey::Query(name) if is_token(&name) => Some(LimitKey::Query(name)),
+            _ => None,
+        },
     }
 }
 
