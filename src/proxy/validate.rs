@@ -9,6 +9,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Uri, Version};
 
 use super::error::ProxyError;
+use crate::http1::head::is_valid_authority;
 use crate::router::{BadPath, normalise_path};
 
 /// Checks the request head and returns the authority it is addressed to: the
@@ -113,35 +114,6 @@ pub fn normalise_target<B>(request: Request<B>) -> Result<Request<B>, ProxyError
     head.uri =
         Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
     Ok(Request::from_parts(head, body))
-}
-
-/// `host[:port]` or `[v6]:port` made of the characters RFC 3986 allows there.
-fn is_valid_authority(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b':'
-                        | b'['
-                        | b']'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        })
 }
 
 #[cfg(test)]
