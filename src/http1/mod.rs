@@ -4,9 +4,15 @@
 //!
 //! - `chunked`: the chunked body scanner.
 //! - `head`: request and response heads, parsed into offsets.
+//! - `edits`: an outgoing head as edits over the received bytes.
+//! - `rewrite`: the client's request head rewritten for the backend.
+//! - `date`: the `Date` field, formatted once per second.
 
 pub mod chunked;
+pub mod date;
+pub mod edits;
 pub mod head;
+pub mod rewrite;
 
 /// Where something lies in a connection's buffer: `start..end`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
