@@ -968,7 +968,7 @@ fn from_fill(
 #[derive(Debug, thiserror::Error)]
 pub enum CacheBodyError {
     #[error(transparent)]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] crate::upstream::ResponseBodyError),
     #[error(transparent)]
     Fill(#[from] FillBroken),
 }

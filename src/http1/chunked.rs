@@ -278,6 +278,44 @@ impl ChunkedScanner {
     }
 }
 
+/// What one call of [`ChunkedScanner::decode`] found: framing bytes, then a
+/// run of chunk data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decoded {
+    /// Framing bytes (size lines, CRLFs, trailers) before the data.
+    pub framing: usize,
+    /// Chunk data bytes after them.
+    pub data: usize,
+    /// The body ended (no data follows then).
+    pub done: bool,
+}
+
+impl ChunkedScanner {
+    /// Scans framing bytes up to the next run of chunk data and that run (to
+    /// the end of its chunk or of `input`), for a reader that hands the data
+    /// on without its framing. Framing is a few bytes per chunk: it is
+    /// scanned a byte at a time, data in one step.
+    pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, ChunkError> {
+        let mut framing = 0;
+        while framing < input.len() && !matches!(self.state, State::Data(_) | State::Done) {
+            framing += self.scan(&input[framing..=framing])?.consumed;
+        }
+        let data = match self.state {
+            State::Data(left) => {
+                let take = left.min((input.len() - framing) as u64) as usize;
+                self.scan(&input[framing..framing + take])?;
+                take
+            }
+            _ => 0,
+        };
+        Ok(Decoded {
+            framing,
+            data,
+            done: self.state == State::Done,
+        })
+    }
+}
+
 /// Scans `body` whole: the bytes of the message and its data bytes.
 pub fn scan_whole(body: &[u8]) -> Result<(Scanned, u64), ChunkError> {
     let mut scanner = ChunkedScanner::default();
@@ -288,6 +326,30 @@ pub fn scan_whole(body: &[u8]) -> Result<(Scanned, u64), ChunkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_hands_out_data_without_framing() {
+        let body = b"3;x=y\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nT: v\r\n\r\nNEXT";
+        for cut in 1..body.len() {
+            let mut scanner = ChunkedScanner::default();
+            let mut data = Vec::new();
+            let mut at = 0;
+            let mut end = cut;
+            loop {
+                let decoded = scanner.decode(&body[at..end]).unwrap();
+                data.extend_from_slice(&body[at + decoded.framing..][..decoded.data]);
+                at += decoded.framing + decoded.data;
+                if decoded.done {
+                    break;
+                }
+                if at == end {
+                    end = (end + cut).min(body.len());
+                }
+            }
+            assert_eq!(data, b"abc0123456789abcdef", "cut {cut}");
+            assert_eq!(&body[at..], b"NEXT", "cut {cut}");
+        }
+    }
     use proptest::prelude::*;
 
     fn verdict(body: &[u8]) -> Result<(usize, bool, u64), ChunkError> {

@@ -303,7 +303,9 @@ async fn proxy(
         };
         forward::keep_upgrade(response.headers_mut(), protocol);
         connection.upgraded.store(true, Ordering::Relaxed);
-        let backend_side = hyper::upgrade::on(&mut response);
+        let Some(backend_side) = response.body_mut().upgraded() else {
+            return Err(ProxyError::Upstream(UpstreamError::UnaskedUpgrade));
+        };
         tunnel::spawn(
             client,
             backend_side,

@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::RequestGuard;
 use crate::upstream::InFlight;
+use crate::upstream::http1::Upgraded;
 
 /// Runs the tunnel in its own task until it closes. Writes to the client go
 /// through its connection's socket, whose `send_timeout` holds here too.
@@ -26,15 +27,15 @@ use crate::upstream::InFlight;
 /// drain; `in_flight` keeps the tunnel counted on its backend.
 pub fn spawn(
     client: OnUpgrade,
-    backend: OnUpgrade,
+    backend: Upgraded,
     guard: RequestGuard,
     in_flight: Option<InFlight>,
     idle_timeout: Duration,
 ) {
     tokio::spawn(async move {
         let _held = (guard, in_flight);
-        let (client, backend) = match tokio::try_join!(client, backend) {
-            Ok(both) => both,
+        let client = match client.await {
+            Ok(client) => client,
             Err(err) => {
                 debug!(error = %err, "upgrade did not complete");
                 return;
@@ -43,7 +44,7 @@ pub fn spawn(
         let start = Instant::now();
         let last_activity = Arc::new(AtomicU64::new(0));
         let mut client = Watched::new(TokioIo::new(client), &last_activity, start);
-        let mut backend = Watched::new(TokioIo::new(backend), &last_activity, start);
+        let mut backend = Watched::new(backend, &last_activity, start);
         let idle = async {
             loop {
                 let last = start + Duration::from_millis(last_activity.load(Ordering::Relaxed));

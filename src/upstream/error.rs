@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use super::http1::ExchangeError;
 use super::request_body::ClientBodyError;
+
+/// A cause of any kind, kept for the logs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -27,10 +31,10 @@ pub enum UpstreamError {
     /// The connection broke after the request was handed to it: reset, closed
     /// before a complete response head, or the exchange was cut short.
     #[error("connection lost after the request was sent: {0}")]
-    Reset(#[source] hyper::Error),
+    Reset(#[source] BoxError),
     /// The backend's response head could not be read: malformed or too large.
     #[error("unreadable response: {0}")]
-    BadResponse(#[source] hyper::Error),
+    BadResponse(#[source] BoxError),
     /// The backend answered 101 to a request that asked for no protocol switch.
     #[error("backend switched protocols without being asked")]
     UnaskedUpgrade,
@@ -121,10 +125,22 @@ impl UpstreamError {
             }
             // hyper keeps the cause boxed; rebuild ours around the same text.
             Some(ClientBodyError::Broken(_)) => {
-                UpstreamError::ClientBody(ClientBodyError::Broken(err))
+                UpstreamError::ClientBody(ClientBodyError::Broken(err.into()))
             }
-            None if err.is_parse() => UpstreamError::BadResponse(err),
-            None => UpstreamError::Reset(err),
+            None if err.is_parse() => UpstreamError::BadResponse(err.into()),
+            None => UpstreamError::Reset(err.into()),
+        }
+    }
+
+    /// Classifies a failed exchange of weir's HTTP/1 client.
+    pub(super) fn from_http1(err: ExchangeError) -> Self {
+        match err {
+            ExchangeError::ClientBody(body) => UpstreamError::ClientBody(body),
+            ExchangeError::BodyLength => {
+                UpstreamError::ClientBody(ClientBodyError::Broken(err.into()))
+            }
+            ExchangeError::BadHead(_) => UpstreamError::BadResponse(err.into()),
+            ExchangeError::Io(_) | ExchangeError::Closed => UpstreamError::Reset(err.into()),
         }
     }
 }

@@ -9,7 +9,8 @@ use std::task::Poll;
 
 use http::{Request, Response};
 
-use super::pool::{self, Transport};
+use super::http1;
+use super::pool::{self, Sender, Transport};
 use super::{Backend, BackendState, RequestBody, ResponseBody, UpstreamError};
 use crate::config::UpstreamTimeouts;
 
@@ -27,22 +28,38 @@ pub(crate) async fn send(
     let state = &backend.state;
     // Lowers the in-flight count if no response body takes over that duty.
     let mut guard = InFlightGuard(Some(state));
-    let mut request = if transport.protocol.is_http2() {
+    let request = if transport.protocol.is_http2() {
         into_http2(request, transport.scheme(), backend.address)
     } else {
         request
     };
-    let request_sent = request.body_mut().completion();
-    let (response, connection) = exchange(backend, request, transport, timeouts, preamble).await?;
+    let answer = exchange(backend, request, transport, timeouts, preamble).await?;
     guard.0 = None;
-    let (parts, incoming) = response.into_parts();
-    // After a protocol switch the connection belongs to the tunnel, not the pool.
-    let connection = connection.filter(|_| parts.status != http::StatusCode::SWITCHING_PROTOCOLS);
-    // Pooled once both directions are complete: a request body still being
-    // written (after an early answer) would hold up the next request.
-    let connection = connection.map(|connection| (connection, request_sent));
-    let body = ResponseBody::new(incoming, state.clone(), connection, timeouts.idle);
-    Ok(Response::from_parts(parts, body))
+    // A connection that began with a client's PROXY header belongs to that
+    // client: it is not put back in the pool.
+    let pool_to = preamble.is_none().then_some(transport.generation);
+    Ok(ResponseBody::new(
+        answer,
+        state.clone(),
+        pool_to,
+        timeouts.idle,
+    ))
+}
+
+/// A backend's answer, by the client that read it.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Http1(Response<http1::ResponseBody>),
+    Http2(Response<hyper::body::Incoming>),
+}
+
+impl Answer {
+    pub(crate) fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Http1(response) => response.status(),
+            Answer::Http2(response) => response.status(),
+        }
+    }
 }
 
 /// How one try ended without a response.
@@ -76,24 +93,21 @@ impl Drop for InFlightGuard<'_> {
 /// One exchange on a pooled connection, or on a new one. A pooled connection may
 /// have been closed by the backend while it sat idle; when that shows before the
 /// request was written, the request goes out on a fresh connection instead.
-///
-/// Returns the connection to park once the response is read, if it is one of its
-/// own (HTTP/1.1); a shared HTTP/2 connection stays parked meanwhile.
 async fn exchange(
     backend: &Backend,
     mut request: Request<RequestBody>,
     transport: &Transport,
     timeouts: &UpstreamTimeouts,
     preamble: Option<&[u8]>,
-) -> Result<(Response<hyper::body::Incoming>, Option<pool::Connection>), Failure> {
+) -> Result<Answer, Failure> {
     // A connection that began with a client's PROXY header belongs to that client:
     // it is neither taken from the pool nor put back.
     if preamble.is_none()
-        && let Some(mut connection) = reuse(backend, timeouts).await
+        && let Some(connection) = reuse(backend, timeouts).await
     {
-        match send_on(&mut connection, request, timeouts).await {
-            Ok(response) => return Ok((response, own(connection))),
-            Err(SendFailure::NotSent(returned)) => request = returned,
+        match send_on(connection, request, timeouts).await {
+            Ok(answer) => return Ok(answer),
+            Err(SendFailure::NotSent(returned)) => request = *returned,
             Err(SendFailure::Failed(error)) => return Err(Failure::sent(error)),
         }
     }
@@ -106,7 +120,7 @@ async fn exchange(
         timeouts.connect,
         preamble,
     );
-    let mut connection = match Box::pin(connect).await {
+    let connection = match Box::pin(connect).await {
         Ok(connection) => connection,
         Err(error) => {
             return Err(Failure {
@@ -121,23 +135,14 @@ async fn exchange(
         // Other requests to this backend may use it from now on.
         backend.state.pool().put(shared, timeouts.idle);
     }
-    match send_on(&mut connection, request, timeouts).await {
-        Ok(response) => Ok((
-            response,
-            preamble.is_none().then(|| own(connection)).flatten(),
-        )),
+    match send_on(connection, request, timeouts).await {
+        Ok(answer) => Ok(answer),
         Err(SendFailure::NotSent(request)) => Err(Failure {
             error: UpstreamError::ClosedBeforeSend,
-            unsent: Some(Box::new(request)),
+            unsent: Some(request),
         }),
         Err(SendFailure::Failed(error)) => Err(Failure::sent(error)),
     }
-}
-
-/// `connection`, when it is its request's own (HTTP/1.1) and goes back to the pool
-/// after the response.
-fn own(connection: pool::Connection) -> Option<pool::Connection> {
-    connection.is_own().then_some(connection)
 }
 
 /// HTTP/2 carries the target in `:scheme`, `:authority` and `:path`: the
@@ -184,30 +189,46 @@ async fn reuse(backend: &Backend, timeouts: &UpstreamTimeouts) -> Option<pool::C
     None
 }
 
-// Boxing the returned request would cost an allocation on a path that is taken only
-// when a pooled connection turns out closed; the size is moved once at most.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum SendFailure {
-    /// The connection refused the request before writing any of it.
-    NotSent(Request<RequestBody>),
+    /// The connection refused the request before writing any of it. Boxed:
+    /// the path is taken only when a pooled connection turns out closed.
+    NotSent(Box<Request<RequestBody>>),
     Failed(UpstreamError),
 }
 
+/// Sends `request` on `connection` and waits for the response head within
+/// `timeouts.response`.
 pub(crate) async fn send_on(
-    connection: &mut pool::Connection,
+    connection: pool::Connection,
     request: Request<RequestBody>,
     timeouts: &UpstreamTimeouts,
-) -> Result<Response<hyper::body::Incoming>, SendFailure> {
-    match tokio::time::timeout(timeouts.response, connection.try_send_request(request)).await {
+) -> Result<Answer, SendFailure> {
+    let sent =
+        async {
+            match connection.sender {
+                Sender::Http1(connection) => connection
+                    .send(request)
+                    .await
+                    .map(Answer::Http1)
+                    .map_err(|failed| match failed.unsent {
+                        Some(request) => SendFailure::NotSent(request),
+                        None => SendFailure::Failed(UpstreamError::from_http1(failed.error)),
+                    }),
+                Sender::Http2(mut sender) => match sender.try_send_request(request).await {
+                    Ok(response) => Ok(Answer::Http2(response)),
+                    Err(mut err) => match err.take_message() {
+                        Some(request) => Err(SendFailure::NotSent(Box::new(request))),
+                        None => Err(SendFailure::Failed(UpstreamError::from_exchange(
+                            err.into_error(),
+                        ))),
+                    },
+                },
+            }
+        };
+    match tokio::time::timeout(timeouts.response, sent).await {
         Err(_elapsed) => Err(SendFailure::Failed(UpstreamError::ResponseTimeout(
             timeouts.response,
         ))),
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(mut err)) => match err.take_message() {
-            Some(request) => Err(SendFailure::NotSent(request)),
-            None => Err(SendFailure::Failed(UpstreamError::from_exchange(
-                err.into_error(),
-            ))),
-        },
+        Ok(result) => result,
     }
 }

@@ -7,6 +7,7 @@ mod backend;
 mod budget;
 mod error;
 pub(crate) mod exchange;
+pub(crate) mod http1;
 mod outlier;
 pub(crate) mod pool;
 mod request_body;
@@ -22,7 +23,7 @@ pub use budget::RetryBudget;
 pub use error::{Origin, Retry, UpstreamError};
 pub use pool::{Pool, Transport};
 pub use request_body::{ClientBody, ClientBodyError, RequestBody};
-pub use response_body::{InFlight, ResponseBody};
+pub use response_body::{InFlight, ResponseBody, ResponseBodyError};
 use tracing::warn;
 
 use crate::balance::{Balancer, Sticky};

@@ -1,26 +1,27 @@
 //! Connections to one backend: opening them (TCP, an optional PROXY header, TLS,
 //! then HTTP/1.1 or HTTP/2), parking them between requests, and handing them back
-//! out. An HTTP/1.1 connection carries one request at a time and is parked after
-//! each; an HTTP/2 connection is shared by every request to its backend.
+//! out. An HTTP/1.1 connection (weir's own client, `super::http1`) carries one
+//! request at a time and is parked after each; an HTTP/2 connection (hyper's) is
+//! shared by every request to its backend.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::error::UpstreamError;
+use super::http1::{BackendIo, Http1Connection};
 use super::request_body::RequestBody;
 use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
 use crate::tls::{TlsError, UpstreamTls};
 
-/// Largest backend response head; a larger one is a 502.
-const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+use super::http1::MAX_RESPONSE_HEAD_BYTES;
 
 /// HTTP/2 flow-control windows towards backends: large enough that one stream
 /// can fill a loopback or LAN link without waiting for window updates.
@@ -75,80 +76,63 @@ impl Transport {
     }
 }
 
-/// The sending half of one backend connection; its connection task runs on its own.
+/// One backend connection: an HTTP/1.1 one of its own, or a handle on a shared
+/// HTTP/2 one (whose connection task runs on its own).
 #[derive(Debug)]
 pub struct Connection {
-    sender: Sender,
+    pub(super) sender: Sender,
     /// The generation of the transport that made it.
-    generation: u64,
-    /// The task driving an HTTP/1.1 connection, to end it at once (see
-    /// [`Connection::abandon`]).
-    task: Option<tokio::task::AbortHandle>,
+    pub(super) generation: u64,
 }
 
 #[derive(Debug)]
-enum Sender {
-    Http1(http1::SendRequest<RequestBody>),
+pub(super) enum Sender {
+    Http1(Http1Connection),
     /// A handle on a shared, multiplexed connection.
     Http2(http2::SendRequest<RequestBody>),
 }
 
+/// A parked connection turned out closed, or otherwise unusable.
+#[derive(Debug)]
+pub struct Gone;
+
 impl Connection {
+    /// An HTTP/1.1 connection of transport `generation`.
+    pub(super) fn http1(connection: Http1Connection, generation: u64) -> Self {
+        Connection {
+            sender: Sender::Http1(connection),
+            generation,
+        }
+    }
+
+    /// Closed, as far as is known without looking at the socket (an HTTP/1.1
+    /// connection is looked at when it is taken: [`Connection::poll_ready`]).
     pub fn is_closed(&self) -> bool {
         match &self.sender {
-            Sender::Http1(sender) => sender.is_closed(),
+            Sender::Http1(_) => false,
             Sender::Http2(sender) => sender.is_closed(),
         }
     }
 
-    /// Whether it carries one request at a time (HTTP/1.1), rather than being
-    /// shared (HTTP/2).
-    pub fn is_own(&self) -> bool {
-        matches!(self.sender, Sender::Http1(_))
-    }
-
-    /// Whether the connection can take a request now; an error means it is gone.
+    /// Whether the connection can take a request now.
     pub fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), hyper::Error>> {
+    ) -> std::task::Poll<Result<(), Gone>> {
+        use std::task::Poll;
         match &mut self.sender {
-            Sender::Http1(sender) => sender.poll_ready(cx),
-            Sender::Http2(sender) => sender.poll_ready(cx),
+            Sender::Http1(connection) => Poll::Ready(if connection.poll_usable(cx) {
+                Ok(())
+            } else {
+                Err(Gone)
+            }),
+            Sender::Http2(sender) => sender.poll_ready(cx).map_err(|_| Gone),
         }
     }
 
-    /// Waits until the connection can take a request; an error means it is gone.
-    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
-        match &mut self.sender {
-            Sender::Http1(sender) => sender.ready().await,
-            Sender::Http2(sender) => sender.ready().await,
-        }
-    }
-
-    /// Sends `request`; on an error before any of it was written, the error holds
-    /// the request so that it can go out elsewhere.
-    pub async fn try_send_request(
-        &mut self,
-        request: http::Request<RequestBody>,
-    ) -> Result<
-        http::Response<hyper::body::Incoming>,
-        hyper::client::conn::TrySendError<http::Request<RequestBody>>,
-    > {
-        match &mut self.sender {
-            Sender::Http1(sender) => sender.try_send_request(request).await,
-            Sender::Http2(sender) => sender.try_send_request(request).await,
-        }
-    }
-
-    /// Ends the connection now, even mid-exchange: dropping the sender alone
-    /// would let its task finish writing a request body that nobody waits for
-    /// any more (to a backend that may never read it). A shared connection is
-    /// only let go.
-    pub fn abandon(self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    /// Waits until the connection can take a request.
+    pub async fn ready(&mut self) -> Result<(), Gone> {
+        std::future::poll_fn(|cx| self.poll_ready(cx)).await
     }
 
     /// Another handle on the same connection, when it is a shared (HTTP/2) one.
@@ -158,7 +142,6 @@ impl Connection {
             Sender::Http2(sender) => Some(Connection {
                 sender: Sender::Http2(sender.clone()),
                 generation: self.generation,
-                task: None,
             }),
         }
     }
@@ -286,44 +269,39 @@ pub async fn connect(
         // Requests and small responses are written in one go; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         match &transport.tls {
-            None => Ok(Stream::Plain(stream)),
+            None => Ok(BackendIo::Plain(stream)),
             Some(tls) => tls
                 .handshake(address, dns_name, stream)
                 .await
-                .map(|tls| Stream::Tls(Box::new(tls)))
+                .map(|tls| BackendIo::Tls(Box::new(tls)))
                 .map_err(UpstreamError::Tls),
         }
     };
     let stream = tokio::time::timeout(connect_timeout, open)
         .await
         .map_err(|_elapsed| UpstreamError::ConnectTimeout(connect_timeout))??;
-    let (sender, task) = match stream {
-        Stream::Plain(stream) => handshake(address, transport.protocol, TokioIo::new(stream)).await,
-        Stream::Tls(stream) => handshake(address, transport.protocol, TokioIo::new(*stream)).await,
+    if !transport.protocol.is_http2() {
+        return Ok(Connection::http1(
+            Http1Connection::new(stream),
+            transport.generation,
+        ));
+    }
+    let sender = match stream {
+        BackendIo::Plain(stream) => handshake(address, TokioIo::new(stream)).await,
+        BackendIo::Tls(stream) => handshake(address, TokioIo::new(*stream)).await,
     }?;
     Ok(Connection {
         sender,
         generation: transport.generation,
-        task,
     })
 }
 
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-/// Sets HTTP up on an open stream and spawns the connection's task; an HTTP/1.1
-/// connection's task can be ended through the handle returned.
-async fn handshake<T>(
-    address: SocketAddr,
-    protocol: UpstreamProtocol,
-    io: T,
-) -> Result<(Sender, Option<tokio::task::AbortHandle>), UpstreamError>
+/// Sets HTTP/2 up on an open stream and spawns the connection's task.
+async fn handshake<T>(address: SocketAddr, io: T) -> Result<Sender, UpstreamError>
 where
     T: Read + Write + Unpin + Send + 'static,
 {
-    if protocol.is_http2() {
+    {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             // The connection is shared by every request to its backend: a backend
@@ -341,19 +319,8 @@ where
                 debug!(backend = %address, error = %err, "backend connection ended with an error");
             }
         });
-        return Ok((Sender::Http2(sender), None));
+        Ok(Sender::Http2(sender))
     }
-    let (sender, connection) = http1::Builder::new()
-        .max_header_size(MAX_RESPONSE_HEAD_BYTES)
-        .handshake(io)
-        .await
-        .map_err(UpstreamError::Handshake)?;
-    let task = tokio::spawn(async move {
-        if let Err(err) = connection.with_upgrades().await {
-            debug!(backend = %address, error = %err, "backend connection ended with an error");
-        }
-    });
-    Ok((Sender::Http1(sender), Some(task.abort_handle())))
 }
 
 #[cfg(test)]

@@ -2,8 +2,6 @@
 //! timeout), and the error that marks a failure as the client's.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -25,29 +23,13 @@ pub enum RequestBody {
     Streaming(Box<ClientBody>),
 }
 
-impl RequestBody {
-    /// A flag set once the whole body has been handed to the connection; `None`
-    /// for a body that is whole from the start. A backend connection goes back
-    /// to its pool only when both its request and its response are complete.
-    pub(super) fn completion(&mut self) -> Option<Arc<AtomicBool>> {
-        match self {
-            RequestBody::Streaming(body) => Some(
-                body.done
-                    .get_or_insert_with(|| Arc::new(AtomicBool::new(false)))
-                    .clone(),
-            ),
-            RequestBody::Empty | RequestBody::Full(_) => None,
-        }
-    }
-}
-
 /// The client's request body broke, or stalled: marks the fault as the client's,
 /// so it is answered 400 (or 408), not 502.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {
     /// A bad chunk, an early close.
     #[error("client request body: {0}")]
-    Broken(#[source] hyper::Error),
+    Broken(#[source] super::error::BoxError),
     /// No byte of it came for `body_timeout` while weir waited for one.
     #[error("client request body stalled for {0:?} (body_timeout)")]
     Stalled(Duration),
@@ -66,8 +48,6 @@ pub struct ClientBody {
     stall: Option<Pin<Box<Sleep>>>,
     /// A read is pending: `stall` runs for it.
     waiting: bool,
-    /// See [`RequestBody::completion`].
-    done: Option<Arc<AtomicBool>>,
 }
 
 impl ClientBody {
@@ -77,13 +57,6 @@ impl ClientBody {
             timeout,
             stall: None,
             waiting: false,
-            done: None,
-        }
-    }
-
-    fn finished(&self) {
-        if let Some(done) = &self.done {
-            done.store(true, Ordering::Release);
         }
     }
 }
@@ -100,16 +73,12 @@ impl Body for ClientBody {
         match Pin::new(&mut this.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.waiting = false;
-                if this.incoming.is_end_stream() {
-                    this.finished();
-                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(None) => {
-                this.finished();
-                Poll::Ready(None)
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(Some(Err(ClientBodyError::Broken(err.into()))))
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(ClientBodyError::Broken(err)))),
             Poll::Pending => {
                 if !this.waiting {
                     this.waiting = true;

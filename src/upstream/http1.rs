@@ -1,0 +1,955 @@
+//! weir's HTTP/1.1 client on one backend connection, driven by the request's
+//! own task: no connection task, no channel between the request and its
+//! connection. The request head is encoded from the request's parts, the
+//! response head parsed in place by weir's codec (`crate::http1`), and the
+//! response body read straight from the connection's buffer, while the rest
+//! of the request body still goes out (a backend may answer before it has
+//! read the whole request, and stream its answer as it reads).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::request_body::{ClientBodyError, RequestBody};
+use crate::http1::chunked::{ChunkError, ChunkedScanner};
+use crate::http1::head::{self, Field, Framing, HeadError, Method};
+
+/// Largest backend response head; a larger one is a 502.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// What a read asks room for: a response head and a good part of a body.
+const READ_SIZE: usize = 16 * 1024;
+
+/// The stream under a backend connection: plain TCP or TLS.
+#[derive(Debug)]
+pub enum BackendIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BackendIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendIo::Plain(stream) => stream.is_write_vectored(),
+            BackendIo::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendIo::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            BackendIo::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to a backend, between exchanges.
+#[derive(Debug)]
+pub struct Http1Connection {
+    io: BackendIo,
+    /// What was read and not yet handed on; empty between exchanges (else the
+    /// connection is not reused). Its memory goes with the exchange that
+    /// needed it: a parked connection holds none.
+    buf: BytesMut,
+}
+
+/// How an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// Reading or writing the connection failed, or it closed before a
+    /// complete response.
+    #[error("{0}")]
+    Io(#[source] io::Error),
+    #[error("backend closed the connection before a complete response head")]
+    Closed,
+    /// The response head is malformed, ambiguous or too large.
+    #[error("{0}")]
+    BadHead(#[source] HeadError),
+    /// The client's request body broke or stalled while it was being sent.
+    #[error("{0}")]
+    ClientBody(#[source] ClientBodyError),
+    /// The request body was not as long as its `Content-Length` said.
+    #[error("request body length differs from its Content-Length")]
+    BodyLength,
+}
+
+/// How an exchange failed.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: ExchangeError,
+    /// The request, when none of it was written: it can go out elsewhere.
+    pub unsent: Option<Box<http::Request<RequestBody>>>,
+}
+
+impl Http1Connection {
+    pub fn new(io: BackendIo) -> Self {
+        Http1Connection {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether a parked connection can take a request: not closed by the
+    /// backend, and with nothing unasked-for sent on it. Costs no syscall when
+    /// nothing came since the last read found the socket empty.
+    pub fn poll_usable(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        // Any outcome but "nothing to read yet" (end of stream, an error, a
+        // byte nobody asked for) makes the connection unusable.
+        Pin::new(&mut self.io)
+            .poll_read(cx, &mut probe)
+            .is_pending()
+    }
+
+    /// Sends `request` and reads the response head; the body streams after,
+    /// and the connection comes back through it ([`ResponseBody::take_connection`]).
+    pub async fn send(
+        mut self,
+        request: http::Request<RequestBody>,
+    ) -> Result<http::Response<ResponseBody>, Failed> {
+        let (parts, body) = request.into_parts();
+        let method = method_of(&parts.method);
+        let mut head = Vec::with_capacity(256);
+        let framing = encode_head(&parts, &body, &mut head);
+        let closes = parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|value| has_token(value.as_bytes(), b"close"));
+        let mut writer = BodyWriter::new(Bytes::from(head), body, framing);
+        let mut scanned = 0;
+        let mut fields = Vec::new();
+        let io = &mut self.io;
+        let buf = &mut self.buf;
+        let head = std::future::poll_fn(|cx| {
+            if !writer.finished() {
+                match writer.poll_write(io, cx) {
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                }
+            }
+            loop {
+                match read_head(buf, &mut scanned, method, &mut fields) {
+                    Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
+                        // Interim answers (100 Continue, 103) are the backend's
+                        // to this hop; weir's client side sends 100 itself.
+                        buf.advance(head.len);
+                        scanned = 0;
+                        continue;
+                    }
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(error) => return Poll::Ready(Err(ExchangeError::BadHead(error))),
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(READ_SIZE);
+                }
+                match ready!(tokio_util::io::poll_read_buf(
+                    Pin::new(&mut *io),
+                    cx,
+                    &mut *buf
+                )) {
+                    Ok(0) => return Poll::Ready(Err(ExchangeError::Closed)),
+                    Ok(_) => {}
+                    Err(error) => return Poll::Ready(Err(ExchangeError::Io(error))),
+                }
+            }
+        })
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                // A request none of which was written may go elsewhere, unless
+                // its own body is what failed.
+                let unsent = (!writer.sent
+                    && !writer.taken
+                    && !matches!(error, ExchangeError::ClientBody(_)))
+                .then(|| Box::new(http::Request::from_parts(parts, writer.body)));
+                return Err(Failed { error, unsent });
+            }
+        };
+
+        let headers = header_map(&self.buf[..head.len], &fields);
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::from_u16(head.status).map_err(|_| Failed {
+            error: ExchangeError::BadHead(HeadError::Malformed("invalid status")),
+            unsent: None,
+        })?;
+        *response.version_mut() = match head.version {
+            head::Version::Http10 => http::Version::HTTP_10,
+            head::Version::Http11 => http::Version::HTTP_11,
+        };
+        *response.headers_mut() = headers;
+        self.buf.advance(head.len);
+        let framing = if head.status == 101 {
+            Framing::Empty
+        } else {
+            head.framing
+        };
+        let body = ResponseBody {
+            state: match framing {
+                Framing::Empty => BodyState::Done,
+                Framing::Length(length) => BodyState::Length(length),
+                Framing::Chunked => BodyState::Chunked(ChunkedScanner::default()),
+                Framing::UntilClose => BodyState::UntilClose,
+            },
+            reusable: head.keeps_alive() && !closes && head.status != 101,
+            upgraded: head.status == 101,
+            connection: Some(self),
+            writer,
+        };
+        Ok(response.map(|()| body))
+    }
+}
+
+fn method_of(method: &http::Method) -> Method {
+    match *method {
+        http::Method::GET => Method::Get,
+        http::Method::HEAD => Method::Head,
+        http::Method::POST => Method::Post,
+        http::Method::PUT => Method::Put,
+        http::Method::DELETE => Method::Delete,
+        http::Method::OPTIONS => Method::Options,
+        http::Method::TRACE => Method::Trace,
+        http::Method::CONNECT => Method::Connect,
+        _ => Method::Other,
+    }
+}
+
+/// The response head in `buf`, if complete. `scanned`: how far earlier
+/// calls looked for its end.
+fn read_head(
+    buf: &mut BytesMut,
+    scanned: &mut usize,
+    method: Method,
+    fields: &mut Vec<Field>,
+) -> Result<Option<head::ResponseHead>, HeadError> {
+    loop {
+        match head::find_end(buf, *scanned)? {
+            Some(end) if end > MAX_RESPONSE_HEAD_BYTES => return Err(HeadError::TooLarge),
+            Some(end) => match head::parse_response(&buf[..end], method, fields)? {
+                Some(head) => return Ok(Some(head)),
+                None => *scanned = end,
+            },
+            None => {
+                if buf.len() > MAX_RESPONSE_HEAD_BYTES {
+                    return Err(HeadError::TooLarge);
+                }
+                *scanned = head::resume_from(buf);
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The response's fields as a `HeaderMap`, for the parts of weir that read
+/// one. The codec validated names and values; one that `http` still refuses
+/// is left out rather than failing the response.
+fn header_map(head: &[u8], fields: &[Field]) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.of(head)),
+            HeaderValue::from_bytes(field.value.of(head)),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outgoing {
+    Empty,
+    /// Bytes still to come.
+    Length(u64),
+    Chunked,
+}
+
+/// Methods whose requests are expected to carry a body: an empty one is
+/// announced with `content-length: 0`, as hyper does, so that the backend
+/// does not wait for one.
+fn expects_body(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::DELETE
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::CONNECT
+    )
+}
+
+/// Writes the request head into `out`: the target in origin-form, every field
+/// of the map, and the framing field the body needs (a `Content-Length` the
+/// request carries is kept; a `Transfer-Encoding` is weir's to set).
+fn encode_head(parts: &http::request::Parts, body: &RequestBody, out: &mut Vec<u8>) -> Outgoing {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    match parts.uri.path_and_query() {
+        Some(target) if target.as_str().starts_with('/') || target.as_str() == "*" => {
+            out.extend_from_slice(target.as_str().as_bytes());
+        }
+        Some(target) => {
+            out.push(b'/');
+            out.extend_from_slice(target.as_str().as_bytes());
+        }
+        None => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut length = None;
+    for (name, value) in &parts.headers {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            length = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = match length {
+        Some(0) => Outgoing::Empty,
+        Some(length) => Outgoing::Length(length),
+        None if body.is_end_stream() => {
+            if expects_body(&parts.method) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Outgoing::Empty
+        }
+        None => match body.size_hint().exact() {
+            Some(length) => {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+                out.extend_from_slice(b"\r\n");
+                if length == 0 {
+                    Outgoing::Empty
+                } else {
+                    Outgoing::Length(length)
+                }
+            }
+            None => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Outgoing::Chunked
+            }
+        },
+    };
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+/// Sends the request, head then body, as far as the body and the connection
+/// allow at each poll.
+#[derive(Debug)]
+struct BodyWriter {
+    /// Bytes to write before more of the body is read.
+    queue: VecDeque<Bytes>,
+    body: RequestBody,
+    framing: Outgoing,
+    /// The body has been read to its end (its terminator queued).
+    read_all: bool,
+    /// Some of the request was written.
+    sent: bool,
+    /// The body was asked for its first bytes.
+    asked: bool,
+    /// Something was taken from the body: it cannot be sent again as it is.
+    taken: bool,
+}
+
+impl BodyWriter {
+    fn new(head: Bytes, body: RequestBody, framing: Outgoing) -> Self {
+        let mut queue = VecDeque::with_capacity(4);
+        queue.push_back(head);
+        BodyWriter {
+            queue,
+            read_all: framing == Outgoing::Empty,
+            body,
+            framing,
+            sent: false,
+            asked: false,
+            taken: false,
+        }
+    }
+
+    /// Everything, head and body, is written.
+    fn finished(&self) -> bool {
+        self.read_all && self.queue.is_empty()
+    }
+
+    fn poll_write(
+        &mut self,
+        io: &mut BackendIo,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        // The body is asked once before the head goes: its first bytes leave
+        // with the head, and a body that is broken from its start (a bad
+        // first chunk) leaves the backend without even the head.
+        if !self.asked {
+            self.asked = true;
+            if !self.read_all
+                && matches!(self.body, RequestBody::Streaming(_))
+                && let Poll::Ready(polled) = Pin::new(&mut self.body).poll_frame(cx)
+            {
+                self.take(polled)?;
+            }
+        }
+        loop {
+            while !self.queue.is_empty() {
+                let mut slices = [IoSlice::new(&[]); 8];
+                let count = self.queue.len().min(slices.len());
+                for (slot, bytes) in slices.iter_mut().zip(self.queue.iter()) {
+                    *slot = IoSlice::new(bytes);
+                }
+                let written =
+                    match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])) {
+                        Ok(0) => {
+                            return Poll::Ready(Err(ExchangeError::Io(
+                                io::ErrorKind::WriteZero.into(),
+                            )));
+                        }
+                        Ok(written) => written,
+                        Err(error) => return Poll::Ready(Err(ExchangeError::Io(error))),
+                    };
+                self.sent = true;
+                let mut left = written;
+                while left > 0 {
+                    let front = self.queue.front_mut().expect("written bytes were queued");
+                    if front.len() <= left {
+                        left -= front.len();
+                        self.queue.pop_front();
+                    } else {
+                        front.advance(left);
+                        left = 0;
+                    }
+                }
+            }
+            if self.read_all {
+                return Poll::Ready(Ok(()));
+            }
+            let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
+            self.take(polled)?;
+        }
+    }
+
+    /// Queues what a poll of the body gave.
+    fn take(
+        &mut self,
+        polled: Option<Result<Frame<Bytes>, ClientBodyError>>,
+    ) -> Result<(), ExchangeError> {
+        self.taken = true;
+        match polled {
+            Some(Ok(frame)) => {
+                // Trailers have no place in a body sent with a length, and
+                // HTTP/1.1 backends rarely read them: left out.
+                let Ok(data) = frame.into_data() else {
+                    return Ok(());
+                };
+                if data.is_empty() {
+                    return Ok(());
+                }
+                match &mut self.framing {
+                    Outgoing::Length(left) => {
+                        let len = data.len() as u64;
+                        if len > *left {
+                            return Err(ExchangeError::BodyLength);
+                        }
+                        *left -= len;
+                        self.queue.push_back(data);
+                    }
+                    Outgoing::Chunked => {
+                        let mut size = Vec::with_capacity(18);
+                        size.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        self.queue.push_back(Bytes::from(size));
+                        self.queue.push_back(data);
+                        self.queue.push_back(Bytes::from_static(b"\r\n"));
+                    }
+                    Outgoing::Empty => return Err(ExchangeError::BodyLength),
+                }
+            }
+            Some(Err(error)) => return Err(ExchangeError::ClientBody(error)),
+            None => {
+                match self.framing {
+                    Outgoing::Length(0) | Outgoing::Empty => {}
+                    Outgoing::Length(_) => return Err(ExchangeError::BodyLength),
+                    Outgoing::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
+                }
+                self.read_all = true;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum BodyState {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(ChunkedScanner),
+    UntilClose,
+    Done,
+    /// Broken; nothing more is read.
+    Failed,
+}
+
+/// Why a response body stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("backend connection: {0}")]
+    Io(#[source] io::Error),
+    #[error("backend closed the connection before the end of the response body")]
+    Truncated,
+    #[error("backend response body: {0}")]
+    Chunked(#[source] ChunkError),
+    #[error("request body: {0}")]
+    Request(#[source] ExchangeError),
+}
+
+/// A backend's response body, read from its connection as the client takes
+/// it; the rest of the request goes out meanwhile.
+#[derive(Debug)]
+pub struct ResponseBody {
+    state: BodyState,
+    connection: Option<Http1Connection>,
+    writer: BodyWriter,
+    /// The connection may carry another exchange once both are done.
+    reusable: bool,
+    upgraded: bool,
+}
+
+impl ResponseBody {
+    /// The connection, when the exchange is complete both ways and it may
+    /// carry another.
+    pub fn take_connection(&mut self) -> Option<Http1Connection> {
+        let complete = matches!(self.state, BodyState::Done) && self.writer.finished();
+        if !(complete && self.reusable) {
+            return None;
+        }
+        self.connection
+            .take()
+            .filter(|c| c.buf.is_empty())
+            .map(|mut connection| {
+                // Between exchanges a connection holds no buffer.
+                connection.buf = BytesMut::new();
+                connection
+            })
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        let Some(connection) = this.connection.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if !this.writer.finished()
+            && let Poll::Ready(Err(error)) = this.writer.poll_write(&mut connection.io, cx)
+        {
+            // The backend answered; what it did not get of the request no
+            // longer matters to this response, but the connection is spent.
+            this.reusable = false;
+            this.writer.read_all = true;
+            this.writer.queue.clear();
+            if matches!(error, ExchangeError::ClientBody(_)) {
+                this.state = BodyState::Failed;
+                return Poll::Ready(Some(Err(BodyError::Request(error))));
+            }
+        }
+        loop {
+            let buf = &mut connection.buf;
+            match &mut this.state {
+                BodyState::Done | BodyState::Failed => return Poll::Ready(None),
+                BodyState::Length(left) if !buf.is_empty() => {
+                    let take = (*left).min(buf.len() as u64) as usize;
+                    *left -= take as u64;
+                    let data = buf.split_to(take).freeze();
+                    if *left == 0 {
+                        this.state = BodyState::Done;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyState::Chunked(scanner) if !buf.is_empty() => match scanner.decode(buf) {
+                    Ok(decoded) => {
+                        buf.advance(decoded.framing);
+                        if decoded.done {
+                            this.state = BodyState::Done;
+                            return Poll::Ready(None);
+                        }
+                        if decoded.data > 0 {
+                            let data = buf.split_to(decoded.data).freeze();
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                    }
+                    Err(error) => {
+                        this.state = BodyState::Failed;
+                        return Poll::Ready(Some(Err(BodyError::Chunked(error))));
+                    }
+                },
+                BodyState::UntilClose if !buf.is_empty() => {
+                    let data = buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                _ => {}
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_SIZE);
+            }
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut connection.io),
+                cx,
+                buf
+            )) {
+                Ok(0) => {
+                    if matches!(this.state, BodyState::UntilClose) {
+                        this.state = BodyState::Done;
+                        return Poll::Ready(None);
+                    }
+                    this.state = BodyState::Failed;
+                    return Poll::Ready(Some(Err(BodyError::Truncated)));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    this.state = BodyState::Failed;
+                    return Poll::Ready(Some(Err(BodyError::Io(error))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, BodyState::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            BodyState::Length(left) => SizeHint::with_exact(left),
+            BodyState::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A backend connection after a protocol switch: what the backend sent past
+/// its 101 head is read first.
+#[derive(Debug)]
+pub struct Upgraded {
+    io: BackendIo,
+    leftover: Bytes,
+}
+
+impl ResponseBody {
+    /// After a 101 answer: the connection, for the tunnel.
+    pub fn upgraded(&mut self) -> Option<Upgraded> {
+        if !self.upgraded {
+            return None;
+        }
+        let connection = self.connection.take()?;
+        Some(Upgraded {
+            io: connection.io,
+            leftover: connection.buf.freeze(),
+        })
+    }
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.leftover.is_empty() {
+            let take = this.leftover.len().min(buf.remaining());
+            buf.put_slice(&this.leftover.split_to(take));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A backend that reads one request head (and `body` more bytes), sends
+    /// `answer`, and hands back what it read; then holds the socket open
+    /// until the test ends, or closes it with `close`.
+    async fn backend(
+        answer: &'static [u8],
+        body: usize,
+        close: bool,
+    ) -> (Http1Connection, tokio::task::JoinHandle<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut received = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = socket.read(&mut chunk).await.unwrap();
+                received.extend_from_slice(&chunk[..n]);
+                if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n")
+                    && received.len() >= end + 4 + body
+                {
+                    break;
+                }
+                assert!(n > 0, "closed before a whole request");
+            }
+            socket.write_all(answer).await.unwrap();
+            if close {
+                drop(socket);
+            } else {
+                tokio::spawn(async move {
+                    let mut rest = Vec::new();
+                    let _ = socket.read_to_end(&mut rest).await;
+                });
+            }
+            received
+        });
+        let stream = TcpStream::connect(address).await.unwrap();
+        (Http1Connection::new(BackendIo::Plain(stream)), server)
+    }
+
+    fn post(body: &'static str) -> http::Request<RequestBody> {
+        http::Request::post("/up?x=1")
+            .header("host", "app")
+            .header("x-custom", "Value")
+            .body(RequestBody::Full(Some(Bytes::from_static(body.as_bytes()))))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_out_with_its_length_and_the_connection_comes_back() {
+        let (connection, server) = backend(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok",
+            5,
+            false,
+        )
+        .await;
+        let response = connection.send(post("hello")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-a"], "b");
+        let mut body = response.into_body();
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            data.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(data, b"ok");
+        assert!(
+            body.take_connection().is_some(),
+            "a complete exchange keeps its connection"
+        );
+        let received = String::from_utf8(server.await.unwrap()).unwrap();
+        assert_eq!(
+            received,
+            "POST /up?x=1 HTTP/1.1\r\nhost: app\r\nx-custom: Value\r\ncontent-length: 5\r\n\r\nhello"
+        );
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_bodiless_answers_are_complete() {
+        let (connection, _server) = backend(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+            5,
+            false,
+        )
+        .await;
+        let response = connection.send(post("hello")).await.unwrap();
+        assert_eq!(response.status(), 204);
+        let mut body = response.into_body();
+        assert!(body.is_end_stream());
+        assert!(body.take_connection().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_decoded() {
+        let (connection, _server) = backend(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x\r\nde\r\n0\r\nT: 1\r\n\r\n",
+            0,
+            false,
+        )
+        .await;
+        let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
+        let response = connection.send(request).await.unwrap();
+        let mut body = response.into_body();
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            data.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(data, b"abcde");
+        assert!(body.take_connection().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_cut_chunked_answer_ends_in_an_error() {
+        let (connection, _server) = backend(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            0,
+            true,
+        )
+        .await;
+        let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
+        let body = connection.send(request).await.unwrap().into_body();
+        assert!(body.collect().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn bytes_past_the_answer_spend_the_connection() {
+        let (connection, _server) = backend(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+            0,
+            false,
+        )
+        .await;
+        let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
+        let mut body = connection.send(request).await.unwrap().into_body();
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        assert!(body.take_connection().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_length_runs_to_the_close() {
+        let (connection, _server) = backend(b"HTTP/1.1 200 OK\r\n\r\nuntil close", 0, true).await;
+        let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
+        let mut body = connection.send(request).await.unwrap().into_body();
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            data.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(data, b"until close");
+        assert!(body.take_connection().is_none());
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_refused() {
+        for answer in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nok"[..],
+            b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok",
+            b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        ] {
+            let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
+            let (connection, _server) = backend(answer, 0, false).await;
+            let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
+            let failed = connection.send(request).await.unwrap_err();
+            assert!(
+                matches!(failed.error, ExchangeError::BadHead(_)),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(answer),
+                failed.error
+            );
+            assert!(failed.unsent.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_the_backend_closed_is_not_usable() {
+        let (mut connection, server) =
+            backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, true).await;
+        let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
+        let mut body = connection.send(request).await.unwrap().into_body();
+        connection = body.take_connection().expect("complete");
+        server.await.unwrap();
+        // The backend's FIN wakes the check; it then says "gone".
+        std::future::poll_fn(|cx| {
+            if connection.poll_usable(cx) {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+}
