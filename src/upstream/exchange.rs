@@ -49,7 +49,7 @@ pub(crate) async fn send(
 /// A backend's answer, by the client that read it.
 #[derive(Debug)]
 pub(crate) enum Answer {
-    Http1(Response<http1::ResponseBody>),
+    Http1(Response<Box<http1::ResponseBody>>),
     Http2(Response<hyper::body::Incoming>),
 }
 

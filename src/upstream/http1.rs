@@ -97,8 +97,7 @@ impl AsyncWrite for BackendIo {
 pub struct Http1Connection {
     io: BackendIo,
     /// What was read and not yet handed on; empty between exchanges (else the
-    /// connection is not reused). Its memory goes with the exchange that
-    /// needed it: a parked connection holds none.
+    /// connection is not reused).
     buf: BytesMut,
 }
 
@@ -159,7 +158,7 @@ impl Http1Connection {
     pub async fn send(
         mut self,
         request: http::Request<RequestBody>,
-    ) -> Result<http::Response<ResponseBody>, Failed> {
+    ) -> Result<http::Response<Box<ResponseBody>>, Failed> {
         let (parts, body) = request.into_parts();
         let method = method_of(&parts.method);
         let mut head = Vec::with_capacity(256);
@@ -171,7 +170,8 @@ impl Http1Connection {
             .any(|value| has_token(value.as_bytes(), b"close"));
         let mut writer = BodyWriter::new(Bytes::from(head), body, framing);
         let mut scanned = 0;
-        let mut fields = Vec::new();
+        // Room for the fields of most responses: one allocation.
+        let mut fields = Vec::with_capacity(32);
         let io = &mut self.io;
         let buf = &mut self.buf;
         let head = std::future::poll_fn(|cx| {
@@ -251,7 +251,8 @@ impl Http1Connection {
             connection: Some(self),
             writer,
         };
-        Ok(response.map(|()| body))
+        // Boxed once here: it is moved through every layer of the path.
+        Ok(response.map(|()| Box::new(body)))
     }
 }
 

@@ -75,7 +75,7 @@ impl ResponseBody {
         let (parts, inner) = match answer {
             Answer::Http1(response) => {
                 let (parts, body) = response.into_parts();
-                (parts, Inner::Http1(Box::new(body)))
+                (parts, Inner::Http1(body))
             }
             Answer::Http2(response) => {
                 let (parts, body) = response.into_parts();
