@@ -327,21 +327,6 @@ enum Outgoing {
     Chunked,
 }
 
-/// Methods whose requests are expected to carry a body: an empty one is
-/// announced with `content-length: 0`, as hyper does, so that the backend
-/// does not wait for one.
-fn expects_body(method: &http::Method) -> bool {
-    !matches!(
-        *method,
-        http::Method::GET
-            | http::Method::HEAD
-            | http::Method::DELETE
-            | http::Method::OPTIONS
-            | http::Method::TRACE
-            | http::Method::CONNECT
-    )
-}
-
 /// Writes the request head into `out`: the target in origin-form, every field
 /// of the map, and the framing field the body needs (a `Content-Length` the
 /// request carries is kept; a `Transfer-Encoding` is weir's to set).
@@ -377,12 +362,8 @@ fn encode_head(parts: &http::request::Parts, body: &RequestBody, out: &mut Vec<u
     let framing = match length {
         Some(0) => Outgoing::Empty,
         Some(length) => Outgoing::Length(length),
-        None if body.is_end_stream() => {
-            if expects_body(&parts.method) {
-                out.extend_from_slice(b"content-length: 0\r\n");
-            }
-            Outgoing::Empty
-        }
+        // A request without framing fields has no body (RFC 9112 §6.3).
+        None if body.is_end_stream() => Outgoing::Empty,
         None => match body.size_hint().exact() {
             Some(length) => {
                 out.extend_from_slice(b"content-length: ");

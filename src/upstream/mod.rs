@@ -8,6 +8,8 @@ mod budget;
 mod error;
 pub(crate) mod exchange;
 pub(crate) mod http1;
+#[cfg(test)]
+mod http1_differential;
 mod outlier;
 pub(crate) mod pool;
 mod request_body;
