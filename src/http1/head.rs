@@ -8,7 +8,9 @@
 //! - `Transfer-Encoding` with `Content-Length`, twice, other than exactly
 //!   `chunked`, or on an HTTP/1.0 message;
 //! - on requests: `Host` missing (HTTP/1.1) or twice, an authority that is not
-//!   one, a target that is not ASCII or that disagrees with `Host`.
+//!   `host[:port]`, a target that is not ASCII, holds a byte hyper's URI parser
+//!   refuses or a fragment, or disagrees with `Host`;
+//! - on responses: a status below 100.
 //!
 //! What the proxy then reads of a head (framing, host, connection options,
 //! known fields) is worked out here once, so that nothing later looks a field
@@ -330,6 +332,9 @@ pub fn parse_request(
             Span::at(target.start as usize + path, target_bytes.len() - path),
         ),
     };
+    if method != Method::Connect && !is_valid_path_and_query(path_and_query.of(buf)) {
+        return Err(HeadError::Malformed("invalid request target"));
+    }
     let authority = match (authority, host) {
         (Some(authority), Some(host)) => {
             // Routed on the target, the backend might serve the other one.
@@ -392,6 +397,11 @@ pub fn parse_response(
     let (Some(minor), Some(status)) = (response.version, response.code) else {
         return Err(HeadError::Malformed("incomplete status line"));
     };
+    // httparse reads any three digits; below 100 is no status (RFC 9110 §15),
+    // and read as interim it would have no body, hyper refusing it.
+    if status < 100 {
+        return Err(HeadError::Malformed("invalid status"));
+    }
     let version = if minor == 0 {
         Version::Http10
     } else {
@@ -622,33 +632,74 @@ fn split_target(target: &[u8], method: Method) -> Result<Target, HeadError> {
     })
 }
 
-/// `host[:port]` or `[v6]:port` made of the characters RFC 3986 allows there.
+/// A path and query (visible ASCII already) as hyper's URI parser takes them:
+/// no `<`, `>` or backquote in the path, no `"`, `<` or `>` in the query. And
+/// no fragment, which has no place in a request (RFC 9112 §3.2): hyper drops
+/// it, a backend handed the bytes might not.
+fn is_valid_path_and_query(bytes: &[u8]) -> bool {
+    let (path, query) = match bytes.iter().position(|&b| b == b'?') {
+        Some(mark) => bytes.split_at(mark),
+        None => (bytes, &[][..]),
+    };
+    !path.iter().any(|b| matches!(b, b'<' | b'>' | b'`' | b'#'))
+        && !query.iter().any(|b| matches!(b, b'"' | b'<' | b'>' | b'#'))
+}
+
+/// `host[:port]` (RFC 3986 §3.2.2): an IPv6 address in brackets, or a
+/// non-empty name made of the characters a reg-name allows unencoded (which
+/// covers IPv4 addresses), then an optional colon and decimal port. Anything
+/// else (a second colon, stray brackets, a percent sign, userinfo) is a host
+/// that parsers downstream read in different ways; hyper's own URI parser
+/// refuses most of them.
 pub fn is_valid_authority(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && bytes.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b':'
-                        | b'['
-                        | b']'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        })
+    let (host_ok, port) = match bytes.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(close) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = std::str::from_utf8(&rest[..close]);
+            (
+                literal.is_ok_and(|literal| literal.parse::<std::net::Ipv6Addr>().is_ok()),
+                &rest[close + 1..],
+            )
+        }
+        None => {
+            let host_end = bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len());
+            let host = &bytes[..host_end];
+            (
+                !host.is_empty() && host.iter().all(|&b| is_reg_name_byte(b)),
+                &bytes[host_end..],
+            )
+        }
+    };
+    host_ok
+        && match port {
+            [] => true,
+            [b':', digits @ ..] => digits.iter().all(u8::is_ascii_digit),
+            _ => false,
+        }
+}
+
+/// unreserved / sub-delims (RFC 3986 §2.2, §2.3).
+fn is_reg_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+        )
 }
 
 #[cfg(test)]
@@ -890,12 +941,82 @@ mod tests {
         );
     }
 
+    /// An authority is `host[:port]`, not any run of the characters one may
+    /// hold: hyper refuses a target whose authority has a second bracketed
+    /// part (found by the `head` fuzz target), and two parsers may split such
+    /// a host differently.
+    #[test]
+    fn authorities_are_host_and_port() {
+        for good in [
+            "a",
+            "a.example:8080",
+            "a.example:",
+            "192.0.2.1:80",
+            "[2001:db8::1]",
+            "[2001:db8::1]:443",
+            "[::ffff:192.0.2.1]:80",
+            "a-b_c~d!$&'()*+,;=",
+        ] {
+            assert!(is_valid_authority(good.as_bytes()), "{good:?}");
+            let raw = format!("GET http://{good}/ HTTP/1.1\r\n\r\n");
+            assert!(request(&raw).is_ok(), "{raw:?}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "a:b",
+            "a:80:81",
+            "a:80a",
+            "[2001:db8::1]:4[2001:43",
+            "[2001:db8::1",
+            "2001:db8::1]",
+            "[a]",
+            "[2001:db8::1]x",
+            "a[b]",
+            "a%41",
+            "[fe80::1%25eth0]",
+            "u@a",
+        ] {
+            assert!(!is_valid_authority(bad.as_bytes()), "{bad:?}");
+        }
+        assert_eq!(
+            refused("OPTIONS https://[2001:db8::1]:4[2001:43?q HTTP/1.1\r\nUser-Agent: t\r\n\r\n"),
+            "invalid Host header"
+        );
+        assert_eq!(
+            refused("GET / HTTP/1.1\r\nHost: a:80:81\r\n\r\n"),
+            "invalid Host header"
+        );
+    }
+
     #[test]
     fn targets() {
         assert!(request("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
         for target in ["*", "a", "ftp://a/", "http:///x", "http://"] {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
             assert_eq!(refused(&raw), "invalid request target", "{target:?}");
+        }
+        // Found by the `head` fuzz target: hyper refuses these bytes in a
+        // target, and drops a fragment.
+        for target in [
+            "/a?b<c",
+            "/a<b",
+            "/a>b",
+            "/a`b",
+            "/a?b\"c",
+            "/a?b>c",
+            "/a#b",
+            "/a?b#c",
+            "http://a/b<c",
+            "http://a?b\"c",
+            "http://a#b",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(refused(&raw), "invalid request target", "{target:?}");
+        }
+        for target in ["/a\"{}|\\^?b`{}|\\^'", "/?", "http://a?b/c"] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert!(request(&raw).is_ok(), "{target:?}");
         }
         let connect = request("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").unwrap();
         assert_eq!(connect.method, Method::Connect);
@@ -998,6 +1119,9 @@ mod tests {
             "HTTP/1.1 200 OK\r\nX: a\0\r\n\r\n",
             "\r\nHTTP/1.1 200 OK\r\n\r\n",
             "HTTP/1.1 20 OK\r\n\r\n",
+            // Found by the `head` fuzz target: taken for an interim response.
+            "HTTP/1.1 020 OK\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 000\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
         ] {
             assert!(
