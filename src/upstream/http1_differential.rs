@@ -141,7 +141,10 @@ where
     }
 }
 
-async fn through_weir(request: http::Request<RequestBody>, answer: Vec<u8>) -> (Option<Received>, Outcome) {
+async fn through_weir(
+    request: http::Request<RequestBody>,
+    answer: Vec<u8>,
+) -> (Option<Received>, Outcome) {
     let (address, server) = backend(answer).await;
     let stream = TcpStream::connect(address).await.unwrap();
     let connection = Http1Connection::new(BackendIo::Plain(stream));
@@ -156,7 +159,10 @@ async fn through_weir(request: http::Request<RequestBody>, answer: Vec<u8>) -> (
     (server.await.unwrap(), outcome)
 }
 
-async fn through_hyper(request: http::Request<RequestBody>, answer: Vec<u8>) -> (Option<Received>, Outcome) {
+async fn through_hyper(
+    request: http::Request<RequestBody>,
+    answer: Vec<u8>,
+) -> (Option<Received>, Outcome) {
     let (address, server) = backend(answer).await;
     let stream = TcpStream::connect(address).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
@@ -178,9 +184,12 @@ async fn through_hyper(request: http::Request<RequestBody>, answer: Vec<u8>) -> 
 
 /// A request as the proxy hands it to a backend: origin-form target, a
 /// `Host`, fields of its own, and a body whole or none.
-fn request_strategy() -> impl Strategy<Value = (String, String, Vec<(String, String)>, Option<Vec<u8>>, bool)> {
+fn request_strategy()
+-> impl Strategy<Value = (String, String, Vec<(String, String)>, Option<Vec<u8>>, bool)> {
     (
-        prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]),
+        prop::sample::select(vec![
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
+        ]),
         "/[a-z0-9/._~-]{0,20}(\\?[a-z0-9=&%]{0,12})?",
         prop::collection::vec(("x-[a-z0-9-]{1,12}", "[ -~]{0,24}"), 0..6),
         prop::option::of(prop::collection::vec(any::<u8>(), 0..3000)),
@@ -192,7 +201,13 @@ fn request_strategy() -> impl Strategy<Value = (String, String, Vec<(String, Str
 }
 
 fn build(
-    (method, target, fields, body, with_length): &(String, String, Vec<(String, String)>, Option<Vec<u8>>, bool),
+    (method, target, fields, body, with_length): &(
+        String,
+        String,
+        Vec<(String, String)>,
+        Option<Vec<u8>>,
+        bool,
+    ),
 ) -> http::Request<RequestBody> {
     let mut builder = http::Request::builder()
         .method(method.as_str())
@@ -239,10 +254,16 @@ fn answer_strategy() -> impl Strategy<Value = (Vec<u8>, Broken)> {
             }
             let bodiless = status == 204 || status == 304;
             match (framing, breakage) {
-                (_, Some(0)) => out.extend_from_slice(b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"),
-                (_, Some(1)) => out.extend_from_slice(b"Content-Length: 3\r\nContent-Length: 4\r\n"),
+                (_, Some(0)) => {
+                    out.extend_from_slice(b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n")
+                }
+                (_, Some(1)) => {
+                    out.extend_from_slice(b"Content-Length: 3\r\nContent-Length: 4\r\n")
+                }
                 (_, Some(2)) => out.extend_from_slice(b"X-Folded: a\r\n b\r\n"),
-                (0, _) => out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes()),
+                (0, _) => {
+                    out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes())
+                }
                 (1, _) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
                 _ => {}
             }
