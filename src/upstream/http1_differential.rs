@@ -182,10 +182,13 @@ async fn through_hyper(
     (server.await.unwrap(), outcome)
 }
 
+/// Method, target, fields, the body if any, and whether it is sent with its
+/// `Content-Length`.
+type RequestSpec = (String, String, Vec<(String, String)>, Option<Vec<u8>>, bool);
+
 /// A request as the proxy hands it to a backend: origin-form target, a
 /// `Host`, fields of its own, and a body whole or none.
-fn request_strategy()
--> impl Strategy<Value = (String, String, Vec<(String, String)>, Option<Vec<u8>>, bool)> {
+fn request_strategy() -> impl Strategy<Value = RequestSpec> {
     (
         prop::sample::select(vec![
             "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH",
@@ -200,15 +203,7 @@ fn request_strategy()
         })
 }
 
-fn build(
-    (method, target, fields, body, with_length): &(
-        String,
-        String,
-        Vec<(String, String)>,
-        Option<Vec<u8>>,
-        bool,
-    ),
-) -> http::Request<RequestBody> {
+fn build((method, target, fields, body, with_length): &RequestSpec) -> http::Request<RequestBody> {
     let mut builder = http::Request::builder()
         .method(method.as_str())
         .uri(target.as_str())
