@@ -16,6 +16,8 @@
 //! known fields) is worked out here once, so that nothing later looks a field
 //! up by name twice.
 
+use std::mem::MaybeUninit;
+
 use super::Span;
 
 /// The most fields a head may carry; more is answered 431, as hyper does.
@@ -268,9 +270,11 @@ pub fn parse_request(
     buf: &[u8],
     fields: &mut Vec<Field>,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match strict().parse_request(&mut request, buf) {
+    // Left uninitialised: zeroing room for 100 fields would cost more than
+    // parsing a usual head.
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match strict().parse_request_with_uninit_headers(&mut request, buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
@@ -385,9 +389,9 @@ pub fn parse_response(
     if matches!(buf.first(), Some(b'\r' | b'\n')) {
         return Err(HeadError::Malformed("empty line before the status line"));
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_FIELDS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match strict().parse_response(&mut response, buf) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match strict().parse_response_with_uninit_headers(&mut response, buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
