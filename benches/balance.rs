@@ -37,7 +37,7 @@ fn picks(c: &mut Criterion) {
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
         path: "/api/users/42",
         query: None,
-        headers: &headers,
+        headers: weir::balance::Fields::Map(&headers),
     };
     let strategies = [
         ("round_robin", StrategyKind::RoundRobin),

@@ -39,7 +39,7 @@ async fn send(
         client,
         path: "/",
         query: None,
-        headers: &headers,
+        headers: weir::balance::Fields::Map(&headers),
     };
     let pick = tries::pick(upstream, &key).expect("a usable backend");
     let client = ClientEnds {

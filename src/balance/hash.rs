@@ -88,9 +88,7 @@ impl Hashed {
                     None => path,
                 })
             }
-            Some(HashKey::Header(name)) => {
-                request.headers.get(name).map(|v| key_hash(v.as_bytes()))
-            }
+            Some(HashKey::Header(name)) => request.headers.first(name.as_str()).map(key_hash),
             Some(HashKey::Cookie(name)) => {
                 request.cookie(name).map(|value| key_hash(value.as_bytes()))
             }
@@ -123,7 +121,7 @@ mod tests {
             client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             path,
             query,
-            headers,
+            headers: crate::balance::Fields::Map(headers),
         }
     }
 

@@ -7,6 +7,7 @@
 //! a lock shared by all requests (atomics only).
 
 mod ewma;
+mod fields;
 mod hash;
 mod least_conn;
 mod maglev;
@@ -19,9 +20,8 @@ mod weighted_random;
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
-
 pub use ewma::{FAILURE_PENALTY, LeastLatency, PeakEwma};
+pub use fields::{Fields, Values};
 pub use hash::Hashed;
 pub use least_conn::LeastConnections;
 pub use p2c::PowerOfTwo;
@@ -37,7 +37,7 @@ pub struct RequestKey<'a> {
     pub client: IpAddr,
     pub path: &'a str,
     pub query: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: Fields<'a>,
 }
 
 impl<'a> RequestKey<'a> {
@@ -47,18 +47,13 @@ impl<'a> RequestKey<'a> {
             client,
             path: request.uri().path(),
             query: request.uri().query(),
-            headers: request.headers(),
+            headers: Fields::Map(request.headers()),
         }
     }
 
     /// The value of the first cookie named `name`.
     pub fn cookie(&self, name: &str) -> Option<&'a str> {
-        self.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
+        self.headers.cookie(name)
     }
 }
 

@@ -7,7 +7,7 @@ use http::HeaderMap;
 use proptest::prelude::*;
 
 use super::tests::Fake;
-use super::{Balancer, RequestKey};
+use super::{Balancer, Fields, RequestKey};
 use crate::config::{HashKey, StrategyKind};
 
 fn kinds() -> Vec<StrategyKind> {
@@ -39,7 +39,7 @@ proptest! {
         let weights: Vec<u32> = set.iter().map(|b| b.0).collect();
         let fakes: Vec<Fake> = set.iter().map(|b| Fake::new(b.0, b.1)).collect();
         let headers = HeaderMap::new();
-        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::from(client)), path: &path, query: None, headers: &headers };
+        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::from(client)), path: &path, query: None, headers: Fields::Map(&headers) };
         let any_usable = set.iter().any(|b| b.2);
         for kind in kinds() {
             let balancer = Balancer::new(&kind, &names(set.len()), &weights, None);
@@ -58,7 +58,7 @@ proptest! {
         let weights: Vec<u32> = set.iter().map(|b| b.0).collect();
         let fakes: Vec<Fake> = set.iter().map(|b| Fake::new(b.0, b.1)).collect();
         let headers = HeaderMap::new();
-        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: "/", query: None, headers: &headers };
+        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: "/", query: None, headers: Fields::Map(&headers) };
         let balancer = Balancer::new(&StrategyKind::LeastConnections, &names(set.len()), &weights, None);
         if let Some(i) = balancer.pick(&key, &fakes, &mut |i| set[i].2) {
             for (j, other) in set.iter().enumerate().filter(|(_, b)| b.2) {
@@ -75,7 +75,7 @@ proptest! {
     fn round_robin_shares_are_exactly_the_weights(weights in prop::collection::vec(1u32..=12, 1..=6)) {
         let fakes: Vec<Fake> = weights.iter().map(|&w| Fake::new(w, 0)).collect();
         let headers = HeaderMap::new();
-        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: "/", query: None, headers: &headers };
+        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: "/", query: None, headers: Fields::Map(&headers) };
         let balancer = Balancer::new(&StrategyKind::RoundRobin, &names(weights.len()), &weights, None);
         let total: u32 = weights.iter().sum();
         let mut counts = vec![0u32; weights.len()];
@@ -90,7 +90,7 @@ proptest! {
         let weights: Vec<u32> = set.iter().map(|b| b.0).collect();
         let fakes: Vec<Fake> = set.iter().map(|b| Fake::new(b.0, b.1)).collect();
         let headers = HeaderMap::new();
-        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: &path, query: None, headers: &headers };
+        let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path: &path, query: None, headers: Fields::Map(&headers) };
         let kind = StrategyKind::Hash(HashKey::Path);
         // Two tables built apart (as by two weir instances) agree.
         let (a, b) = (Balancer::new(&kind, &names(set.len()), &weights, None), Balancer::new(&kind, &names(set.len()), &weights, None));
@@ -118,7 +118,7 @@ proptest! {
         let load: u64 = 1 + usable.iter().map(|&i| u64::from(set[i].1)).sum::<u64>();
         let weight: u64 = usable.iter().map(|&i| u64::from(set[i].0)).sum();
         for path in &paths {
-            let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path, query: None, headers: &headers };
+            let key = RequestKey { client: IpAddr::V4(Ipv4Addr::LOCALHOST), path, query: None, headers: Fields::Map(&headers) };
             let Some(i) = balancer.pick(&key, &fakes, &mut |i| set[i].2) else {
                 prop_assert!(usable.is_empty());
                 continue;
@@ -171,7 +171,7 @@ mod consistency {
                     client: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     path: &path,
                     query: None,
-                    headers: &headers,
+                    headers: Fields::Map(&headers),
                 };
                 names[balancer.pick(&key, &fakes, &mut |i| usable(i)).unwrap()].as_str()
             })

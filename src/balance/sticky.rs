@@ -116,6 +116,7 @@ mod tests {
     use http::header::COOKIE;
 
     use super::*;
+    use crate::balance::Fields;
     use crate::config::Secret;
 
     fn names() -> Vec<String> {
@@ -137,7 +138,7 @@ mod tests {
             client: IpAddr::V4(Ipv4Addr::LOCALHOST),
             path: "/",
             query: None,
-            headers: &headers,
+            headers: Fields::Map(&headers),
         })
     }
 

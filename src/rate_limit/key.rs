@@ -37,21 +37,15 @@ pub fn of<'a>(key: &LimitKey, request: &RequestKey<'a>, route: &'a str) -> KeyBy
         LimitKey::Client => client(request.client),
         LimitKey::Route => KeyBytes::Borrowed(route.as_bytes()),
         LimitKey::Header(name) => {
-            let mut values = request.headers.get_all(name).iter();
+            let mut values = request.headers.values(name.as_str());
             match (values.next(), values.next()) {
                 (None, _) => KeyBytes::Borrowed(b""),
-                (Some(value), None) => KeyBytes::Borrowed(value.as_bytes()),
+                (Some(value), None) => KeyBytes::Borrowed(value),
                 (Some(_), Some(_)) => KeyBytes::Borrowed(REPEATED),
             }
         }
         LimitKey::Cookie(name) => {
-            let mut values = request
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().strip_prefix(name.as_str())?.strip_prefix('='));
+            let mut values = request.headers.cookies(name.as_str());
             match (values.next(), values.next()) {
                 (None, _) => KeyBytes::Borrowed(b""),
                 (Some(value), None) => KeyBytes::Borrowed(value.as_bytes()),
@@ -134,7 +128,7 @@ mod tests {
             client: client.parse().unwrap(),
             path: "/",
             query,
-            headers,
+            headers: crate::balance::Fields::Map(headers),
         };
         of(&key, &request, "api").as_bytes().to_vec()
     }

@@ -154,7 +154,7 @@ mod tests {
             client: IpAddr::V4(Ipv4Addr::LOCALHOST),
             path: "/",
             query: None,
-            headers: &headers,
+            headers: crate::balance::Fields::Map(&headers),
         };
         let pick = pick(upstream, &request).unwrap();
         let set_cookie = pick
