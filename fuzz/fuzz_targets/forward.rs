@@ -176,7 +176,7 @@ fn check_request(facts: &Facts, request: Parts) {
     };
 
     if facts.trusted {
-        let _ = forward::forwarded_client(&headers, &trusted);
+        let _ = forward::forwarded_client(weir::balance::Fields::Map(&headers), &trusted);
     }
     let named = connection_options(&headers);
     let upgrade = forward::requested_upgrade(version, &headers);

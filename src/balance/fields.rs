@@ -72,6 +72,17 @@ impl<'a> Iterator for Values<'a, '_> {
     }
 }
 
+impl DoubleEndedIterator for Values<'_, '_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            Values::Map(values) => values.next_back().map(http::HeaderValue::as_bytes),
+            Values::Head { buf, fields, name } => fields
+                .rfind(|field| field.name.of(buf).eq_ignore_ascii_case(name))
+                .map(|field| field.value.of(buf)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +107,10 @@ mod tests {
         let map = Fields::Map(&map);
         for fields in [head, map] {
             assert_eq!(fields.values("x-key").collect::<Vec<_>>(), [b"one", b"two"]);
+            assert_eq!(
+                fields.values("x-key").rev().collect::<Vec<_>>(),
+                [b"two", b"one"]
+            );
             assert_eq!(fields.first("host"), Some(&b"a"[..]));
             assert_eq!(fields.first("missing"), None);
             assert_eq!(fields.cookie("s"), Some("x"));

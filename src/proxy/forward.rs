@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use http::{Uri, Version};
 
+use crate::balance::Fields;
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus
 /// the non-standard ones still seen in the wild.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -85,10 +87,10 @@ pub struct ClientFacts {
 /// skipping trusted addresses; the first other address is the client (entries
 /// further left are whatever the client chose to send). `None` when the header is
 /// absent or holds something that is not an address, so the caller keeps the peer.
-pub fn forwarded_client(headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+pub fn forwarded_client(fields: Fields<'_>, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
     let mut leftmost = None;
-    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
-        for entry in value.to_str().ok()?.rsplit(',') {
+    for value in fields.values("x-forwarded-for").rev() {
+        for entry in std::str::from_utf8(value).ok()?.rsplit(',') {
             let address = parse_forwarded_address(entry.trim())?;
             if !trusted.iter().any(|network| network.contains(&address)) {
                 return Some(address);
@@ -273,7 +275,7 @@ mod tests {
             ("x-forwarded-for", "10.1.1.1, 10.2.2.2"),
         ]);
         assert_eq!(
-            forwarded_client(&map, &trusted),
+            forwarded_client(Fields::Map(&map), &trusted),
             Some("203.0.113.9".parse().unwrap())
         );
     }
@@ -283,12 +285,15 @@ mod tests {
         let trusted = networks(&["10.0.0.0/8"]);
         let map = headers(&[("x-forwarded-for", "[2001:db8::1]:443, 10.0.0.1")]);
         assert_eq!(
-            forwarded_client(&map, &trusted),
+            forwarded_client(Fields::Map(&map), &trusted),
             Some("2001:db8::1".parse().unwrap())
         );
         let map = headers(&[("x-forwarded-for", "not-an-ip, 10.0.0.1")]);
-        assert_eq!(forwarded_client(&map, &trusted), None);
-        assert_eq!(forwarded_client(&HeaderMap::new(), &trusted), None);
+        assert_eq!(forwarded_client(Fields::Map(&map), &trusted), None);
+        assert_eq!(
+            forwarded_client(Fields::Map(&HeaderMap::new()), &trusted),
+            None
+        );
     }
 
     #[test]
@@ -296,7 +301,7 @@ mod tests {
         let trusted = networks(&["10.0.0.0/8"]);
         let map = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.1")]);
         assert_eq!(
-            forwarded_client(&map, &trusted),
+            forwarded_client(Fields::Map(&map), &trusted),
             Some("10.0.0.9".parse().unwrap())
         );
     }

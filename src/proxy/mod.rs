@@ -190,7 +190,8 @@ async fn proxy(
     // Behind trusted proxies the client is read from X-Forwarded-For.
     let client = match &connection.facts.trusted_proxies {
         Some(trusted) => {
-            forward::forwarded_client(request.headers(), trusted).unwrap_or(connection.peer.ip())
+            forward::forwarded_client(crate::balance::Fields::Map(request.headers()), trusted)
+                .unwrap_or(connection.peer.ip())
         }
         None => connection.peer.ip(),
     };
