@@ -1,12 +1,16 @@
-//! A client's request head rewritten for the backend, as edits over the
-//! received bytes (SPEC "Headers"): origin-form target, HTTP/1.1, hop-by-hop
-//! fields removed (and those `Connection` names), `X-Forwarded-For` appended
-//! to, `X-Forwarded-Proto` and `X-Forwarded-Host` set unless a trusted proxy
-//! set them; every other line byte for byte as the client sent it.
+//! Heads rewritten for the next hop, as edits over the received bytes (SPEC
+//! "Headers"). A client's request for the backend: origin-form target,
+//! HTTP/1.1, hop-by-hop fields removed (and those `Connection` names),
+//! `X-Forwarded-For` appended to, `X-Forwarded-Proto` and `X-Forwarded-Host`
+//! set unless a trusted proxy set them. A backend's response for the client:
+//! HTTP/1.1, hop-by-hop fields removed, the framing the client can read, `Date`
+//! when the backend sent none, weir's own fields. Every other line byte for
+//! byte as it came.
 
 use super::Span;
+use super::date::with_date_line;
 use super::edits::HeadEdits;
-use super::head::{Field, Known, RequestHead, Version};
+use super::head::{Field, Framing, Known, RequestHead, ResponseHead, Version};
 
 /// What the rewrite needs to know beyond the head.
 #[derive(Debug, Clone, Copy)]
@@ -163,10 +167,118 @@ fn named_by_connection(buf: &[u8], fields: &[Field], name: Span) -> bool {
         .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
 }
 
+/// What the response rewrite needs to know beyond the head.
+#[derive(Debug, Clone, Copy)]
+pub struct Answering<'a> {
+    /// The version of the client's request.
+    pub client_version: Version,
+    /// The client's connection stays open after this exchange, as far as the
+    /// client and weir are concerned (not draining).
+    pub keep_alive: bool,
+    /// The exchange switches protocols: `Upgrade` is kept and `Connection:
+    /// upgrade` sent.
+    pub upgrade: bool,
+    /// Field lines of weir's own (an affinity cookie, rate-limit state),
+    /// CRLF-terminated each.
+    pub extra: &'a [u8],
+}
+
+/// How a response's body goes on to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relay {
+    /// As it came: no body, a length, or chunks relayed without re-chunking.
+    AsIs,
+    /// Chunks decoded for a client that cannot read them (HTTP/1.0); the
+    /// client's connection then ends the body.
+    Dechunk,
+    /// A body that runs to the backend's close, chunked for an HTTP/1.1
+    /// client so that its connection can stay open.
+    Chunk,
+    /// A body that runs to the backend's close, to a client that reads it to
+    /// the close too.
+    UntilClose,
+}
+
+/// What the client is sent: how the body is relayed, and whether its
+/// connection closes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub relay: Relay,
+    pub close: bool,
+}
+
+/// Fills `edits` with the client's response head for the backend's `head`
+/// (parsed from `buf`, its fields in `fields`).
+pub fn response_edits(
+    buf: &[u8],
+    head: &ResponseHead,
+    fields: &[Field],
+    answering: &Answering<'_>,
+    edits: &mut HeadEdits,
+) -> Answer {
+    edits.clear();
+    let http10_client = answering.client_version == Version::Http10;
+    let relay = match head.framing {
+        Framing::Chunked if http10_client => Relay::Dechunk,
+        Framing::UntilClose if http10_client => Relay::UntilClose,
+        Framing::UntilClose => Relay::Chunk,
+        _ => Relay::AsIs,
+    };
+    let close = !answering.keep_alive || matches!(relay, Relay::Dechunk | Relay::UntilClose);
+
+    // `HTTP/1.x NNN reason`: weir speaks HTTP/1.1, whatever the backend does.
+    if head.version == Version::Http11 {
+        edits.keep(head.line);
+    } else {
+        edits.add(b"HTTP/1.1");
+        edits.keep(Span::new(
+            head.line.start as usize + 8,
+            head.line.end as usize,
+        ));
+    }
+    let named = head.connection.names_fields || head.connection.close;
+    let mut dated = false;
+    for field in fields {
+        let keep = match field.known {
+            Known::Upgrade => answering.upgrade,
+            // HTTP/1.0 has no transfer codings, not even on a bodiless answer.
+            Known::TransferEncoding => relay == Relay::AsIs && !http10_client,
+            known if known.is_hop_by_hop() => false,
+            Known::Other
+                if field.name.len() == 4 && field.name.of(buf).eq_ignore_ascii_case(b"date") =>
+            {
+                dated = true;
+                true
+            }
+            Known::Other if named => !named_by_connection(buf, fields, field.name),
+            _ => true,
+        };
+        if keep {
+            edits.keep(field.line);
+        }
+    }
+    if !dated {
+        with_date_line(|line| edits.add(line));
+    }
+    if relay == Relay::Chunk {
+        edits.add(b"Transfer-Encoding: chunked\r\n");
+    }
+    edits.add(answering.extra);
+    if answering.upgrade {
+        edits.add(b"Connection: upgrade\r\n");
+    } else if close {
+        edits.add(b"Connection: close\r\n");
+    } else if http10_client {
+        edits.add(b"Connection: keep-alive\r\n");
+    }
+    edits.add(b"\r\n");
+    Answer { relay, close }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::head::parse_request;
+    use crate::http1::head::{Method, parse_request, parse_response};
 
     fn forwarding() -> Forwarding<'static> {
         Forwarding {
@@ -311,6 +423,140 @@ mod tests {
             "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\
              X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\
              X-Forwarded-Host: a\r\nConnection: upgrade\r\n\r\n"
+        );
+    }
+
+    fn answered(raw: &str, method: Method, answering: Answering<'_>) -> (String, Answer) {
+        let buf = raw.as_bytes();
+        let mut fields = Vec::new();
+        let head = parse_response(buf, method, &mut fields).unwrap().unwrap();
+        let mut edits = HeadEdits::default();
+        let answer = response_edits(buf, &head, &fields, &answering, &mut edits);
+        let mut out = Vec::new();
+        edits.copy_to(buf, &mut out);
+        (String::from_utf8(out).unwrap(), answer)
+    }
+
+    fn answering(client_version: Version) -> Answering<'static> {
+        Answering {
+            client_version,
+            keep_alive: true,
+            upgrade: false,
+            extra: b"",
+        }
+    }
+
+    const DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+    #[test]
+    fn a_plain_answer_is_kept_byte_for_byte() {
+        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}Content-Length: 2\r\nX-A: b\r\n\r\nok");
+        let (out, answer) = answered(&raw, Method::Get, answering(Version::Http11));
+        assert_eq!(out, &raw[..raw.len() - 2]);
+        assert_eq!(
+            answer,
+            Answer {
+                relay: Relay::AsIs,
+                close: false
+            }
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_fields_go_and_date_and_weirs_fields_come() {
+        let raw = "HTTP/1.0 404 Not Found\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: 5\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n";
+        let with_extra = Answering {
+            extra: b"Set-Cookie: s=1\r\n",
+            ..answering(Version::Http11)
+        };
+        let (out, answer) = answered(raw, Method::Get, with_extra);
+        assert!(
+            out.starts_with("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nDate: "),
+            "{out}"
+        );
+        assert!(out.ends_with(" GMT\r\nSet-Cookie: s=1\r\n\r\n"), "{out}");
+        assert!(!out.contains("Hop") && !out.contains("Keep-Alive"), "{out}");
+        assert!(!answer.close);
+    }
+
+    #[test]
+    fn chunks_go_on_as_they_came_to_http11_and_decoded_to_http10() {
+        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}Transfer-Encoding: chunked\r\n\r\n");
+        let (out, answer) = answered(&raw, Method::Get, answering(Version::Http11));
+        assert_eq!(out, raw);
+        assert_eq!(answer.relay, Relay::AsIs);
+        let (out, answer) = answered(&raw, Method::Get, answering(Version::Http10));
+        assert_eq!(
+            out,
+            format!("HTTP/1.1 200 OK\r\n{DATE}Connection: close\r\n\r\n")
+        );
+        assert_eq!(
+            answer,
+            Answer {
+                relay: Relay::Dechunk,
+                close: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_body_to_the_close_is_chunked_for_http11_and_left_to_the_close_for_http10() {
+        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}\r\n");
+        let (out, answer) = answered(&raw, Method::Get, answering(Version::Http11));
+        assert_eq!(
+            out,
+            format!("HTTP/1.1 200 OK\r\n{DATE}Transfer-Encoding: chunked\r\n\r\n")
+        );
+        assert_eq!(
+            answer,
+            Answer {
+                relay: Relay::Chunk,
+                close: false
+            }
+        );
+        let (out, answer) = answered(&raw, Method::Get, answering(Version::Http10));
+        assert_eq!(
+            out,
+            format!("HTTP/1.1 200 OK\r\n{DATE}Connection: close\r\n\r\n")
+        );
+        assert_eq!(
+            answer,
+            Answer {
+                relay: Relay::UntilClose,
+                close: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_client_is_told_whether_its_connection_stays() {
+        let raw = format!("HTTP/1.1 204 No Content\r\n{DATE}\r\n");
+        let (out, _) = answered(&raw, Method::Get, answering(Version::Http10));
+        assert!(out.ends_with("Connection: keep-alive\r\n\r\n"), "{out}");
+        let closing = Answering {
+            keep_alive: false,
+            ..answering(Version::Http11)
+        };
+        let (out, answer) = answered(&raw, Method::Get, closing);
+        assert!(out.ends_with("Connection: close\r\n\r\n"), "{out}");
+        assert!(answer.close);
+    }
+
+    #[test]
+    fn a_switch_keeps_its_upgrade() {
+        let raw = format!(
+            "HTTP/1.1 101 Switching Protocols\r\n{DATE}Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n"
+        );
+        let switching = Answering {
+            upgrade: true,
+            ..answering(Version::Http11)
+        };
+        let (out, _) = answered(&raw, Method::Get, switching);
+        assert_eq!(
+            out,
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\n{DATE}Upgrade: websocket\r\nSec-WebSocket-Accept: x\r\nConnection: upgrade\r\n\r\n"
+            )
         );
     }
 }
