@@ -7,7 +7,9 @@
 //! - `edits`: an outgoing head as edits over the received bytes.
 //! - `rewrite`: the client's request head rewritten for the backend.
 //! - `date`: the `Date` field, formatted once per second.
+//! - `body`: a body relayed as it arrives, framed as its head said.
 
+pub mod body;
 pub mod chunked;
 pub mod date;
 pub mod edits;
