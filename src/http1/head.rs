@@ -256,6 +256,66 @@ pub fn resume_from(buf: &[u8]) -> usize {
     buf.len().saturating_sub(2)
 }
 
+/// Reads one head as its bytes arrive: each call looks for the head's end
+/// only in the bytes added since the last one, and parses once it is there.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadReader {
+    scanned: usize,
+}
+
+impl HeadReader {
+    /// Starts over, for the next head (at the start of the buffer).
+    pub fn reset(&mut self) {
+        self.scanned = 0;
+    }
+
+    /// The request head at the start of `buf`, once complete; a head longer
+    /// than `limit` is [`HeadError::TooLarge`].
+    pub fn request(
+        &mut self,
+        buf: &[u8],
+        limit: usize,
+        fields: &mut Vec<Field>,
+    ) -> Result<Option<RequestHead>, HeadError> {
+        self.read(buf, limit, |head| parse_request(head, fields))
+    }
+
+    /// The response head (to a request with `method`) at the start of
+    /// `buf`, once complete; a head longer than `limit` is too large.
+    pub fn response(
+        &mut self,
+        buf: &[u8],
+        method: Method,
+        limit: usize,
+        fields: &mut Vec<Field>,
+    ) -> Result<Option<ResponseHead>, HeadError> {
+        self.read(buf, limit, |head| parse_response(head, method, fields))
+    }
+
+    fn read<H>(
+        &mut self,
+        buf: &[u8],
+        limit: usize,
+        mut parse: impl FnMut(&[u8]) -> Result<Option<H>, HeadError>,
+    ) -> Result<Option<H>, HeadError> {
+        loop {
+            match find_end(buf, self.scanned)? {
+                Some(end) if end > limit => return Err(HeadError::TooLarge),
+                Some(end) => match parse(&buf[..end])? {
+                    Some(head) => return Ok(Some(head)),
+                    // Empty lines before a request line end like a head.
+                    None => self.scanned = end,
+                },
+                None if buf.len() > limit => return Err(HeadError::TooLarge),
+                None => {
+                    self.scanned = resume_from(buf);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
 /// httparse's defaults are the strict ones: no obs-fold, no space before a
 /// colon or several between the request line's parts, no invalid field
 /// skipped; the tests below hold weir to them.
@@ -1133,6 +1193,38 @@ mod tests {
                 "{raw:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_head_reader_takes_a_head_in_pieces_and_holds_its_limit() {
+        let raw = b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nbody";
+        let mut reader = HeadReader::default();
+        let mut fields = Vec::new();
+        let mut found = None;
+        for end in 1..=raw.len() {
+            if let Some(head) = reader.request(&raw[..end], 1024, &mut fields).unwrap() {
+                found = Some((end, head));
+                break;
+            }
+        }
+        let (end, head) = found.expect("a head");
+        assert_eq!(end, raw.len() - 4);
+        assert_eq!(head.len, raw.len() - 4);
+        let mut reader = HeadReader::default();
+        assert_eq!(
+            reader.request(b"GET / HTTP/1.1\r\nHost: a\r\n", 10, &mut fields),
+            Err(HeadError::TooLarge)
+        );
+        let mut reader = HeadReader::default();
+        assert_eq!(
+            reader.response(
+                b"HTTP/1.1 200 OK\r\nX: yyyyyyyy\r\n\r\n",
+                Method::Get,
+                20,
+                &mut fields
+            ),
+            Err(HeadError::TooLarge)
+        );
     }
 
     #[test]

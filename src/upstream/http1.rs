@@ -169,7 +169,7 @@ impl Http1Connection {
             .iter()
             .any(|value| has_token(value.as_bytes(), b"close"));
         let mut writer = BodyWriter::new(Bytes::from(head), body, framing);
-        let mut scanned = 0;
+        let mut reader = head::HeadReader::default();
         // Room for the fields of most responses: one allocation.
         let mut fields = Vec::with_capacity(32);
         let io = &mut self.io;
@@ -182,12 +182,12 @@ impl Http1Connection {
                 }
             }
             loop {
-                match read_head(buf, &mut scanned, method, &mut fields) {
+                match reader.response(buf, method, MAX_RESPONSE_HEAD_BYTES, &mut fields) {
                     Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
                         // Interim answers (100 Continue, 103) are the backend's
                         // to this hop; weir's client side sends 100 itself.
                         buf.advance(head.len);
-                        scanned = 0;
+                        reader.reset();
                         continue;
                     }
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
@@ -267,32 +267,6 @@ fn method_of(method: &http::Method) -> Method {
         http::Method::TRACE => Method::Trace,
         http::Method::CONNECT => Method::Connect,
         _ => Method::Other,
-    }
-}
-
-/// The response head in `buf`, if complete. `scanned`: how far earlier
-/// calls looked for its end.
-fn read_head(
-    buf: &mut BytesMut,
-    scanned: &mut usize,
-    method: Method,
-    fields: &mut Vec<Field>,
-) -> Result<Option<head::ResponseHead>, HeadError> {
-    loop {
-        match head::find_end(buf, *scanned)? {
-            Some(end) if end > MAX_RESPONSE_HEAD_BYTES => return Err(HeadError::TooLarge),
-            Some(end) => match head::parse_response(&buf[..end], method, fields)? {
-                Some(head) => return Ok(Some(head)),
-                None => *scanned = end,
-            },
-            None => {
-                if buf.len() > MAX_RESPONSE_HEAD_BYTES {
-                    return Err(HeadError::TooLarge);
-                }
-                *scanned = head::resume_from(buf);
-                return Ok(None);
-            }
-        }
     }
 }
 
