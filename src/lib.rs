@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`http1`]: weir's own HTTP/1 codec: heads parsed in place, chunked
+//!   bodies scanned, heads rewritten as edits over the received bytes. Pure.
 //! - [`config`]: the TOML file → validated, typed [`config::Config`].
 //! - [`router`]: host and path → route. Pure.
 //! - [`balance`]: strategies that pick a backend. Pure.
@@ -28,7 +30,7 @@
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
-//! Dependencies point one way: config → router/balance → metrics → upstream →
+//! Dependencies point one way: http1 → config → router/balance → metrics → upstream →
 //! redis_connection → cache / rate_limit → access_log / discovery / snapshot →
 //! health / proxy → listener → control → admin → `run`.
 

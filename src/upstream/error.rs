@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use super::http1::ExchangeError;
-use super::request_body::ClientBodyError;
-
-/// A cause of any kind, kept for the logs.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use super::request_body::{BoxError, ClientBodyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

@@ -23,13 +23,16 @@ pub enum RequestBody {
     Streaming(Box<ClientBody>),
 }
 
+/// A cause of any kind, kept for the logs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The client's request body broke, or stalled: marks the fault as the client's,
 /// so it is answered 400 (or 408), not 502.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBodyError {
     /// A bad chunk, an early close.
     #[error("client request body: {0}")]
-    Broken(#[source] super::error::BoxError),
+    Broken(#[source] BoxError),
     /// No byte of it came for `body_timeout` while weir waited for one.
     #[error("client request body stalled for {0:?} (body_timeout)")]
     Stalled(Duration),
