@@ -103,6 +103,41 @@ async fn tls_upstream_verifies_the_backend_against_the_ca_and_sni() {
     }
 }
 
+/// A body larger than the socket buffers reaches a TLS backend whole, through
+/// weir's client and the TLS stream (which may hold back bytes it took until
+/// it is flushed).
+#[tokio::test]
+async fn a_large_upload_reaches_a_tls_backend_whole() {
+    let pki = Pki::new("upstream-upload");
+    pki.issue("backend", &["backend.test"]);
+    let backend = spawn_backend_serving(
+        Serving {
+            tls: Some(pki.server_config("backend", &[b"http/1.1"])),
+            http2: false,
+        },
+        |request| async move {
+            let mut body = request.into_body();
+            let mut received = 0usize;
+            while let Some(frame) = body.frame().await {
+                received += frame.unwrap().data_ref().map_or(0, |d| d.len());
+            }
+            text(200, received.to_string())
+        },
+    )
+    .await;
+    let ca = pki.path("ca.pem");
+    let tls = format!("tls = {{ sni = \"backend.test\", ca = \"{ca}\" }}");
+    let lb = start_lb(&upstream_config(backend.addr, &tls), &[]).await;
+    let upload = Bytes::from(vec![b'u'; 8 * 1024 * 1024 + 7]);
+    let request = Request::post(lb.url("/upload"))
+        .header("host", "a.test")
+        .body(full(upload))
+        .unwrap();
+    let reply = send(&client(), request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.text(), (8 * 1024 * 1024 + 7).to_string());
+}
+
 #[tokio::test]
 async fn h2_upstream_speaks_http2_over_tls_by_alpn() {
     let pki = Pki::new("upstream-h2");

@@ -644,7 +644,7 @@ impl FramingFields {
 
 /// `1*DIGIT`, nothing else (no sign, no list, no space), at most 18 digits so
 /// that it cannot overflow.
-fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
+pub fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
     if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::Malformed("invalid Content-Length"));
     }

@@ -68,6 +68,13 @@ pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError>
             "more than one Content-Length header",
         ));
     }
+    // Plain digits only, on HTTP/2 as on HTTP/1 (h2 reads an empty value as
+    // 0): the backend must read the framing weir relays.
+    if let Some(length) = headers.get(header::CONTENT_LENGTH)
+        && crate::http1::head::parse_length(length.as_bytes()).is_err()
+    {
+        return Err(ProxyError::BadRequest("invalid Content-Length"));
+    }
     if content_lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
         return Err(ProxyError::BadRequest(
             "both Content-Length and Transfer-Encoding",
@@ -166,6 +173,18 @@ mod tests {
             ],
         );
         assert_eq!(status(check(&r)), 400);
+    }
+
+    #[test]
+    fn a_content_length_that_is_not_plain_digits_is_refused() {
+        for bad in ["", "+5", "5, 5", " 5x"] {
+            let r = request(
+                Version::HTTP_2,
+                "/",
+                &[("host", "a"), ("content-length", bad)],
+            );
+            assert_eq!(status(check(&r)), 400, "{bad:?}");
+        }
     }
 
     #[test]

@@ -162,7 +162,15 @@ impl Http1Connection {
         let (parts, body) = request.into_parts();
         let method = method_of(&parts.method);
         let mut head = Vec::with_capacity(256);
-        let framing = encode_head(&parts, &body, &mut head);
+        let framing = match encode_head(&parts, &body, &mut head) {
+            Ok(framing) => framing,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: None,
+                });
+            }
+        };
         let closes = parts
             .headers
             .get_all(header::CONNECTION)
@@ -234,6 +242,19 @@ impl Http1Connection {
         };
         *response.headers_mut() = headers;
         self.buf.advance(head.len);
+        // An answer before the whole request went out: the backend may not
+        // have read the rest, and would read it as the next request, so the
+        // connection is not used again. A switch of protocols then would
+        // have the tunnel start mid-request: refused.
+        let answered_early = !writer.finished();
+        if head.status == 101 && answered_early {
+            return Err(Failed {
+                error: ExchangeError::BadHead(HeadError::Malformed(
+                    "protocols switched before the request was sent",
+                )),
+                unsent: None,
+            });
+        }
         let framing = if head.status == 101 {
             Framing::Empty
         } else {
@@ -246,7 +267,7 @@ impl Http1Connection {
                 Framing::Chunked => BodyState::Chunked(ChunkedScanner::default()),
                 Framing::UntilClose => BodyState::UntilClose,
             },
-            reusable: head.keeps_alive() && !closes && head.status != 101,
+            reusable: head.keeps_alive() && !closes && head.status != 101 && !answered_early,
             upgraded: head.status == 101,
             connection: Some(self),
             writer,
@@ -302,9 +323,16 @@ enum Outgoing {
 }
 
 /// Writes the request head into `out`: the target in origin-form, every field
-/// of the map, and the framing field the body needs (a `Content-Length` the
-/// request carries is kept; a `Transfer-Encoding` is weir's to set).
-fn encode_head(parts: &http::request::Parts, body: &RequestBody, out: &mut Vec<u8>) -> Outgoing {
+/// of the map but the framing ones, and the one framing field the body needs,
+/// written by weir: the request's `Content-Length` when it has one (plain
+/// digits, once: else the request is refused, as the framing the backend would
+/// read could differ from the one weir relays), else the body's known size,
+/// else chunked.
+fn encode_head(
+    parts: &http::request::Parts,
+    body: &RequestBody,
+    out: &mut Vec<u8>,
+) -> Result<Outgoing, ExchangeError> {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     match parts.uri.path_and_query() {
@@ -324,39 +352,43 @@ fn encode_head(parts: &http::request::Parts, body: &RequestBody, out: &mut Vec<u
             continue;
         }
         if name == header::CONTENT_LENGTH {
-            length = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok());
+            if length.is_some() {
+                return Err(ExchangeError::BodyLength);
+            }
+            length =
+                Some(head::parse_length(value.as_bytes()).map_err(|_| ExchangeError::BodyLength)?);
+            continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let framing = match length {
-        Some(0) => Outgoing::Empty,
-        Some(length) => Outgoing::Length(length),
+    let length = match length {
+        Some(length) => Some(length),
         // A request without framing fields has no body (RFC 9112 §6.3).
+        None if body.is_end_stream() => None,
+        None => body.size_hint().exact(),
+    };
+    let framing = match length {
+        Some(length) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            if length == 0 {
+                Outgoing::Empty
+            } else {
+                Outgoing::Length(length)
+            }
+        }
         None if body.is_end_stream() => Outgoing::Empty,
-        None => match body.size_hint().exact() {
-            Some(length) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-                out.extend_from_slice(b"\r\n");
-                if length == 0 {
-                    Outgoing::Empty
-                } else {
-                    Outgoing::Length(length)
-                }
-            }
-            None => {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                Outgoing::Chunked
-            }
-        },
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Outgoing::Chunked
+        }
     };
     out.extend_from_slice(b"\r\n");
-    framing
+    Ok(framing)
 }
 
 /// Sends the request, head then body, as far as the body and the connection
@@ -375,6 +407,8 @@ struct BodyWriter {
     asked: bool,
     /// Something was taken from the body: it cannot be sent again as it is.
     taken: bool,
+    /// What was written has been flushed (see [`BodyWriter::finished`]).
+    flushed: bool,
 }
 
 impl BodyWriter {
@@ -389,12 +423,13 @@ impl BodyWriter {
             sent: false,
             asked: false,
             taken: false,
+            flushed: false,
         }
     }
 
-    /// Everything, head and body, is written.
+    /// Everything, head and body, is written and flushed.
     fn finished(&self) -> bool {
-        self.read_all && self.queue.is_empty()
+        self.read_all && self.queue.is_empty() && self.flushed
     }
 
     fn poll_write(
@@ -445,6 +480,14 @@ impl BodyWriter {
                 }
             }
             if self.read_all {
+                // A TLS stream takes bytes it has not yet sent: the request is
+                // out only once flushed.
+                if !self.flushed {
+                    if let Err(error) = ready!(Pin::new(&mut *io).poll_flush(cx)) {
+                        return Poll::Ready(Err(ExchangeError::Io(error)));
+                    }
+                    self.flushed = true;
+                }
                 return Poll::Ready(Ok(()));
             }
             let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
@@ -568,6 +611,11 @@ impl Body for ResponseBody {
         let Some(connection) = this.connection.as_mut() else {
             return Poll::Ready(None);
         };
+        // A complete answer stays complete, whatever becomes of the rest of
+        // the request.
+        if matches!(this.state, BodyState::Done | BodyState::Failed) {
+            return Poll::Ready(None);
+        }
         if !this.writer.finished()
             && let Poll::Ready(Err(error)) = this.writer.poll_write(&mut connection.io, cx)
         {
@@ -791,6 +839,57 @@ mod tests {
             received,
             "POST /up?x=1 HTTP/1.1\r\nhost: app\r\nx-custom: Value\r\ncontent-length: 5\r\n\r\nhello"
         );
+    }
+
+    #[test]
+    fn the_framing_field_is_weirs_own() {
+        let request = |length: &str| {
+            http::Request::post("/")
+                .header("content-length", length)
+                .header("transfer-encoding", "chunked")
+                .body(RequestBody::Full(Some(Bytes::from_static(b"12345"))))
+                .unwrap()
+                .into_parts()
+        };
+        let (parts, body) = request("5");
+        let mut out = Vec::new();
+        assert_eq!(
+            encode_head(&parts, &body, &mut out).unwrap(),
+            Outgoing::Length(5)
+        );
+        assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+        for bad in ["", "+5", "5, 5", "0x5"] {
+            let (parts, body) = request(bad);
+            assert!(
+                encode_head(&parts, &body, &mut Vec::new()).is_err(),
+                "{bad:?}"
+            );
+        }
+        let (mut parts, body) = request("5");
+        parts
+            .headers
+            .append("content-length", HeaderValue::from_static("5"));
+        assert!(encode_head(&parts, &body, &mut Vec::new()).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_request_spends_the_connection() {
+        // The backend answers on the head, and reads none of the body.
+        let (connection, _server) = backend(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n",
+            0,
+            false,
+        )
+        .await;
+        let body = Bytes::from(vec![b'x'; 32 * 1024 * 1024]);
+        let request = http::Request::post("/")
+            .body(RequestBody::Full(Some(body)))
+            .unwrap();
+        let response = connection.send(request).await.unwrap();
+        assert_eq!(response.status(), 413);
+        let mut body = response.into_body();
+        assert!(body.is_end_stream());
+        assert!(body.take_connection().is_none());
     }
 
     #[tokio::test]
