@@ -138,8 +138,8 @@ impl BodyRelay {
     }
 }
 
-/// `size` in hex and CRLF, in `buf`.
-fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
+/// `size` in hex and CRLF, in `buf`: a chunk's size line.
+pub fn chunk_size_line(size: usize, buf: &mut [u8; 18]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
     let mut n = size;

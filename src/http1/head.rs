@@ -151,7 +151,8 @@ pub enum Method {
 }
 
 impl Method {
-    fn of(name: &[u8]) -> Method {
+    /// The method named `name` (case-sensitive, RFC 9110 §9.1).
+    pub fn of(name: &[u8]) -> Method {
         // Methods are case-sensitive (RFC 9110 §9.1).
         match name {
             b"GET" => Method::Get,

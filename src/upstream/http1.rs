@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::request_body::{ClientBodyError, RequestBody};
+use crate::http1::body::chunk_size_line;
 use crate::http1::chunked::{ChunkError, ChunkedScanner};
 use crate::http1::head::{self, Field, Framing, HeadError, Method};
 
@@ -160,7 +161,7 @@ impl Http1Connection {
         request: http::Request<RequestBody>,
     ) -> Result<http::Response<Box<ResponseBody>>, Failed> {
         let (parts, body) = request.into_parts();
-        let method = method_of(&parts.method);
+        let method = Method::of(parts.method.as_str().as_bytes());
         let mut head = Vec::with_capacity(256);
         let framing = match encode_head(&parts, &body, &mut head) {
             Ok(framing) => framing,
@@ -274,20 +275,6 @@ impl Http1Connection {
         };
         // Boxed once here: it is moved through every layer of the path.
         Ok(response.map(|()| Box::new(body)))
-    }
-}
-
-fn method_of(method: &http::Method) -> Method {
-    match *method {
-        http::Method::GET => Method::Get,
-        http::Method::HEAD => Method::Head,
-        http::Method::POST => Method::Post,
-        http::Method::PUT => Method::Put,
-        http::Method::DELETE => Method::Delete,
-        http::Method::OPTIONS => Method::Options,
-        http::Method::TRACE => Method::Trace,
-        http::Method::CONNECT => Method::Connect,
-        _ => Method::Other,
     }
 }
 
@@ -521,9 +508,9 @@ impl BodyWriter {
                         self.queue.push_back(data);
                     }
                     Outgoing::Chunked => {
-                        let mut size = Vec::with_capacity(18);
-                        size.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                        self.queue.push_back(Bytes::from(size));
+                        let mut line = [0u8; 18];
+                        let line = chunk_size_line(data.len(), &mut line);
+                        self.queue.push_back(Bytes::copy_from_slice(line));
                         self.queue.push_back(data);
                         self.queue.push_back(Bytes::from_static(b"\r\n"));
                     }
