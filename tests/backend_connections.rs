@@ -65,3 +65,33 @@ async fn bytes_after_an_answer_never_answer_the_next_request() {
     // Each connection was spent by the bytes its answer dragged along.
     assert_eq!(backend.connection_count(), 5);
 }
+
+#[tokio::test]
+async fn a_chunked_upload_reaches_the_backend_rechunked_whole() {
+    use http_body_util::BodyExt;
+    let backend = spawn_backend(|request| async move {
+        let chunked = request
+            .headers()
+            .get("transfer-encoding")
+            .is_some_and(|v| v == "chunked");
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        text(200, format!("{chunked} {}", String::from_utf8_lossy(&body)))
+    })
+    .await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    // Chunks of 5, 17 (0x11) and 300 (0x12c) bytes: size lines of one to
+    // three hex digits on the way to the backend.
+    let big = "z".repeat(300);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n11\r\n-seventeen-bytes-\r\n12c\r\n{big}\r\n0\r\n\r\n"
+    );
+    conn.send(request.as_bytes()).await;
+    let response = conn.read_response().await.expect("an answer");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        String::from_utf8(response.body).unwrap(),
+        format!("true hello-seventeen-bytes-{big}")
+    );
+}
