@@ -8,12 +8,15 @@
 //! - `rewrite`: the client's request head rewritten for the backend.
 //! - `date`: the `Date` field, formatted once per second.
 //! - `body`: a body relayed as it arrives, framed as its head said.
+//! - `request`: a client's request head as the proxy's request, and its
+//!   body in pieces as it arrives.
 
 pub mod body;
 pub mod chunked;
 pub mod date;
 pub mod edits;
 pub mod head;
+pub mod request;
 pub mod rewrite;
 
 /// Where something lies in a connection's buffer: `start..end`.

@@ -113,6 +113,11 @@ impl DrainWatch {
         }
     }
 
+    /// Whether the drain has started (without waiting for it).
+    pub fn is_started(&self) -> bool {
+        self.shared.started.load(Ordering::Acquire)
+    }
+
     /// Resolves once the drain has started.
     #[cfg(test)]
     pub async fn started(&mut self) {

@@ -6,6 +6,7 @@ mod drain;
 // Public only for the fuzz targets (`fuzz/`); not weir's API.
 #[doc(hidden)]
 pub mod framing;
+mod http1;
 mod park;
 mod timeouts;
 
@@ -282,6 +283,33 @@ async fn serve_tls(
 ) {
     let config = &settings.config;
     match tokio::time::timeout(config.tls_handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) if config.http1_server == crate::config::Http1Server::Weir => {
+            let head_deadline = tokio::time::Instant::now() + config.header_timeout;
+            let limits = http1::Limits::of(config);
+            let (read, write) = tokio::io::split(stream);
+            let run = http1::Http1Loop::new(
+                http1::ReadSide::new(read, bytes::BytesMut::new()),
+                http1::TimedWrite::new(write, config.send_timeout),
+                Arc::new(http1::Shared::default()),
+                connection.clone(),
+                &limits,
+                &mut watcher,
+                false,
+                true,
+            )
+            .run(head_deadline);
+            match run.await {
+                http1::Ending::Closed | http1::Ending::Quiet { .. } => {}
+                http1::Ending::Tunnel => outlived_by_tunnel(&connection).await,
+                http1::Ending::Http2 { read, write } => {
+                    let (prefix, read) = read.into_parts();
+                    let stream = http1::Rewind::new(prefix, read.unsplit(write));
+                    let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
+                    serve_connection(io, connection.clone(), &settings.builder, &mut watcher).await;
+                    outlived_by_tunnel(&connection).await;
+                }
+            }
+        }
         Ok(Ok(stream)) => {
             let head_deadline = tokio::time::Instant::now() + config.header_timeout;
             let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
@@ -385,6 +413,12 @@ fn serve_plain(
     open: OpenConnection,
 ) -> impl Future<Output = ()> {
     async move {
+        if settings.config.http1_server == crate::config::Http1Server::Weir {
+            return Box::pin(serve_plain_http1(
+                stream, connection, settings, watcher, open,
+            ))
+            .await;
+        }
         // Held, not used: the connection counts as open while this future lives.
         let _ = &open;
         let config = &settings.config;
@@ -448,6 +482,78 @@ fn serve_plain(
     }
 }
 
+/// Serves a plain TCP connection with weir's own HTTP/1 server side, parking
+/// it whenever it goes quiet between requests: only the socket halves are
+/// kept then, the loop and its buffers are gone.
+async fn serve_plain_http1(
+    stream: TcpStream,
+    connection: Arc<Connection>,
+    settings: Arc<ListenerSettings>,
+    mut watcher: DrainWatch,
+    open: OpenConnection,
+) {
+    let _ = &open;
+    let config = &settings.config;
+    let limits = http1::Limits::of(config);
+    let shared = Arc::new(http1::Shared::default());
+    let (mut read, mut write) = stream.into_split();
+    let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
+    let mut first = true;
+    loop {
+        let run = http1::Http1Loop::new(
+            http1::ReadSide::new(read, bytes::BytesMut::new()),
+            http1::TimedWrite::new(write, config.send_timeout),
+            shared.clone(),
+            connection.clone(),
+            &limits,
+            &mut watcher,
+            true,
+            first,
+        )
+        .run(head_deadline);
+        // Boxed: freed while the connection is parked.
+        let (parked_read, parked_write, idle_deadline) = match Box::pin(run).await {
+            http1::Ending::Closed => return,
+            http1::Ending::Tunnel => return outlived_by_tunnel(&connection).await,
+            http1::Ending::Http2 { read, write } => {
+                let (prefix, read) = read.into_parts();
+                let Ok(stream) = read.reunite(write) else {
+                    return;
+                };
+                let stream = http1::Rewind::new(prefix, stream);
+                let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
+                Box::pin(serve_connection(
+                    io,
+                    connection.clone(),
+                    &settings.builder,
+                    &mut watcher,
+                ))
+                .await;
+                return outlived_by_tunnel(&connection).await;
+            }
+            http1::Ending::Quiet {
+                read,
+                write,
+                idle_deadline,
+            } => (read, write, idle_deadline),
+        };
+        (read, write) = (parked_read, parked_write);
+        first = false;
+        trace!("parked");
+        let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
+        let readable = std::future::poll_fn(|cx| {
+            if watcher.poll_started(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            read.as_ref().poll_read_ready(cx).map(|ready| ready.is_ok())
+        });
+        if !readable.await {
+            return;
+        }
+        head_deadline = tokio::time::Instant::now() + config.header_timeout;
+    }
+}
+
 /// Waits until no request of `connection` is left: once hyper is done with a
 /// connection, only a tunnel (WebSocket, Upgrade) can hold one. The connection
 /// then still counts as open for `max_connections` and for the drain, which
@@ -472,8 +578,9 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     builder: &auto::Builder<TokioExecutor>,
     watcher: &mut DrainWatch,
 ) -> bool {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let connection = connection.clone();
+        let request = request.map(crate::upstream::ClientStream::Http2);
         async move { Ok::<_, Infallible>(proxy::serve(connection, request).await) }
     });
     let serving = builder

@@ -23,23 +23,24 @@ use std::time::Instant;
 use http::header;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use tracing::{debug, warn};
 
-pub(crate) use body::{Finish, ProxyBody, Relayed};
+pub(crate) use body::{BodyError, Finish, ProxyBody, Relayed};
 pub(crate) use connection::{Connection, RequestGuard};
 pub(crate) use error::ProxyError;
+pub(crate) use tunnel::{ClientIo, Http1Upgrade};
 
 use crate::access_log;
 use crate::balance::RequestKey;
 use crate::snapshot::Snapshot;
-use crate::upstream::{ClientBody, RequestBody, UpstreamError};
+use crate::upstream::{ClientBody, ClientStream, RequestBody, UpstreamError};
 use tries::{ClientEnds, Tried};
 
 /// Serves one request of `connection` against the current snapshot.
 pub(crate) async fn serve(
     connection: Arc<Connection>,
-    request: Request<Incoming>,
+    request: Request<ClientStream>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     // One snapshot for the whole request, even if a reload happens meanwhile.
@@ -159,7 +160,7 @@ struct Routed {
 async fn proxy(
     snapshot: &Arc<Snapshot>,
     connection: &Arc<Connection>,
-    request: Request<Incoming>,
+    request: Request<ClientStream>,
     outcome: &mut Outcome,
 ) -> Result<Response<Relayed>, ProxyError> {
     // The flag belongs to this request's head; cleared so the next head starts clean.
@@ -223,7 +224,9 @@ async fn proxy(
     };
 
     let mut request = request;
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let client_upgrade = upgrade
+        .is_some()
+        .then(|| tunnel::ClientSide::of(&mut request));
     let (mut parts, incoming) = request.into_parts();
     // HTTP/1.0 clients may omit Host; the backend speaks HTTP/1.1, which requires
     // one: name the backend, as nginx's default `proxy_set_header Host $proxy_host`.

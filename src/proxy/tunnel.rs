@@ -18,6 +18,42 @@ use super::RequestGuard;
 use crate::upstream::InFlight;
 use crate::upstream::http1::Upgraded;
 
+/// A client connection after its protocol switch, as the tunnel copies it.
+pub type ClientIo = Box<dyn TunnelIo>;
+
+/// What a tunnel's client side must be.
+pub trait TunnelIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> TunnelIo for T {}
+
+/// Where the client side of a tunnel comes from: hyper's upgrade (HTTP/2), or
+/// weir's HTTP/1 server, which hands its connection over once the 101 is out.
+pub enum ClientSide {
+    Hyper(OnUpgrade),
+    Http1(tokio::sync::oneshot::Receiver<ClientIo>),
+}
+
+/// The request extension by which weir's HTTP/1 server offers its connection
+/// to a tunnel (only on requests that ask for an upgrade).
+#[derive(Clone)]
+pub struct Http1Upgrade(
+    pub Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<ClientIo>>>>,
+);
+
+impl ClientSide {
+    /// The client side of `request`'s upgrade.
+    pub fn of<B>(request: &mut http::Request<B>) -> ClientSide {
+        let handed = request
+            .extensions_mut()
+            .remove::<Http1Upgrade>()
+            .and_then(|offer| offer.0.lock().unwrap_or_else(|e| e.into_inner()).take());
+        match handed {
+            Some(handed) => ClientSide::Http1(handed),
+            None => ClientSide::Hyper(hyper::upgrade::on(request)),
+        }
+    }
+}
+
 /// Runs the tunnel in its own task until it closes. Writes to the client go
 /// through its connection's socket, whose `send_timeout` holds here too.
 ///
@@ -26,7 +62,7 @@ use crate::upstream::http1::Upgraded;
 /// clock), and its task open: counted in `max_connections`, waited for by a
 /// drain; `in_flight` keeps the tunnel counted on its backend.
 pub fn spawn(
-    client: OnUpgrade,
+    client: ClientSide,
     backend: Upgraded,
     guard: RequestGuard,
     in_flight: Option<InFlight>,
@@ -34,16 +70,25 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let _held = (guard, in_flight);
-        let client = match client.await {
-            Ok(client) => client,
-            Err(err) => {
-                debug!(error = %err, "upgrade did not complete");
-                return;
-            }
+        let client: ClientIo = match client {
+            ClientSide::Hyper(upgrade) => match upgrade.await {
+                Ok(client) => Box::new(TokioIo::new(client)),
+                Err(err) => {
+                    debug!(error = %err, "upgrade did not complete");
+                    return;
+                }
+            },
+            ClientSide::Http1(handed) => match handed.await {
+                Ok(client) => client,
+                Err(_) => {
+                    debug!("upgrade did not complete: the client connection ended first");
+                    return;
+                }
+            },
         };
         let start = Instant::now();
         let last_activity = Arc::new(AtomicU64::new(0));
-        let mut client = Watched::new(TokioIo::new(client), &last_activity, start);
+        let mut client = Watched::new(client, &last_activity, start);
         let mut backend = Watched::new(backend, &last_activity, start);
         let idle = async {
             loop {

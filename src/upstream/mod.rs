@@ -24,7 +24,7 @@ pub use backend::{Backend, BackendState, SlotWaiters};
 pub use budget::RetryBudget;
 pub use error::{Origin, Retry, UpstreamError};
 pub use pool::{Pool, Transport};
-pub use request_body::{ClientBody, ClientBodyError, RequestBody};
+pub use request_body::{BoxError, ClientBody, ClientBodyError, ClientStream, RequestBody};
 pub use response_body::{InFlight, ResponseBody, ResponseBodyError};
 use tracing::warn;
 

@@ -38,13 +38,66 @@ pub enum ClientBodyError {
     Stalled(Duration),
 }
 
+/// A client's request body as its server side reads it: hyper's for HTTP/2,
+/// weir's own HTTP/1 reader (boxed: it owns the connection's read side, a type
+/// of the listener's), or none at all.
+pub enum ClientStream {
+    Empty,
+    Http2(Incoming),
+    Http1(Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send + Sync>>),
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientStream::Empty => f.write_str("Empty"),
+            ClientStream::Http2(incoming) => incoming.fmt(f),
+            ClientStream::Http1(_) => f.write_str("Http1"),
+        }
+    }
+}
+
+impl Body for ClientStream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientStream::Empty => Poll::Ready(None),
+            ClientStream::Http2(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map_err(|error| Box::new(error) as BoxError),
+            ClientStream::Http1(body) => body.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientStream::Empty => true,
+            ClientStream::Http2(incoming) => incoming.is_end_stream(),
+            ClientStream::Http1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientStream::Empty => SizeHint::with_exact(0),
+            ClientStream::Http2(incoming) => incoming.size_hint(),
+            ClientStream::Http1(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A client's request body, which fails once the client has sent nothing for
 /// `body_timeout` while it is waited on. Time the backend takes to accept what
 /// was read (its flow control) does not count: the clock runs only while a read
 /// is pending.
 #[derive(Debug)]
 pub struct ClientBody {
-    incoming: Incoming,
+    incoming: ClientStream,
     timeout: Duration,
     /// Armed when a read finds nothing, made on the first such read (most
     /// bodies arrive with their head).
@@ -54,7 +107,7 @@ pub struct ClientBody {
 }
 
 impl ClientBody {
-    pub fn new(incoming: Incoming, timeout: Duration) -> Self {
+    pub fn new(incoming: ClientStream, timeout: Duration) -> Self {
         ClientBody {
             incoming,
             timeout,
@@ -79,9 +132,7 @@ impl Body for ClientBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(err))) => {
-                Poll::Ready(Some(Err(ClientBodyError::Broken(err.into()))))
-            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(ClientBodyError::Broken(err)))),
             Poll::Pending => {
                 if !this.waiting {
                     this.waiting = true;

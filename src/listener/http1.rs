@@ -1,0 +1,1163 @@
+//! weir's own HTTP/1 server side: one client connection served by one loop
+//! that reads a request head in place (`http1::head`), hands the request to the
+//! proxy, and writes the response it gets back, then the next request, on the
+//! same task that drives the backend.
+//!
+//! The request body is read by the proxy from the connection itself: its read
+//! side (socket and buffer) is lent to the body and comes back when the body
+//! ends or is dropped. A connection whose body did not come back whole is not
+//! read again: the bytes after it could not be told from a request.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, Response, StatusCode, header};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+use crate::config::ListenerConfig;
+use crate::http1::date::with_date_line;
+use crate::http1::head::{self, Field, HeadError, HeadReader, RequestHead, Version};
+use crate::http1::request::{self, BodyLeft, Piece};
+use crate::proxy::{self, BodyError, ClientIo, Connection, Http1Upgrade, ProxyBody};
+use crate::upstream::{BoxError, ClientStream};
+
+use super::drain::DrainWatch;
+use super::park::PARK_AFTER;
+
+/// Room asked of the buffer before each read: a usual head, or a good piece of
+/// a body, in one read.
+const READ_BYTES: usize = 8 * 1024;
+
+/// A body piece at most this long is copied behind what is already waiting to
+/// be written (a head, a chunk's size line); a longer one is written beside it.
+const COPY_BYTES: usize = 4 * 1024;
+
+/// What an HTTP/2 client sends first (RFC 9113 §3.4).
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The read side of a client connection.
+pub(super) trait ClientRead: AsyncRead + Unpin + Send + Sync + 'static {}
+
+impl<T: AsyncRead + Unpin + Send + Sync + 'static> ClientRead for T {}
+
+/// The read side, with its unused bytes and how much of the current request's
+/// body is still to come.
+pub(super) struct ReadSide<R> {
+    io: R,
+    buf: BytesMut,
+    body: BodyLeft,
+}
+
+impl<R: ClientRead> ReadSide<R> {
+    pub(super) fn new(io: R, buf: BytesMut) -> Self {
+        ReadSide {
+            io,
+            buf,
+            body: BodyLeft::Done,
+        }
+    }
+
+    /// The bytes read and not used, and the socket.
+    pub(super) fn into_parts(self) -> (Bytes, R) {
+        (self.buf.freeze(), self.io)
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_BYTES);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Ready once the client has closed its side (or the connection broke)
+    /// while its request is served: the request is then abandoned, as hyper
+    /// does. What it sends meanwhile (a pipelined request) is kept, up to
+    /// `limit` bytes; past that nothing is read until the response is out.
+    fn poll_gone(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<()> {
+        if !self.body.is_done() {
+            return Poll::Pending;
+        }
+        while self.buf.len() < limit {
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Skips what is left of a body nobody read, among the bytes already
+    /// read: true when it was all there.
+    fn skip_buffered_body(&mut self) -> bool {
+        self.body.skip_buffered(&mut self.buf)
+    }
+}
+
+/// What a connection's loop and the body it lent its read side to share.
+pub(super) struct Shared<R> {
+    /// The read side, back from a body that ended or was dropped.
+    returned: Mutex<Option<ReadSide<R>>>,
+    /// The body was first waited on for a client that expects `100 Continue`.
+    continue_wanted: AtomicBool,
+    /// The connection's loop, to wake for that.
+    loop_waker: AtomicWaker,
+}
+
+impl<R> Default for Shared<R> {
+    fn default() -> Self {
+        Shared {
+            returned: Mutex::new(None),
+            continue_wanted: AtomicBool::new(false),
+            loop_waker: AtomicWaker::new(),
+        }
+    }
+}
+
+impl<R> Shared<R> {
+    fn give_back(&self, side: ReadSide<R>) {
+        *self.returned.lock().unwrap_or_else(|e| e.into_inner()) = Some(side);
+    }
+
+    fn take_back(&self) -> Option<ReadSide<R>> {
+        self.returned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// A request body read from the client connection it came on.
+struct RequestBodyReader<R: ClientRead> {
+    side: Option<ReadSide<R>>,
+    shared: Arc<Shared<R>>,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect_continue: bool,
+}
+
+impl<R: ClientRead> RequestBodyReader<R> {
+    fn finish(&mut self) {
+        if let Some(side) = self.side.take() {
+            self.shared.give_back(side);
+        }
+    }
+}
+
+impl<R: ClientRead> Drop for RequestBodyReader<R> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<R: ClientRead> Body for RequestBodyReader<R> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(side) = this.side.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match side.body.next_piece(&mut side.buf) {
+                Ok(Piece::Data(data)) => {
+                    if side.body.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Piece::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Err(error) => {
+                    this.finish();
+                    return Poll::Ready(Some(Err(Box::new(error))));
+                }
+                Ok(Piece::NeedMore) => {}
+            }
+            if this.expect_continue {
+                this.expect_continue = false;
+                this.shared.continue_wanted.store(true, Ordering::Release);
+                this.shared.loop_waker.wake();
+            }
+            match ready!(side.poll_fill(cx)) {
+                Ok(0) => {
+                    side.body = BodyLeft::Broken;
+                    this.finish();
+                    return Poll::Ready(Some(Err(
+                        "client closed the connection before the end of its body".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    side.body = BodyLeft::Broken;
+                    this.finish();
+                    return Poll::Ready(Some(Err(Box::new(error))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.side.as_ref().is_none_or(|side| side.body.is_done())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.side.as_ref().map(|side| &side.body) {
+            Some(BodyLeft::Length(left)) => SizeHint::with_exact(*left),
+            Some(BodyLeft::Chunked(_)) => SizeHint::default(),
+            _ => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The write side of a client connection, failing a write that has found the
+/// socket full for `send_timeout`: a client that does not read must not hold
+/// its backend connection and slot for good.
+pub(super) struct TimedWrite<W> {
+    io: W,
+    timeout: Duration,
+    blocked: bool,
+    /// Made the first time a write finds the socket full (most connections
+    /// never see one).
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<W> TimedWrite<W> {
+    pub(super) fn new(io: W, timeout: Duration) -> Self {
+        TimedWrite {
+            io,
+            timeout,
+            blocked: false,
+            deadline: None,
+        }
+    }
+
+    pub(super) fn into_inner(self) -> W {
+        self.io
+    }
+
+    fn timed<T>(&mut self, cx: &mut Context<'_>, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if done.is_ready() {
+            self.blocked = false;
+            return done;
+        }
+        if !self.blocked {
+            self.blocked = true;
+            let due = Instant::now() + self.timeout;
+            match &mut self.deadline {
+                Some(deadline) => deadline.as_mut().reset(due),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(due))),
+            }
+        }
+        ready!(
+            self.deadline
+                .as_mut()
+                .expect("armed above")
+                .as_mut()
+                .poll(cx)
+        );
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client did not read for send_timeout",
+        )))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for TimedWrite<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.timed(cx, done)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.timed(cx, done)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_flush(cx);
+        this.timed(cx, done)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let done = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.timed(cx, done)
+    }
+}
+
+/// A client connection handed to a tunnel: the bytes that followed the
+/// request head first, then the socket.
+struct Handed<R, W> {
+    read: ReadSide<R>,
+    write: TimedWrite<W>,
+}
+
+impl<R: ClientRead, W> AsyncRead for Handed<R, W>
+where
+    W: Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let read = &mut self.get_mut().read;
+        if !read.buf.is_empty() {
+            let take = read.buf.len().min(out.remaining());
+            out.put_slice(&read.buf[..take]);
+            read.buf.advance(take);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut read.io).poll_read(cx, out)
+    }
+}
+
+impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for Handed<R, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().write).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().write).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().write).poll_shutdown(cx)
+    }
+}
+
+/// A connection whose first bytes were read already, and are read again.
+pub(super) struct Rewind<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S> Rewind<S> {
+    pub(super) fn new(prefix: Bytes, io: S) -> Self {
+        Rewind { prefix, io }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let take = this.prefix.len().min(out.remaining());
+            out.put_slice(&this.prefix.split_to(take));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// How a connection's loop ended.
+pub(super) enum Ending<R, W> {
+    /// Closed (or to be closed): nothing more to read in step.
+    Closed,
+    /// Quiet with nothing buffered: the caller keeps only the socket until
+    /// the client speaks again, or `idle_deadline`.
+    Quiet {
+        read: R,
+        write: W,
+        idle_deadline: Instant,
+    },
+    /// Handed to a tunnel, which the caller waits for.
+    Tunnel,
+    /// The client spoke HTTP/2 (its preface is the start of `read.buf`).
+    Http2 { read: ReadSide<R>, write: W },
+}
+
+/// What the loop needs of its listener.
+pub(super) struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    pub(super) fn of(config: &ListenerConfig) -> Self {
+        Limits {
+            header_timeout: config.header_timeout,
+            idle_timeout: config.idle_timeout,
+            max_header_bytes: config.max_header_bytes,
+        }
+    }
+}
+
+/// Where the loop is when it waits for bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Nothing of a next request yet: `idle_timeout`, parking, the drain.
+    Idle,
+    /// Part of a head received (or the first one due): `header_timeout`.
+    Head,
+}
+
+/// One client connection served over HTTP/1 until it ends or goes quiet.
+pub(super) struct Http1Loop<'a, R: ClientRead, W> {
+    pub read: Option<ReadSide<R>>,
+    pub write: TimedWrite<W>,
+    pub shared: Arc<Shared<R>>,
+    pub connection: Arc<Connection>,
+    pub limits: &'a Limits,
+    pub watcher: &'a mut DrainWatch,
+    /// Quiet connections are handed back to be parked.
+    pub parks: bool,
+    /// Still before the first request: an HTTP/2 preface is looked for.
+    pub first: bool,
+    fields: Vec<Field>,
+    out: Vec<u8>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// What the head of one request said that the response needs.
+struct Asked {
+    http10: bool,
+    head: bool,
+    keeps_alive: bool,
+}
+
+impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop<'a, R, W> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        read: ReadSide<R>,
+        write: TimedWrite<W>,
+        shared: Arc<Shared<R>>,
+        connection: Arc<Connection>,
+        limits: &'a Limits,
+        watcher: &'a mut DrainWatch,
+        parks: bool,
+        first: bool,
+    ) -> Self {
+        Http1Loop {
+            read: Some(read),
+            write,
+            shared,
+            connection,
+            limits,
+            watcher,
+            parks,
+            first,
+            fields: Vec::new(),
+            out: Vec::new(),
+            timer: None,
+        }
+    }
+
+    /// Serves requests until the connection ends, goes quiet or is handed on;
+    /// the first head is due by `head_deadline`.
+    pub(super) async fn run(mut self, head_deadline: Instant) -> Ending<R, W> {
+        let mut deadline = Some(head_deadline);
+        loop {
+            let head = match self.read_head(deadline.take()).await {
+                Ok(Some(head)) => head,
+                Ok(None) => return self.end(),
+                Err(Stop::Quiet(idle_deadline)) => {
+                    let read = self.read.take().expect("the loop holds its read side");
+                    return Ending::Quiet {
+                        read: read.io,
+                        write: self.write.into_inner(),
+                        idle_deadline,
+                    };
+                }
+                Err(Stop::Http2) => {
+                    let read = self.read.take().expect("the loop holds its read side");
+                    return Ending::Http2 {
+                        read,
+                        write: self.write.into_inner(),
+                    };
+                }
+                Err(Stop::Refused(status)) => {
+                    self.refuse(status).await;
+                    return self.end();
+                }
+                Err(Stop::Closed) => return self.end(),
+            };
+            match self.exchange(head).await {
+                Next::Continue => {}
+                Next::Close => return self.end(),
+                Next::Tunnel(sender) => {
+                    let read = self.read.take().expect("a tunnel's read side is back");
+                    let handed = Handed {
+                        read,
+                        write: self.write,
+                    };
+                    // A tunnel that gave up meanwhile drops the connection.
+                    let _ = sender.send(Box::new(handed));
+                    return Ending::Tunnel;
+                }
+            }
+        }
+    }
+
+    fn end(mut self) -> Ending<R, W> {
+        // Whatever the client still sends is not read: closing now is what
+        // ends its wait (a lingering close matters only to bodies cut short,
+        // which the client learns of either way).
+        let _ = self.read.take();
+        Ending::Closed
+    }
+
+    fn rearm(&mut self, at: Instant) {
+        match &mut self.timer {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Reads the next request head: `Ok(None)` when the client closed between
+    /// requests. `head_deadline` is the first head's.
+    async fn read_head(&mut self, head_deadline: Option<Instant>) -> Result<Option<Parsed>, Stop> {
+        let mut reader = HeadReader::default();
+        let mut wait = None;
+        if let Some(deadline) = head_deadline {
+            self.rearm(deadline);
+            wait = Some(Wait::Head);
+        }
+        let mut idle_deadline = Instant::now();
+        loop {
+            let side = self.read.as_mut().expect("the loop holds its read side");
+            if !side.buf.is_empty() {
+                if self.first {
+                    let seen = side.buf.len().min(HTTP2_PREFACE.len());
+                    if side.buf[..seen] == HTTP2_PREFACE[..seen] {
+                        if seen == HTTP2_PREFACE.len() {
+                            return Err(Stop::Http2);
+                        }
+                    } else {
+                        self.first = false;
+                    }
+                }
+                if !self.first {
+                    match reader.request(&side.buf, self.limits.max_header_bytes, &mut self.fields)
+                    {
+                        Ok(Some(head)) => {
+                            let bytes = side.buf.split_to(head.len).freeze();
+                            return Ok(Some(Parsed { head, bytes }));
+                        }
+                        Ok(None) => {}
+                        Err(HeadError::TooLarge) => {
+                            return Err(Stop::Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+                        }
+                        Err(HeadError::Malformed(why)) => {
+                            debug!(client.addr = %self.connection.peer, error = why, "malformed request head");
+                            return Err(Stop::Refused(StatusCode::BAD_REQUEST));
+                        }
+                    }
+                }
+                if wait != Some(Wait::Head) {
+                    // The first bytes of a head: it must be whole in time.
+                    self.rearm(Instant::now() + self.limits.header_timeout);
+                    wait = Some(Wait::Head);
+                }
+            }
+            // Nothing more to parse: read, trying first without a timer, which
+            // a busy client's next request seldom needs.
+            let side = self.read.as_mut().expect("the loop holds its read side");
+            let read = poll_fn(|cx| Poll::Ready(side.poll_fill(cx))).await;
+            match read {
+                Poll::Ready(Ok(0)) if side.buf.is_empty() => return Ok(None),
+                Poll::Ready(Ok(0)) => return Err(Stop::Closed),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(error)) => {
+                    debug!(error = %error, "client connection failed");
+                    return Err(Stop::Closed);
+                }
+                Poll::Pending => {}
+            }
+            if wait.is_none() {
+                // Between requests, nothing buffered.
+                let now = Instant::now();
+                idle_deadline = now + self.limits.idle_timeout;
+                let first_wake = if self.parks {
+                    now + PARK_AFTER.min(self.limits.idle_timeout)
+                } else {
+                    idle_deadline
+                };
+                self.rearm(first_wake);
+                wait = Some(Wait::Idle);
+            }
+            let idle = wait == Some(Wait::Idle);
+            let timer = self.timer.as_mut().expect("armed above");
+            let watcher = &mut *self.watcher;
+            let side = self.read.as_mut().expect("the loop holds its read side");
+            let woke = poll_fn(|cx| {
+                if idle && watcher.poll_started(cx).is_ready() {
+                    return Poll::Ready(Woke::Drain);
+                }
+                if let Poll::Ready(read) = side.poll_fill(cx) {
+                    return Poll::Ready(Woke::Read(read));
+                }
+                timer.as_mut().poll(cx).map(|()| Woke::Timer)
+            })
+            .await;
+            match woke {
+                Woke::Drain => return Ok(None),
+                Woke::Read(Ok(0)) if side.buf.is_empty() => return Ok(None),
+                Woke::Read(Ok(0)) => return Err(Stop::Closed),
+                Woke::Read(Ok(_)) => {}
+                Woke::Read(Err(error)) => {
+                    debug!(error = %error, "client connection failed");
+                    return Err(Stop::Closed);
+                }
+                Woke::Timer if idle && self.parks && Instant::now() < idle_deadline => {
+                    return Err(Stop::Quiet(idle_deadline));
+                }
+                Woke::Timer => {
+                    debug!(
+                        "{}",
+                        if idle {
+                            "connection idle for idle_timeout"
+                        } else {
+                            "request head not received within header_timeout"
+                        }
+                    );
+                    return Err(Stop::Closed);
+                }
+            }
+        }
+    }
+
+    /// Answers a head refused before it reached the proxy, then the
+    /// connection closes.
+    async fn refuse(&mut self, status: StatusCode) {
+        self.out.clear();
+        self.out.extend_from_slice(b"HTTP/1.1 ");
+        self.out.extend_from_slice(status.as_str().as_bytes());
+        self.out.push(b' ');
+        self.out
+            .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        self.out
+            .extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\n");
+        with_date_line(|line| self.out.extend_from_slice(line));
+        self.out.extend_from_slice(b"\r\n");
+        let out = std::mem::take(&mut self.out);
+        if self.write.write_all(&out).await.is_ok() {
+            let _ = self.write.shutdown().await;
+        }
+        self.out = out;
+    }
+
+    /// One request and its response.
+    async fn exchange(&mut self, parsed: Parsed) -> Next {
+        let Parsed { head, bytes } = parsed;
+        let asked = Asked {
+            http10: head.version == Version::Http10,
+            head: head.method == head::Method::Head,
+            keeps_alive: head.keeps_alive(),
+        };
+        let mut request = match request::to_request(&head, &self.fields, &bytes) {
+            Ok(request) => request,
+            Err(why) => {
+                debug!(client.addr = %self.connection.peer, error = why, "request head refused");
+                self.refuse(StatusCode::BAD_REQUEST).await;
+                return Next::Close;
+            }
+        };
+        drop(bytes);
+        // The body reads the connection itself; the loop gets it back after.
+        let body_left = BodyLeft::of(head.framing);
+        let lent = (!body_left.is_done()).then_some(body_left);
+        let expect_continue = head.expect_continue && !asked.http10 && lent.is_some();
+        let body = match lent {
+            None => ClientStream::Empty,
+            Some(left) => {
+                let mut side = self.read.take().expect("the loop holds its read side");
+                side.body = left;
+                ClientStream::Http1(Box::pin(RequestBodyReader {
+                    side: Some(side),
+                    shared: self.shared.clone(),
+                    expect_continue,
+                }))
+            }
+        };
+        let handing = (head.connection.upgrade && !asked.http10).then(|| {
+            let (sender, receiver) = tokio::sync::oneshot::channel();
+            request
+                .extensions_mut()
+                .insert(Http1Upgrade(Arc::new(Mutex::new(Some(receiver)))));
+            sender
+        });
+        let request = request.map(|()| body);
+        let mut continued = !expect_continue;
+        let mut serving = pin!(proxy::serve(self.connection.clone(), request));
+        let limit = self.limits.max_header_bytes;
+        let response = loop {
+            let shared = &self.shared;
+            let read = &mut self.read;
+            let polled = poll_fn(|cx| {
+                if let Poll::Ready(response) = serving.as_mut().poll(cx) {
+                    return Poll::Ready(Waited::Response(response));
+                }
+                if read.is_none() {
+                    *read = shared.take_back();
+                }
+                if let Some(side) = read
+                    && side.poll_gone(cx, limit).is_ready()
+                {
+                    return Poll::Ready(Waited::Gone);
+                }
+                if !continued {
+                    shared.loop_waker.register(cx.waker());
+                    if shared.continue_wanted.swap(false, Ordering::AcqRel) {
+                        return Poll::Ready(Waited::Continue);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match polled {
+                Waited::Response(response) => break response,
+                Waited::Gone => {
+                    debug!("client closed its connection before its response");
+                    return Next::Close;
+                }
+                Waited::Continue => {
+                    continued = true;
+                    if self
+                        .write
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return Next::Close;
+                    }
+                }
+            }
+        };
+        self.shared.continue_wanted.store(false, Ordering::Relaxed);
+        let mut body_whole = self.take_back_read_side();
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let keep_alive =
+            asked.keeps_alive && body_whole && !switching && !self.watcher.is_started();
+        let written = self.write_response(response, &asked, keep_alive).await;
+        let keep_alive = match written {
+            Ok(keep_alive) => keep_alive,
+            Err(error) => {
+                debug!(error = %error, "response not sent whole");
+                return Next::Close;
+            }
+        };
+        if switching {
+            // The 101 is out: from here the connection is the tunnel's, with
+            // whatever followed the request head.
+            let whole = self.read.as_ref().is_some_and(|side| side.body.is_done());
+            return match handing {
+                Some(sender) if whole => Next::Tunnel(sender),
+                _ => Next::Close,
+            };
+        }
+        if !body_whole {
+            body_whole = self.take_back_read_side();
+        }
+        if keep_alive && body_whole {
+            Next::Continue
+        } else {
+            let _ = self.write.shutdown().await;
+            Next::Close
+        }
+    }
+
+    /// Takes back the read side if the body gave it back; true when the
+    /// connection can be read in step again (the body read whole, or the
+    /// rest of it already here and skipped).
+    fn take_back_read_side(&mut self) -> bool {
+        if self.read.is_none() {
+            self.read = self.shared.take_back();
+        }
+        match &mut self.read {
+            None => false,
+            Some(side) => side.skip_buffered_body(),
+        }
+    }
+
+    /// Writes `response`; true when the connection may serve another request.
+    async fn write_response(
+        &mut self,
+        response: Response<ProxyBody>,
+        asked: &Asked,
+        keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        self.out.clear();
+        let framing = encode_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            &body,
+            asked,
+            keep_alive,
+        );
+        drop(parts);
+        let keep_alive = keep_alive && framing.keeps_alive;
+        let mut left = match framing.body {
+            Out::None => {
+                drop(body);
+                self.flush_out().await?;
+                return Ok(keep_alive);
+            }
+            Out::Length(length) => Some(length),
+            Out::Chunked | Out::UntilClose => None,
+        };
+        let chunked = matches!(framing.body, Out::Chunked);
+        let limit = self.limits.max_header_bytes;
+        loop {
+            let out = &self.out;
+            let read = &mut self.read;
+            let shared = &self.shared;
+            let next = poll_fn(|cx| {
+                if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                    return Poll::Ready(Some(frame));
+                }
+                // Nothing more for now: what is ready goes out meanwhile.
+                if !out.is_empty() {
+                    return Poll::Ready(None);
+                }
+                if read.is_none() {
+                    *read = shared.take_back();
+                }
+                if let Some(side) = read
+                    && side.poll_gone(cx, limit).is_ready()
+                {
+                    return Poll::Ready(Some(Some(Err(BodyError::from(
+                        "client closed its connection during the response",
+                    )))));
+                }
+                Poll::Pending
+            })
+            .await;
+            let frame = match next {
+                None => {
+                    self.flush_out().await?;
+                    continue;
+                }
+                Some(None) => break,
+                Some(Some(Ok(frame))) => frame,
+                Some(Some(Err(error))) => {
+                    return Err(io::Error::other(error));
+                }
+            };
+            let Ok(data) = frame.into_data() else {
+                // Trailers: HTTP/1 clients get none (as with hyper, which
+                // sends only those a `Trailer` field announced).
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if let Some(left) = &mut left {
+                if data.len() as u64 > *left {
+                    return Err(io::Error::other("response body longer than its length"));
+                }
+                *left -= data.len() as u64;
+            }
+            let mut size_line = [0u8; 18];
+            let size_line = if chunked {
+                crate::http1::body::chunk_size_line(data.len(), &mut size_line)
+            } else {
+                &[]
+            };
+            let tail: &[u8] = if chunked { b"\r\n" } else { b"" };
+            if data.len() <= COPY_BYTES {
+                self.out.extend_from_slice(size_line);
+                self.out.extend_from_slice(&data);
+                self.out.extend_from_slice(tail);
+            } else {
+                let out = std::mem::take(&mut self.out);
+                let result =
+                    write_all_vectored(&mut self.write, &mut [&out, size_line, &data, tail]).await;
+                self.out = out;
+                self.out.clear();
+                result?;
+            }
+        }
+        drop(body);
+        if let Some(left) = left
+            && left > 0
+        {
+            return Err(io::Error::other("response body shorter than its length"));
+        }
+        if chunked {
+            self.out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.flush_out().await?;
+        Ok(keep_alive)
+    }
+
+    async fn flush_out(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.write.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        self.write.flush().await
+    }
+}
+
+/// Writes every byte of `pieces`, in as few writes as the socket allows.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    write: &mut W,
+    pieces: &mut [&[u8]],
+) -> io::Result<()> {
+    let mut first = 0;
+    while first < pieces.len() {
+        if pieces[first].is_empty() {
+            first += 1;
+            continue;
+        }
+        let mut io_slices = [io::IoSlice::new(&[]); 4];
+        let count = (pieces.len() - first).min(4);
+        for (slot, piece) in io_slices.iter_mut().zip(&pieces[first..first + count]) {
+            *slot = io::IoSlice::new(piece);
+        }
+        let mut written =
+            poll_fn(|cx| Pin::new(&mut *write).poll_write_vectored(cx, &io_slices[..count]))
+                .await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && first < pieces.len() {
+            let piece = pieces[first];
+            if written >= piece.len() {
+                written -= piece.len();
+                first += 1;
+            } else {
+                pieces[first] = &piece[written..];
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A parsed head and its bytes.
+struct Parsed {
+    head: RequestHead,
+    bytes: Bytes,
+}
+
+enum Stop {
+    Quiet(Instant),
+    Http2,
+    Refused(StatusCode),
+    Closed,
+}
+
+enum Woke {
+    Drain,
+    Read(io::Result<usize>),
+    Timer,
+}
+
+enum Waited<T> {
+    Response(T),
+    Gone,
+    Continue,
+}
+
+enum Next {
+    Continue,
+    Close,
+    /// A protocol switch went out: the connection goes to the tunnel.
+    Tunnel(tokio::sync::oneshot::Sender<ClientIo>),
+}
+
+/// How a response's body goes out.
+enum Out {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct Encoded {
+    body: Out,
+    /// The framing leaves the connection usable after the body.
+    keeps_alive: bool,
+}
+
+/// Writes the response head into `out`, framing the body as HTTP/1 needs it
+/// (the rules hyper's server follows, kept so that clients see no change).
+fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &ProxyBody,
+    asked: &Asked,
+    keep_alive: bool,
+) -> Encoded {
+    let code = status.as_u16();
+    let informational = (100..200).contains(&code);
+    let no_content = code == 204 || code == 304;
+    let can_length = !informational && !no_content;
+    let can_body = can_length && !asked.head;
+    out.extend_from_slice(if asked.http10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let end_stream = body.is_end_stream();
+    let exact = body.size_hint().exact();
+    let mut wrote_length = false;
+    let mut length: Option<u64> = None;
+    let mut has_date = false;
+    let mut says_close = false;
+    let mut says_keep_alive = false;
+    for (name, value) in headers {
+        match *name {
+            header::CONTENT_LENGTH => {
+                if wrote_length || code == 101 {
+                    continue;
+                }
+                if end_stream && !asked.head {
+                    // No body: the length written below, if any.
+                    continue;
+                }
+                let Some(declared) = head::parse_length(value.as_bytes()).ok() else {
+                    continue;
+                };
+                if !can_length {
+                    continue;
+                }
+                // A body that disagrees fails as it is written.
+                length = Some(declared);
+                wrote_length = true;
+            }
+            header::TRANSFER_ENCODING => continue,
+            header::CONNECTION => {
+                for token in value.as_bytes().split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    says_close |= token.eq_ignore_ascii_case(b"close");
+                    says_keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+            header::DATE => has_date = true,
+            _ => {}
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut keeps_alive = !says_close && code != 101;
+    let body_out = if code == 101 {
+        Out::None
+    } else if let Some(length) = length {
+        if can_body {
+            Out::Length(length)
+        } else {
+            Out::None
+        }
+    } else if end_stream || exact == Some(0) {
+        if can_length && !asked.head {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        Out::None
+    } else if let Some(exact) = exact {
+        if can_length {
+            let mut digits = itoa::Buffer::new();
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(digits.format(exact).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if can_body {
+            Out::Length(exact)
+        } else {
+            Out::None
+        }
+    } else if !can_body {
+        Out::None
+    } else if asked.http10 {
+        keeps_alive = false;
+        Out::UntilClose
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Out::Chunked
+    };
+    let keeps_alive = keeps_alive && keep_alive;
+    if asked.http10 {
+        if keeps_alive && !says_keep_alive {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    } else if !keeps_alive && !says_close && code != 101 {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !has_date {
+        with_date_line(|line| out.extend_from_slice(line));
+    }
+    out.extend_from_slice(b"\r\n");
+    Encoded {
+        body: body_out,
+        keeps_alive,
+    }
+}
