@@ -289,8 +289,8 @@ pub struct ListenerConfig {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Http1Server {
-    #[default]
     Hyper,
+    #[default]
     Weir,
 }
 
