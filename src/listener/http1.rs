@@ -1161,3 +1161,255 @@ fn encode_head(
         keeps_alive,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The loop's timers, with the tokio clock paused: time is the input, and
+    //! each deadline is checked a millisecond before it (the connection still
+    //! open) and at it. Requests go to no route, so weir answers them itself.
+
+    use arc_swap::ArcSwap;
+    use tokio::io::{AsyncReadExt, DuplexStream, ReadHalf, WriteHalf};
+    use tokio::task::JoinHandle;
+    use tokio::time::advance;
+
+    use super::*;
+    use crate::listener::drain::Drain;
+    use crate::metrics::Metrics;
+    use crate::snapshot::Snapshot;
+
+    // Each timeout its own length, so that a failure at the wrong one shows.
+    const HEADER: Duration = Duration::from_secs(5);
+    const IDLE: Duration = Duration::from_secs(60);
+    const SEND: Duration = Duration::from_secs(15);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A request no route takes: weir answers it 404 at once.
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: unrouted.test\r\n\r\n";
+
+    type Ended = Ending<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
+
+    struct Conn {
+        client: DuplexStream,
+        serving: JoinHandle<Ended>,
+        drain: Drain,
+        /// Read from weir and not looked at yet.
+        got: Vec<u8>,
+    }
+
+    /// A connection just accepted, served by the loop in a task of its own;
+    /// `parks`: handed back once quiet. `pipe` bytes fit in each direction.
+    fn accept(parks: bool, pipe: usize) -> Conn {
+        let text = format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\nheader_timeout = \"{}s\"\n\
+             idle_timeout = \"{}s\"\nsend_timeout = \"{}s\"\n\
+             [[routes]]\nhost = \"routed.test\"\nupstream = \"a\"\n[upstreams.a]\n\
+             backends = [{{ address = \"127.0.0.1:9001\" }}]\n",
+            HEADER.as_secs(),
+            IDLE.as_secs(),
+            SEND.as_secs(),
+        );
+        let config = Arc::new(crate::config::parse(&text, "test.toml").unwrap());
+        let listener = config.listeners[0].clone();
+        let snapshot = Snapshot::build(config, None, &Metrics::new(), &Default::default()).unwrap();
+        let connection = Arc::new(Connection::new(
+            listener.name.as_str().into(),
+            "192.0.2.7:40000".parse().unwrap(),
+            listener.listen,
+            false,
+            Arc::new(ArcSwap::from_pointee(snapshot)),
+            &Arc::from([]),
+            &listener,
+        ));
+        let (client, server) = tokio::io::duplex(pipe);
+        let (read, write) = tokio::io::split(server);
+        let drain = Drain::new();
+        let mut watcher = drain.watch();
+        let head_deadline = Instant::now() + listener.header_timeout;
+        let serving = tokio::spawn(async move {
+            let limits = Limits::of(&listener);
+            Http1Loop::new(
+                ReadSide::new(read, BytesMut::new()),
+                TimedWrite::new(write, listener.send_timeout),
+                Arc::new(Shared::default()),
+                connection,
+                &limits,
+                &mut watcher,
+                parks,
+                true,
+            )
+            .run(head_deadline)
+            .await
+        });
+        Conn {
+            client,
+            serving,
+            drain,
+            got: Vec::new(),
+        }
+    }
+
+    /// Lets every task run as far as it can at the current instant.
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    impl Conn {
+        async fn send(&mut self, bytes: &[u8]) {
+            self.client.write_all(bytes).await.unwrap();
+            settle().await;
+        }
+
+        /// Reads the 404 weir answers a request with (a whole one: head and
+        /// its `Content-Length` of body).
+        async fn answered(&mut self) {
+            let mut buf = vec![0; 4096];
+            loop {
+                if let Some(head_end) = self.got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&self.got[..head_end]).to_lowercase();
+                    assert!(head.starts_with("http/1.1 404"), "{head}");
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|l| l.trim().parse().ok())
+                        .expect("a length");
+                    if self.got.len() >= head_end + 4 + length {
+                        self.got.drain(..head_end + 4 + length);
+                        return;
+                    }
+                }
+                let n = self.client.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed before the answer: {:?}", self.got);
+                self.got.extend_from_slice(&buf[..n]);
+            }
+        }
+
+        /// Asserts that the connection is still open a millisecond before
+        /// `after` from now, and has been ended at `after` (closed with
+        /// nothing more said, or handed back).
+        async fn ends_after(self, after: Duration) -> Ended {
+            let (ended, rest) = self.ends_after_saying(after).await;
+            assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+            ended
+        }
+
+        /// As `ends_after`, with what weir sent meanwhile.
+        async fn ends_after_saying(mut self, after: Duration) -> (Ended, Vec<u8>) {
+            settle().await;
+            assert!(!self.serving.is_finished(), "ended at once");
+            advance(after - MS).await;
+            settle().await;
+            assert!(!self.serving.is_finished(), "ended before {after:?}");
+            advance(MS).await;
+            settle().await;
+            assert!(self.serving.is_finished(), "still open at {after:?}");
+            let ended = self.serving.await.unwrap();
+            let mut rest = std::mem::take(&mut self.got);
+            if matches!(ended, Ending::Closed) {
+                self.client.read_to_end(&mut rest).await.unwrap();
+            }
+            (ended, rest)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_head_is_due_header_timeout_after_the_accept() {
+        let conn = accept(false, 4096);
+        assert!(matches!(conn.ends_after(HEADER).await, Ending::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_trickling_in_is_still_due_at_header_timeout() {
+        let mut conn = accept(false, 4096);
+        conn.send(b"GET / HTTP/1.1\r\nX-Slow: ").await;
+        // A byte a second does not move the deadline.
+        for _ in 0..HEADER.as_secs() - 1 {
+            advance(Duration::from_secs(1)).await;
+            conn.send(b"a").await;
+        }
+        assert!(matches!(
+            conn.ends_after(Duration::from_secs(1)).await,
+            Ending::Closed
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_starts_at_the_end_of_a_response() {
+        let mut conn = accept(false, 4096);
+        conn.send(GET).await;
+        conn.answered().await;
+        assert!(matches!(conn.ends_after(IDLE).await, Ending::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_head_is_due_header_timeout_after_its_first_byte() {
+        let mut conn = accept(false, 4096);
+        conn.send(GET).await;
+        conn.answered().await;
+        advance(IDLE / 2).await;
+        conn.send(b"GET /next HT").await;
+        assert!(matches!(conn.ends_after(HEADER).await, Ending::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_is_handed_back_with_its_idle_deadline() {
+        let mut conn = accept(true, 4096);
+        conn.send(GET).await;
+        conn.answered().await;
+        let answered = Instant::now();
+        match conn.ends_after(PARK_AFTER).await {
+            Ending::Quiet { idle_deadline, .. } => assert_eq!(idle_deadline, answered + IDLE),
+            _ => panic!("not handed back quiet"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_head_is_never_handed_back_quiet() {
+        let mut conn = accept(true, 4096);
+        conn.send(GET).await;
+        conn.answered().await;
+        conn.send(b"GET /next HT").await;
+        assert!(matches!(conn.ends_after(HEADER).await, Ending::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_read_is_cut_after_send_timeout() {
+        // Room for the request, not for the answer.
+        let mut conn = accept(false, 64);
+        conn.send(GET).await;
+        let (ended, sent) = conn.ends_after_saying(SEND).await;
+        assert!(matches!(ended, Ending::Closed));
+        assert_eq!(sent.len(), 64, "only what the pipe took");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_ends_an_idle_connection_at_once() {
+        let mut conn = accept(false, 4096);
+        conn.send(GET).await;
+        conn.answered().await;
+        settle().await;
+        assert!(!conn.serving.is_finished());
+        let drain = std::mem::replace(&mut conn.drain, Drain::new());
+        let draining = tokio::spawn(drain.drain());
+        settle().await;
+        assert!(
+            conn.serving.is_finished(),
+            "still open after the drain began"
+        );
+        assert!(matches!(conn.serving.await.unwrap(), Ending::Closed));
+        draining.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pipelined_requests_are_answered_in_turn() {
+        let mut conn = accept(false, 4096);
+        let mut two = GET.to_vec();
+        two.extend_from_slice(GET);
+        conn.send(&two).await;
+        conn.answered().await;
+        conn.answered().await;
+        assert!(matches!(conn.ends_after(IDLE).await, Ending::Closed));
+    }
+}
