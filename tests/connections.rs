@@ -262,6 +262,26 @@ async fn pipelined_requests_get_responses_in_order() {
     assert_eq!((second.status, second.body.as_slice()), (200, &b"/two"[..]));
 }
 
+/// A client that sends its requests and then closes its side gets at least the
+/// first answer: requests already read are not abandoned for the close
+/// behind them (the close counts once the next head is read).
+#[tokio::test]
+async fn pipelined_requests_then_a_half_close_still_get_the_first_answer() {
+    let backend = spawn_backend(|request| async move {
+        // The close arrives while the first request is served.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text(200, request.uri().path().to_owned())
+    })
+    .await;
+    let lb = start_lb(&one_upstream(&["app"], ""), &[("app", backend.addr)]).await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    conn.shutdown_write().await;
+    let first = conn.read_response().await.expect("the first answer");
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"/one"[..]));
+}
+
 #[tokio::test]
 async fn upgrade_requests_are_tunnelled() {
     let backend = spawn_backend(|request| async move {

@@ -1,5 +1,5 @@
 //! A client's byte stream as weir's HTTP/1 server reads it: heads by
-//! `HeadReader`, each turned into the proxy's request, its body handed out in
+//! `take_head` (empty lines before one dropped as they come), each turned into the proxy's request, its body handed out in
 //! pieces, then the next request. Every head the parser accepts must become a
 //! request, a body must never take a byte past its end, and the stream must
 //! read the same — the same requests, bodies and refusal — whole or arriving
@@ -15,7 +15,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use weir::http1::head::HeadReader;
-use weir::http1::request::{BodyLeft, Piece, to_request};
+use weir::http1::request::{BodyLeft, Piece, take_head, to_request};
 
 /// The head limit: small, so that heads over it are found too.
 const LIMIT: usize = 2048;
@@ -69,9 +69,9 @@ fn read(stream: &[u8], sizes: &[usize]) -> Vec<Event> {
             if buf.is_empty() {
                 break;
             }
-            match reader.request(&buf, LIMIT, &mut fields) {
-                Ok(Some(head)) => {
-                    let bytes = buf.split_to(head.len).freeze();
+            match take_head(&mut reader, &mut buf, LIMIT, &mut fields) {
+                Ok(Some((head, bytes))) => {
+                    assert_eq!(head.len, bytes.len(), "a head is its bytes");
                     let request = to_request(&head, &fields, &bytes)
                         .unwrap_or_else(|why| panic!("an accepted head does not convert: {why}"));
                     let fields: Vec<String> = request
@@ -87,7 +87,6 @@ fn read(stream: &[u8], sizes: &[usize]) -> Vec<Event> {
                         head.framing
                     )));
                     body = Some((BodyLeft::of(head.framing), Vec::new()));
-                    reader = HeadReader::default();
                 }
                 Ok(None) => break,
                 Err(_) => {

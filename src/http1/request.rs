@@ -6,7 +6,38 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use super::chunked::{ChunkError, ChunkedScanner};
-use super::head::{Field, Framing, RequestHead, Version};
+use super::head::{Field, Framing, HeadError, HeadReader, RequestHead, Version};
+
+/// The next request head at the front of `buf`, once whole: taken from it,
+/// with its bytes. Empty lines before it (RFC 9112 §2.2 lets a server ignore
+/// them) are dropped as they come, so that a stream of them costs linear time
+/// and no room, and never counts as a head.
+pub fn take_head(
+    reader: &mut HeadReader,
+    buf: &mut BytesMut,
+    limit: usize,
+    fields: &mut Vec<Field>,
+) -> Result<Option<(RequestHead, Bytes)>, HeadError> {
+    let empty = buf
+        .chunks_exact(2)
+        .take_while(|pair| *pair == b"\r\n")
+        .count();
+    if empty > 0 {
+        buf.advance(empty * 2);
+        reader.reset();
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    match reader.request(buf, limit, fields)? {
+        Some(head) => {
+            reader.reset();
+            let bytes = buf.split_to(head.len).freeze();
+            Ok(Some((head, bytes)))
+        }
+        None => Ok(None),
+    }
+}
 
 /// The request for the proxy, made from a head parsed in place in `bytes`
 /// (names, values and target shared with them, not copied).
@@ -137,6 +168,41 @@ pub enum BodyError {
 mod tests {
     use super::*;
     use crate::http1::head::parse_request;
+
+    #[test]
+    fn empty_lines_before_a_head_go_as_they_come() {
+        let mut reader = HeadReader::default();
+        let mut fields = Vec::new();
+        let mut buf = BytesMut::from(&b"\r\n\r\n\r"[..]);
+        assert_eq!(
+            take_head(&mut reader, &mut buf, 8192, &mut fields),
+            Ok(None)
+        );
+        assert_eq!(&buf[..], b"\r", "half an empty line waits");
+        buf.extend_from_slice(b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\nrest");
+        let (head, bytes) = take_head(&mut reader, &mut buf, 8192, &mut fields)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.len, bytes.len());
+        assert!(bytes.starts_with(b"GET / "));
+        assert_eq!(&buf[..], b"rest");
+    }
+
+    #[test]
+    fn a_flood_of_empty_lines_is_not_a_head_and_costs_linear_time() {
+        let mut reader = HeadReader::default();
+        let mut fields = Vec::new();
+        let mut buf = BytesMut::new();
+        // Far past the limit: the lines are dropped, not kept to be parsed.
+        for _ in 0..100_000 {
+            buf.extend_from_slice(b"\r\n");
+            assert_eq!(
+                take_head(&mut reader, &mut buf, 8192, &mut fields),
+                Ok(None)
+            );
+            assert!(buf.is_empty());
+        }
+    }
 
     fn request_of(text: &[u8]) -> Request<()> {
         let mut fields = Vec::new();

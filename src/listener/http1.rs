@@ -38,6 +38,16 @@ use super::park::PARK_AFTER;
 /// a body, in one read.
 const READ_BYTES: usize = 8 * 1024;
 
+/// Below this much room left, the buffer is grown before a read.
+const READ_SPARE_MIN: usize = 1024;
+
+/// Response bytes gathered before they are written even if the body has more
+/// at once: bounds the buffer a fast backend and a slow client make.
+const OUT_FLUSH_BYTES: usize = 16 * 1024;
+
+/// A gathering buffer grown past this by a response is let go after it.
+const OUT_KEEP_BYTES: usize = 64 * 1024;
+
 /// A body piece at most this long is copied behind what is already waiting to
 /// be written (a head, a chunk's size line); a longer one is written beside it.
 const COPY_BYTES: usize = 4 * 1024;
@@ -73,7 +83,13 @@ impl<R: ClientRead> ReadSide<R> {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.buf.reserve(READ_BYTES);
+        // Grown only when nearly full: a body piece handed on shares the
+        // buffer's block, and reserving before every read would start a new
+        // block per piece, each kept alive by its piece (a body sent a byte
+        // at a time would pin a block per byte).
+        if self.buf.capacity() - self.buf.len() < READ_SPARE_MIN {
+            self.buf.reserve(READ_BYTES);
+        }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
@@ -81,8 +97,11 @@ impl<R: ClientRead> ReadSide<R> {
     /// while its request is served: the request is then abandoned, as hyper
     /// does. What it sends meanwhile (a pipelined request) is kept, up to
     /// `limit` bytes; past that nothing is read until the response is out.
+    /// Once a pipelined request is there, the socket is not looked at: a
+    /// client that sent its requests and then closed its side still gets the
+    /// answers (the end is found when the next head is read).
     fn poll_gone(&mut self, cx: &mut Context<'_>, limit: usize) -> Poll<()> {
-        if !self.body.is_done() {
+        if !self.body.is_done() || !self.buf.is_empty() {
             return Poll::Pending;
         }
         while self.buf.len() < limit {
@@ -596,12 +615,13 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                     }
                 }
                 if !self.first {
-                    match reader.request(&side.buf, self.limits.max_header_bytes, &mut self.fields)
-                    {
-                        Ok(Some(head)) => {
-                            let bytes = side.buf.split_to(head.len).freeze();
-                            return Ok(Some(Parsed { head, bytes }));
-                        }
+                    match request::take_head(
+                        &mut reader,
+                        &mut side.buf,
+                        self.limits.max_header_bytes,
+                        &mut self.fields,
+                    ) {
+                        Ok(Some((head, bytes))) => return Ok(Some(Parsed { head, bytes })),
                         Ok(None) => {}
                         Err(HeadError::TooLarge) => {
                             return Err(Stop::Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
@@ -612,7 +632,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                         }
                     }
                 }
-                if wait != Some(Wait::Head) {
+                if wait != Some(Wait::Head) && !side.buf.is_empty() {
                     // The first bytes of a head: it must be whole in time.
                     self.rearm(Instant::now() + self.limits.header_timeout);
                     wait = Some(Wait::Head);
@@ -929,6 +949,9 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                 self.out.extend_from_slice(size_line);
                 self.out.extend_from_slice(&data);
                 self.out.extend_from_slice(tail);
+                if self.out.len() >= OUT_FLUSH_BYTES {
+                    self.flush_out().await?;
+                }
             } else {
                 let out = std::mem::take(&mut self.out);
                 let result =
@@ -948,6 +971,9 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             self.out.extend_from_slice(b"0\r\n\r\n");
         }
         self.flush_out().await?;
+        if self.out.capacity() > OUT_KEEP_BYTES {
+            self.out = Vec::new();
+        }
         Ok(keep_alive)
     }
 
@@ -1400,6 +1426,48 @@ mod tests {
         );
         assert!(matches!(conn.serving.await.unwrap(), Ending::Closed));
         draining.await.unwrap();
+    }
+
+    /// A reader that gives one byte per read.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            out: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if !this.0.is_empty() {
+                out.put_slice(&[this.0.remove(0)]);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A body sent a byte at a time, its pieces kept (for a retry): they
+    /// share the buffer's blocks rather than each keeping one of its own.
+    #[test]
+    fn a_body_read_a_byte_at_a_time_does_not_pin_a_block_per_byte() {
+        const LEN: usize = 4000;
+        let mut side = ReadSide::new(Trickle(vec![b'x'; LEN]), BytesMut::new());
+        side.body = BodyLeft::Length(LEN as u64);
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut pieces = Vec::new();
+        while pieces.len() < LEN {
+            assert!(matches!(side.poll_fill(&mut cx), Poll::Ready(Ok(1))));
+            match side.body.next_piece(&mut side.buf).unwrap() {
+                Piece::Data(piece) => pieces.push(piece),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Consecutive pieces lie side by side unless a new block began.
+        let blocks = 1 + pieces
+            .windows(2)
+            .filter(|pair| pair[0].as_ptr().wrapping_add(1) != pair[1].as_ptr())
+            .count();
+        assert!(blocks <= 2, "{blocks} blocks for {LEN} one-byte pieces");
     }
 
     #[tokio::test(start_paused = true)]

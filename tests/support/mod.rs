@@ -559,6 +559,11 @@ impl RawConn {
         }
     }
 
+    /// Closes this end's sending side (a half-close); reading goes on.
+    pub async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.unwrap();
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) {
         within("write", self.stream.write_all(bytes)).await.unwrap();
     }
