@@ -1,4 +1,4 @@
-//! Quiet HTTP/1 keep-alive connections are parked: hyper's state is dropped and
+//! Quiet HTTP/1 keep-alive connections are parked: the serving loop's state is dropped and
 //! only the socket kept until the client speaks again. Nothing of it may show to
 //! clients. These tests let a connection stay quiet well past the park delay
 //! (10 ms); that idle time is the behaviour under test, not a synchronisation.
@@ -20,7 +20,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 /// Well past the park delay.
 const QUIET: Duration = Duration::from_millis(100);
 
-/// Counts weir's `parked` trace events: a connection task says it when hyper's
+/// Counts weir's `parked` trace events: a connection task says it when the loop's
 /// part of its connection has ended and been dropped, only the socket kept.
 struct ParkedEvents(watch::Sender<usize>);
 
@@ -53,7 +53,7 @@ fn count_parked() -> (watch::Receiver<usize>, tracing::subscriber::DefaultGuard)
 }
 
 /// The observable side of parking: a keep-alive connection quiet after a
-/// complete request is parked (hyper's connection and its buffers dropped),
+/// complete request is parked (the serving loop and its buffers dropped),
 /// then picked up by the client's next request, served on the same socket, and
 /// parked again. Waits for the events themselves; with parking off, none comes
 /// and the first wait fails.

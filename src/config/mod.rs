@@ -279,19 +279,6 @@ pub struct ListenerConfig {
     pub tls_handshake_timeout: Duration,
     /// HTTP/2 streams a client may have open at once on one connection.
     pub max_concurrent_streams: u32,
-    /// Which HTTP/1 server side serves the listener; not a config key: kept
-    /// while the two are compared, until hyper's is gone.
-    #[doc(hidden)]
-    pub http1_server: Http1Server,
-}
-
-/// weir's own HTTP/1 server side, or hyper's.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Http1Server {
-    Hyper,
-    #[default]
-    Weir,
 }
 
 /// A listener's TLS: the files, checked for form here and loaded by `tls`.

@@ -3,9 +3,6 @@
 //! shutdown.
 
 mod drain;
-// Public only for the fuzz targets (`fuzz/`); not weir's API.
-#[doc(hidden)]
-pub mod framing;
 mod http1;
 mod park;
 mod timeouts;
@@ -36,7 +33,6 @@ use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
 
 use drain::{Drain, DrainWatch};
-use park::ParkSlot;
 use timeouts::TimedIo;
 
 /// Backoff after an accept error starts here and doubles up to the maximum: errors
@@ -223,14 +219,10 @@ impl Listener {
     }
 }
 
+/// hyper's server, for HTTP/2 only: HTTP/1 is weir's own (`http1`), which
+/// hands over a connection that opens with the HTTP/2 preface.
 fn http_builder(config: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Header and idle timeouts are enforced by `TimedIo`; see there why.
-        .header_read_timeout(None)
-        .max_buf_size(config.max_header_bytes);
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -283,7 +275,7 @@ async fn serve_tls(
 ) {
     let config = &settings.config;
     match tokio::time::timeout(config.tls_handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) if config.http1_server == crate::config::Http1Server::Weir => {
+        Ok(Ok(stream)) => {
             let head_deadline = tokio::time::Instant::now() + config.header_timeout;
             let limits = http1::Limits::of(config);
             let (read, write) = tokio::io::split(stream);
@@ -304,17 +296,11 @@ async fn serve_tls(
                 http1::Ending::Http2 { read, write } => {
                     let (prefix, read) = read.into_parts();
                     let stream = http1::Rewind::new(prefix, read.unsplit(write));
-                    let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
+                    let io = TimedIo::new(stream, connection.clone(), config, head_deadline);
                     serve_connection(io, connection.clone(), &settings.builder, &mut watcher).await;
                     outlived_by_tunnel(&connection).await;
                 }
             }
-        }
-        Ok(Ok(stream)) => {
-            let head_deadline = tokio::time::Instant::now() + config.header_timeout;
-            let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
-            serve_connection(io, connection.clone(), &settings.builder, &mut watcher).await;
-            outlived_by_tunnel(&connection).await;
         }
         Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
         Err(_) => debug!("TLS handshake not done within tls_handshake_timeout"),
@@ -399,79 +385,84 @@ async fn serve_accepted(accepted: Accepted) {
 }
 
 /// Serves a plain TCP connection to its end, parking it whenever it goes quiet
-/// between HTTP/1 requests (see `park`): only the socket is kept then.
+/// between HTTP/1 requests (see `park`): only the socket's halves are kept
+/// then; the loop, its buffers and timers are gone.
 ///
 /// Not an `async fn`: one of those keeps its arguments twice in its future (as
 /// passed, and moved into the body), and this future is a parked connection's
 /// whole task.
 #[allow(clippy::manual_async_fn)]
 fn serve_plain(
-    mut stream: TcpStream,
+    stream: TcpStream,
     connection: Arc<Connection>,
     settings: Arc<ListenerSettings>,
     mut watcher: DrainWatch,
     open: OpenConnection,
 ) -> impl Future<Output = ()> {
     async move {
-        if settings.config.http1_server == crate::config::Http1Server::Weir {
-            return Box::pin(serve_plain_http1(
-                stream, connection, settings, watcher, open,
-            ))
-            .await;
-        }
         // Held, not used: the connection counts as open while this future lives.
         let _ = &open;
         let config = &settings.config;
-        let builder = &settings.builder;
-        let slot = Arc::new(ParkSlot::default());
-        // The first head is due `header_timeout` after the accept. hyper starts at
-        // once: a new socket's readiness is unknown, and finding out would cost a
-        // syscall.
+        let limits = http1::Limits::of(config);
+        let shared = Arc::new(http1::Shared::default());
+        let (mut read, mut write) = stream.into_split();
         let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
+        let mut first = true;
         loop {
-            let io = TimedIo::new(
-                stream,
+            let run = http1::Http1Loop::new(
+                http1::ReadSide::new(read, bytes::BytesMut::new()),
+                http1::TimedWrite::new(write, config.send_timeout),
+                shared.clone(),
                 connection.clone(),
-                config,
-                head_deadline,
-                Some(slot.clone()),
-            );
-            // Boxed: freed while the connection is parked.
-            let clean = Box::pin(serve_connection(
-                io,
-                connection.clone(),
-                builder,
+                &limits,
                 &mut watcher,
-            ))
-            .await;
-            let Some((parked, idle_deadline)) = slot.take() else {
-                // Not parked: ended, or handed to a tunnel, which the task waits
-                // for so that it stays counted and drained.
-                outlived_by_tunnel(&connection).await;
-                return;
+                true,
+                first,
+            )
+            .run(head_deadline);
+            // Boxed: freed while the connection is parked.
+            let (parked_read, parked_write, idle_deadline) = match Box::pin(run).await {
+                http1::Ending::Closed => return,
+                http1::Ending::Tunnel => return outlived_by_tunnel(&connection).await,
+                http1::Ending::Http2 { read, write } => {
+                    let (prefix, read) = read.into_parts();
+                    let Ok(stream) = read.reunite(write) else {
+                        return;
+                    };
+                    let stream = http1::Rewind::new(prefix, stream);
+                    let io = TimedIo::new(stream, connection.clone(), config, head_deadline);
+                    Box::pin(serve_connection(
+                        io,
+                        connection.clone(),
+                        &settings.builder,
+                        &mut watcher,
+                    ))
+                    .await;
+                    return outlived_by_tunnel(&connection).await;
+                }
+                http1::Ending::Quiet {
+                    read,
+                    write,
+                    idle_deadline,
+                } => (read, write, idle_deadline),
             };
-            // hyper ends cleanly at the end of input only between messages with
-            // nothing buffered; anything else (a message cut short) and the
-            // socket's next bytes could not be read in step: it is closed.
-            if !clean {
-                return;
-            }
-            stream = parked;
-            // hyper's connection and its buffers are gone: the one sign of it
-            // outside this task, at trace level in the connection's span.
+            (read, write) = (parked_read, parked_write);
+            first = false;
+            // The loop and its buffers are gone: the one sign of it outside this
+            // task, at trace level in the connection's span.
             trace!("parked");
-            // Parked: hyper's last read found nothing, so the socket's read readiness
-            // was cleared then, and is set again by the client's next bytes (or by
-            // them having come meanwhile, which makes the wait below return at once).
+            // Parked: the loop's last read found nothing, so the socket's read
+            // readiness was cleared then, and is set again by the client's next
+            // bytes (or by them having come meanwhile: the wait returns at once).
+            // Polled by hand rather than by `select!` over `readable()`: the
+            // socket's own waker slot costs no room, where a `readable()` future
+            // would take 152 bytes of every connection's task.
             let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
-            // Polled by hand rather than by `select!` over `readable()`: the socket's
-            // own waker slot costs no room, where a `readable()` future would take 152
-            // bytes of every connection's task.
             let readable = std::future::poll_fn(|cx| {
                 if watcher.poll_started(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(false);
                 }
-                stream.poll_read_ready(cx).map(|ready| ready.is_ok())
+                read.as_ref().poll_read_ready(cx).map(|ready| ready.is_ok())
             });
             if !readable.await {
                 return;
@@ -479,78 +470,6 @@ fn serve_plain(
             // Whatever wakes a parked connection starts a new request head.
             head_deadline = tokio::time::Instant::now() + config.header_timeout;
         }
-    }
-}
-
-/// Serves a plain TCP connection with weir's own HTTP/1 server side, parking
-/// it whenever it goes quiet between requests: only the socket halves are
-/// kept then, the loop and its buffers are gone.
-async fn serve_plain_http1(
-    stream: TcpStream,
-    connection: Arc<Connection>,
-    settings: Arc<ListenerSettings>,
-    mut watcher: DrainWatch,
-    open: OpenConnection,
-) {
-    let _ = &open;
-    let config = &settings.config;
-    let limits = http1::Limits::of(config);
-    let shared = Arc::new(http1::Shared::default());
-    let (mut read, mut write) = stream.into_split();
-    let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
-    let mut first = true;
-    loop {
-        let run = http1::Http1Loop::new(
-            http1::ReadSide::new(read, bytes::BytesMut::new()),
-            http1::TimedWrite::new(write, config.send_timeout),
-            shared.clone(),
-            connection.clone(),
-            &limits,
-            &mut watcher,
-            true,
-            first,
-        )
-        .run(head_deadline);
-        // Boxed: freed while the connection is parked.
-        let (parked_read, parked_write, idle_deadline) = match Box::pin(run).await {
-            http1::Ending::Closed => return,
-            http1::Ending::Tunnel => return outlived_by_tunnel(&connection).await,
-            http1::Ending::Http2 { read, write } => {
-                let (prefix, read) = read.into_parts();
-                let Ok(stream) = read.reunite(write) else {
-                    return;
-                };
-                let stream = http1::Rewind::new(prefix, stream);
-                let io = TimedIo::new(stream, connection.clone(), config, head_deadline, None);
-                Box::pin(serve_connection(
-                    io,
-                    connection.clone(),
-                    &settings.builder,
-                    &mut watcher,
-                ))
-                .await;
-                return outlived_by_tunnel(&connection).await;
-            }
-            http1::Ending::Quiet {
-                read,
-                write,
-                idle_deadline,
-            } => (read, write, idle_deadline),
-        };
-        (read, write) = (parked_read, parked_write);
-        first = false;
-        trace!("parked");
-        let mut idle = std::pin::pin!(tokio::time::sleep_until(idle_deadline));
-        let readable = std::future::poll_fn(|cx| {
-            if watcher.poll_started(cx).is_ready() || idle.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(false);
-            }
-            read.as_ref().poll_read_ready(cx).map(|ready| ready.is_ok())
-        });
-        if !readable.await {
-            return;
-        }
-        head_deadline = tokio::time::Instant::now() + config.header_timeout;
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
 use atomic_waker::AtomicWaker;
@@ -32,14 +32,6 @@ pub struct Connection {
     /// Requests started on this connection so far: lets the timeouts tell that a
     /// request came and went since they last looked.
     pub started: AtomicUsize,
-    /// Set when a request head on this connection carried both `Content-Length`
-    /// and `Transfer-Encoding` (seen on the raw bytes; hyper drops the former).
-    pub conflicting_framing: AtomicBool,
-    /// Set once an HTTP/2 request arrives: such a connection is never parked.
-    pub http2: AtomicBool,
-    /// Set when a protocol switch is relayed: the bytes after it are a tunnel's,
-    /// not requests.
-    pub upgraded: AtomicBool,
     /// Woken when `active` drops to zero, so the connection starts its idle clock
     /// even if the last response ended without a further read.
     pub idle_waker: AtomicWaker,
@@ -76,9 +68,6 @@ impl Connection {
             },
             active: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
-            conflicting_framing: AtomicBool::new(false),
-            http2: AtomicBool::new(false),
-            upgraded: AtomicBool::new(false),
             idle_waker: AtomicWaker::new(),
         }
     }

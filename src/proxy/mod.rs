@@ -17,7 +17,6 @@ mod tunnel;
 mod validate;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header;
@@ -73,9 +72,6 @@ pub(crate) async fn serve(
     });
     // gRPC is HTTP/2 only, which spares HTTP/1 requests the header look-up.
     let http2 = request.version() == http::Version::HTTP_2;
-    if http2 {
-        connection.http2.store(true, Ordering::Relaxed);
-    }
     let grpc = http2 && error::is_grpc(request.headers());
     let guard = RequestGuard::new(connection);
     let mut outcome = Outcome::default();
@@ -163,16 +159,6 @@ async fn proxy(
     request: Request<ClientStream>,
     outcome: &mut Outcome,
 ) -> Result<Response<Relayed>, ProxyError> {
-    // The flag belongs to this request's head; cleared so the next head starts clean.
-    if request.headers().contains_key(header::TRANSFER_ENCODING)
-        && connection
-            .conflicting_framing
-            .swap(false, Ordering::Relaxed)
-    {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding",
-        ));
-    }
     let host = validate::check(&request)?;
     // Routed, and forwarded, on its normalised path: the backend must not read
     // `/api/../admin` as another route's path.
@@ -306,7 +292,6 @@ async fn proxy(
             return Err(ProxyError::Upstream(UpstreamError::UnaskedUpgrade));
         };
         forward::keep_upgrade(response.headers_mut(), protocol);
-        connection.upgraded.store(true, Ordering::Relaxed);
         let Some(backend_side) = response.body_mut().upgraded() else {
             return Err(ProxyError::Upstream(UpstreamError::UnaskedUpgrade));
         };

@@ -95,7 +95,6 @@ pub(super) fn validate_listener(
             .iter()
             .filter_map(|entry| parse_network(entry, problems))
             .collect(),
-        http1_server: crate::config::Http1Server::default(),
     }
 }
 
