@@ -45,11 +45,17 @@ const READ_SPARE_MIN: usize = 1024;
 /// at once: bounds the buffer a fast backend and a slow client make.
 const OUT_FLUSH_BYTES: usize = 16 * 1024;
 
+/// Body pieces queued to be written beside the gathered bytes: at most this
+/// many, and this many bytes, before they are written.
+const MAX_QUEUED: usize = 16;
+const QUEUED_FLUSH_BYTES: usize = 256 * 1024;
+
 /// A gathering buffer grown past this by a response is let go after it.
 const OUT_KEEP_BYTES: usize = 64 * 1024;
 
 /// A body piece at most this long is copied behind what is already waiting to
-/// be written (a head, a chunk's size line); a longer one is written beside it.
+/// be written (a head, a chunk's size line); a longer one is queued and written
+/// beside it, in the same vectored write.
 const COPY_BYTES: usize = 4 * 1024;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
@@ -492,7 +498,12 @@ pub(super) struct Http1Loop<'a, R: ClientRead, W> {
     /// Still before the first request: an HTTP/2 preface is looked for.
     pub first: bool,
     fields: Vec<Field>,
+    /// Response bytes gathered to be written: the head, chunk framing, small
+    /// body pieces.
     out: Vec<u8>,
+    /// Larger body pieces, each with where in `out` it goes.
+    queued: Vec<(usize, Bytes)>,
+    queued_bytes: usize,
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -526,6 +537,8 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             first,
             fields: Vec::new(),
             out: Vec::new(),
+            queued: Vec::new(),
+            queued_bytes: 0,
             timer: None,
         }
     }
@@ -890,6 +903,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         let limit = self.limits.max_header_bytes;
         loop {
             let out = &self.out;
+            let queued = !self.queued.is_empty();
             let read = &mut self.read;
             let shared = &self.shared;
             let next = poll_fn(|cx| {
@@ -897,7 +911,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                     return Poll::Ready(Some(frame));
                 }
                 // Nothing more for now: what is ready goes out meanwhile.
-                if !out.is_empty() {
+                if !out.is_empty() || queued {
                     return Poll::Ready(None);
                 }
                 if read.is_none() {
@@ -945,20 +959,20 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                 &[]
             };
             let tail: &[u8] = if chunked { b"\r\n" } else { b"" };
+            self.out.extend_from_slice(size_line);
             if data.len() <= COPY_BYTES {
-                self.out.extend_from_slice(size_line);
                 self.out.extend_from_slice(&data);
-                self.out.extend_from_slice(tail);
-                if self.out.len() >= OUT_FLUSH_BYTES {
-                    self.flush_out().await?;
-                }
             } else {
-                let out = std::mem::take(&mut self.out);
-                let result =
-                    write_all_vectored(&mut self.write, &mut [&out, size_line, &data, tail]).await;
-                self.out = out;
-                self.out.clear();
-                result?;
+                // Written beside the gathered bytes, in the same write.
+                self.queued_bytes += data.len();
+                self.queued.push((self.out.len(), data));
+            }
+            self.out.extend_from_slice(tail);
+            if self.out.len() >= OUT_FLUSH_BYTES
+                || self.queued_bytes >= QUEUED_FLUSH_BYTES
+                || self.queued.len() == MAX_QUEUED
+            {
+                self.flush_out().await?;
             }
         }
         drop(body);
@@ -977,11 +991,31 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         Ok(keep_alive)
     }
 
+    /// Writes what was gathered: the bytes copied into `out`, with the
+    /// queued pieces between them where they belong, in one vectored write
+    /// when the socket takes it all.
     async fn flush_out(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.write.write_all(&self.out).await?;
-            self.out.clear();
+        if self.queued.is_empty() {
+            if !self.out.is_empty() {
+                self.write.write_all(&self.out).await?;
+            }
+        } else {
+            let mut pieces: [&[u8]; 2 * MAX_QUEUED + 1] = [&[]; 2 * MAX_QUEUED + 1];
+            let mut count = 0;
+            let mut from = 0;
+            for (at, data) in &self.queued {
+                pieces[count] = &self.out[from..*at];
+                pieces[count + 1] = data;
+                count += 2;
+                from = *at;
+            }
+            pieces[count] = &self.out[from..];
+            count += 1;
+            write_all_vectored(&mut self.write, &mut pieces[..count]).await?;
+            self.queued.clear();
+            self.queued_bytes = 0;
         }
+        self.out.clear();
         self.write.flush().await
     }
 }
@@ -997,8 +1031,8 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
             first += 1;
             continue;
         }
-        let mut io_slices = [io::IoSlice::new(&[]); 4];
-        let count = (pieces.len() - first).min(4);
+        let mut io_slices = [io::IoSlice::new(&[]); 2 * MAX_QUEUED + 1];
+        let count = (pieces.len() - first).min(io_slices.len());
         for (slot, piece) in io_slices.iter_mut().zip(&pieces[first..first + count]) {
             *slot = io::IoSlice::new(piece);
         }
