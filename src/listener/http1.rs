@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Response, StatusCode, header};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -33,6 +33,7 @@ use crate::upstream::{BoxError, ClientStream};
 
 use super::drain::DrainWatch;
 use super::park::PARK_AFTER;
+use super::timeouts::SendDeadline;
 
 /// Room asked of the buffer before each read: a usual head, or a good piece of
 /// a body, in one read.
@@ -248,56 +249,22 @@ impl<R: ClientRead> Body for RequestBodyReader<R> {
     }
 }
 
-/// The write side of a client connection, failing a write that has found the
-/// socket full for `send_timeout`: a client that does not read must not hold
-/// its backend connection and slot for good.
+/// The write side of a client connection, under `send_timeout`.
 pub(super) struct TimedWrite<W> {
     io: W,
-    timeout: Duration,
-    blocked: bool,
-    /// Made the first time a write finds the socket full (most connections
-    /// never see one).
-    deadline: Option<Pin<Box<Sleep>>>,
+    send: SendDeadline,
 }
 
 impl<W> TimedWrite<W> {
     pub(super) fn new(io: W, timeout: Duration) -> Self {
         TimedWrite {
             io,
-            timeout,
-            blocked: false,
-            deadline: None,
+            send: SendDeadline::new(timeout),
         }
     }
 
     pub(super) fn into_inner(self) -> W {
         self.io
-    }
-
-    fn timed<T>(&mut self, cx: &mut Context<'_>, done: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        if done.is_ready() {
-            self.blocked = false;
-            return done;
-        }
-        if !self.blocked {
-            self.blocked = true;
-            let due = Instant::now() + self.timeout;
-            match &mut self.deadline {
-                Some(deadline) => deadline.as_mut().reset(due),
-                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(due))),
-            }
-        }
-        ready!(
-            self.deadline
-                .as_mut()
-                .expect("armed above")
-                .as_mut()
-                .poll(cx)
-        );
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "client did not read for send_timeout",
-        )))
     }
 }
 
@@ -309,7 +276,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TimedWrite<W> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let done = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.timed(cx, done)
+        this.send.check(cx, done)
     }
 
     fn poll_write_vectored(
@@ -319,7 +286,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TimedWrite<W> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let done = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.timed(cx, done)
+        this.send.check(cx, done)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -329,50 +296,51 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TimedWrite<W> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let done = Pin::new(&mut this.io).poll_flush(cx);
-        this.timed(cx, done)
+        this.send.check(cx, done)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let done = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.timed(cx, done)
+        this.send.check(cx, done)
     }
 }
 
-/// A client connection handed to a tunnel: the bytes that followed the
-/// request head first, then the socket.
-struct Handed<R, W> {
-    read: ReadSide<R>,
-    write: TimedWrite<W>,
+/// A connection's two halves as one stream again (for a tunnel).
+struct Joined<R, W> {
+    read: R,
+    write: W,
 }
 
-impl<R: ClientRead, W> AsyncRead for Handed<R, W>
-where
-    W: Unpin,
-{
+impl<R: AsyncRead + Unpin, W: Unpin> AsyncRead for Joined<R, W> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let read = &mut self.get_mut().read;
-        if !read.buf.is_empty() {
-            let take = read.buf.len().min(out.remaining());
-            out.put_slice(&read.buf[..take]);
-            read.buf.advance(take);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut read.io).poll_read(cx, out)
+        Pin::new(&mut self.get_mut().read).poll_read(cx, out)
     }
 }
 
-impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for Handed<R, W> {
+impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for Joined<R, W> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().write).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().write).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.write.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -461,9 +429,9 @@ pub(super) enum Ending<R, W> {
 
 /// What the loop needs of its listener.
 pub(super) struct Limits {
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_header_bytes: usize,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
 }
 
 impl Limits {
@@ -487,16 +455,16 @@ enum Wait {
 
 /// One client connection served over HTTP/1 until it ends or goes quiet.
 pub(super) struct Http1Loop<'a, R: ClientRead, W> {
-    pub read: Option<ReadSide<R>>,
-    pub write: TimedWrite<W>,
-    pub shared: Arc<Shared<R>>,
-    pub connection: Arc<Connection>,
-    pub limits: &'a Limits,
-    pub watcher: &'a mut DrainWatch,
+    read: Option<ReadSide<R>>,
+    write: TimedWrite<W>,
+    shared: Arc<Shared<R>>,
+    connection: Arc<Connection>,
+    limits: &'a Limits,
+    watcher: &'a mut DrainWatch,
     /// Quiet connections are handed back to be parked.
-    pub parks: bool,
+    parks: bool,
     /// Still before the first request: an HTTP/2 preface is looked for.
-    pub first: bool,
+    first: bool,
     fields: Vec<Field>,
     /// Response bytes gathered to be written: the head, chunk framing, small
     /// body pieces.
@@ -577,10 +545,16 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                 Next::Close => return self.end(),
                 Next::Tunnel(sender) => {
                     let read = self.read.take().expect("a tunnel's read side is back");
-                    let handed = Handed {
-                        read,
-                        write: self.write,
-                    };
+                    // The bytes that followed the request head first, then
+                    // the socket.
+                    let (prefix, read) = read.into_parts();
+                    let handed = Rewind::new(
+                        prefix,
+                        Joined {
+                            read,
+                            write: self.write,
+                        },
+                    );
                     // A tunnel that gave up meanwhile drops the connection.
                     let _ = sender.send(Box::new(handed));
                     return Ending::Tunnel;

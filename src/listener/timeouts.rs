@@ -44,17 +44,12 @@ pub struct TimedIo<S> {
     connection: Arc<Connection>,
     header_timeout: Duration,
     idle_timeout: Duration,
-    send_timeout: Duration,
     phase: Phase,
     /// `Connection::started_requests` when the phase was last set: a difference
     /// means a request came (and maybe went) since.
     seen_started: usize,
     deadline: Pin<Box<Sleep>>,
-    /// The last write found the socket full: hyper still holds response bytes.
-    write_blocked: bool,
-    /// Runs out `send_timeout` after a write found the socket full; made the
-    /// first time one does (most connections never see a full socket).
-    send_deadline: Option<Pin<Box<Sleep>>>,
+    send: SendDeadline,
 }
 
 impl<S> TimedIo<S> {
@@ -72,11 +67,9 @@ impl<S> TimedIo<S> {
             connection,
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
-            send_timeout: config.send_timeout,
             phase: Phase::Head,
             deadline: Box::pin(tokio::time::sleep_until(head_deadline)),
-            write_blocked: false,
-            send_deadline: None,
+            send: SendDeadline::new(config.send_timeout),
         }
     }
 
@@ -145,28 +138,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Read for TimedIo<S> {
     }
 }
 
-impl<S> TimedIo<S> {
-    /// Notes how a write went; one that has found the socket full for
-    /// `send_timeout` fails, which ends the connection: a client that does not
-    /// read must not hold its backend connection and slot for good.
-    fn written<T>(
+/// `send_timeout` on a client's writes: a write (or TLS flush) that has
+/// found the socket full for that long fails, which ends the connection: a
+/// client that does not read must not hold its backend connection and slot
+/// for good. Shared by weir's HTTP/1 loop and hyper's HTTP/2 connections.
+pub struct SendDeadline {
+    timeout: Duration,
+    /// The last write found the socket full.
+    blocked: bool,
+    /// Runs out `timeout` after a write found the socket full; made the first
+    /// time one does (most connections never see a full socket).
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl SendDeadline {
+    pub fn new(timeout: Duration) -> Self {
+        SendDeadline {
+            timeout,
+            blocked: false,
+            deadline: None,
+        }
+    }
+
+    /// Passes on how a write went, or fails it once it has waited too long.
+    pub fn check<T>(
         &mut self,
         cx: &mut Context<'_>,
         written: Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         if written.is_ready() {
-            self.write_blocked = false;
+            self.blocked = false;
             return written;
         }
-        if !self.write_blocked {
-            self.write_blocked = true;
-            let due = Instant::now() + self.send_timeout;
-            match &mut self.send_deadline {
+        if !self.blocked {
+            self.blocked = true;
+            let due = Instant::now() + self.timeout;
+            match &mut self.deadline {
                 Some(deadline) => deadline.as_mut().reset(due),
-                None => self.send_deadline = Some(Box::pin(tokio::time::sleep_until(due))),
+                None => self.deadline = Some(Box::pin(tokio::time::sleep_until(due))),
             }
         }
-        let deadline = self.send_deadline.as_mut().expect("armed above");
+        let deadline = self.deadline.as_mut().expect("armed above");
         ready!(deadline.as_mut().poll(cx));
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -183,7 +195,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = this.io().poll_write(cx, buf);
-        this.written(cx, written)
+        this.send.check(cx, written)
     }
 
     fn poll_write_vectored(
@@ -193,7 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let written = this.io().poll_write_vectored(cx, bufs);
-        this.written(cx, written)
+        this.send.check(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -204,13 +216,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Write for TimedIo<S> {
         // A TLS stream flushes its records here: the same stall as a write.
         let this = self.get_mut();
         let flushed = this.io().poll_flush(cx);
-        this.written(cx, flushed)
+        this.send.check(cx, flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let shut = this.io().poll_shutdown(cx);
-        this.written(cx, shut)
+        this.send.check(cx, shut)
     }
 }
 
