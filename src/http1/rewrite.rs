@@ -226,11 +226,15 @@ pub fn response_edits(
     };
     let close = !answering.keep_alive || matches!(relay, Relay::Dechunk | Relay::UntilClose);
 
-    // `HTTP/1.x NNN reason`: weir speaks HTTP/1.1, whatever the backend does.
-    if head.version == Version::Http11 {
+    // `HTTP/1.x NNN reason`: the client's version, whatever the backend's.
+    if head.version == answering.client_version {
         edits.keep(head.line);
     } else {
-        edits.add(b"HTTP/1.1");
+        edits.add(if http10_client {
+            b"HTTP/1.0"
+        } else {
+            b"HTTP/1.1"
+        });
         edits.keep(Span::new(
             head.line.start as usize + 8,
             head.line.end as usize,
@@ -488,7 +492,7 @@ mod tests {
         let (out, answer) = answered(&raw, Method::Get, answering(Version::Http10));
         assert_eq!(
             out,
-            format!("HTTP/1.1 200 OK\r\n{DATE}Connection: close\r\n\r\n")
+            format!("HTTP/1.0 200 OK\r\n{DATE}Connection: close\r\n\r\n")
         );
         assert_eq!(
             answer,
@@ -517,7 +521,7 @@ mod tests {
         let (out, answer) = answered(&raw, Method::Get, answering(Version::Http10));
         assert_eq!(
             out,
-            format!("HTTP/1.1 200 OK\r\n{DATE}Connection: close\r\n\r\n")
+            format!("HTTP/1.0 200 OK\r\n{DATE}Connection: close\r\n\r\n")
         );
         assert_eq!(
             answer,

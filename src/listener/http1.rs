@@ -26,8 +26,10 @@ use tracing::debug;
 
 use crate::config::ListenerConfig;
 use crate::http1::date::with_date_line;
-use crate::http1::head::{self, Field, HeadError, HeadReader, RequestHead, Version};
+use crate::http1::edits::HeadEdits;
+use crate::http1::head::{self, Field, Framing, HeadError, HeadReader, RequestHead, Version};
 use crate::http1::request::{self, BodyLeft, Piece};
+use crate::http1::rewrite::{self, Answer, Answering, Relay};
 use crate::proxy::{self, BodyError, ClientIo, Connection, Http1Upgrade, ProxyBody};
 use crate::upstream::{BoxError, ClientStream};
 
@@ -469,6 +471,10 @@ pub(super) struct Http1Loop<'a, R: ClientRead, W> {
     /// Response bytes gathered to be written: the head, chunk framing, small
     /// body pieces.
     out: Vec<u8>,
+    /// A backend's response head as edits over its bytes.
+    edits: HeadEdits,
+    /// Fields weir adds to a backend's head, as lines.
+    added: Vec<u8>,
     /// Larger body pieces, each with where in `out` it goes.
     queued: Vec<(usize, Bytes)>,
     queued_bytes: usize,
@@ -505,6 +511,8 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             first,
             fields: Vec::new(),
             out: Vec::new(),
+            edits: HeadEdits::default(),
+            added: Vec::new(),
             queued: Vec::new(),
             queued_bytes: 0,
             timer: None,
@@ -854,14 +862,43 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
     ) -> io::Result<bool> {
         let (parts, mut body) = response.into_parts();
         self.out.clear();
-        let framing = encode_head(
-            &mut self.out,
-            parts.status,
-            &parts.headers,
-            &body,
-            asked,
-            keep_alive,
-        );
+        let framing = match body.take_received_head() {
+            Some(received) => {
+                self.added.clear();
+                for (name, value) in &parts.headers {
+                    self.added.extend_from_slice(name.as_str().as_bytes());
+                    self.added.extend_from_slice(b": ");
+                    self.added.extend_from_slice(value.as_bytes());
+                    self.added.extend_from_slice(b"\r\n");
+                }
+                let answer = rewrite::response_edits(
+                    &received.bytes,
+                    &received.head,
+                    &received.fields,
+                    &Answering {
+                        client_version: if asked.http10 {
+                            Version::Http10
+                        } else {
+                            Version::Http11
+                        },
+                        keep_alive,
+                        upgrade: false,
+                        extra: &self.added,
+                    },
+                    &mut self.edits,
+                );
+                self.edits.copy_to(&received.bytes, &mut self.out);
+                received_framing(received.head.framing, answer)
+            }
+            None => encode_head(
+                &mut self.out,
+                parts.status,
+                &parts.headers,
+                &body,
+                asked,
+                keep_alive,
+            ),
+        };
         drop(parts);
         let keep_alive = keep_alive && framing.keeps_alive;
         let mut left = match framing.body {
@@ -1076,6 +1113,26 @@ struct Encoded {
     keeps_alive: bool,
 }
 
+/// How the body of a backend's head written as edits goes out. Its chunks
+/// come decoded from weir's client, and go out chunked again.
+fn received_framing(framing: Framing, answer: Answer) -> Encoded {
+    let body = match answer.relay {
+        Relay::AsIs => match framing {
+            Framing::Empty | Framing::Length(0) => Out::None,
+            Framing::Length(length) => Out::Length(length),
+            Framing::Chunked => Out::Chunked,
+            // A body to the close is never relayed as it is.
+            Framing::UntilClose => Out::UntilClose,
+        },
+        Relay::Chunk => Out::Chunked,
+        Relay::Dechunk | Relay::UntilClose => Out::UntilClose,
+    };
+    Encoded {
+        body,
+        keeps_alive: !answer.close,
+    }
+}
+
 /// Writes the response head into `out`, framing the body as HTTP/1 needs it
 /// (the rules hyper's server follows, kept so that clients see no change).
 fn encode_head(
@@ -1179,11 +1236,12 @@ fn encode_head(
         Out::Chunked
     };
     let keeps_alive = keeps_alive && keep_alive;
-    if asked.http10 {
-        if keeps_alive && !says_keep_alive {
+    // Said to HTTP/1.0 clients too, whose default it is: as nginx does.
+    if keeps_alive {
+        if asked.http10 && !says_keep_alive {
             out.extend_from_slice(b"connection: keep-alive\r\n");
         }
-    } else if !keeps_alive && !says_close && code != 101 {
+    } else if !says_close && code != 101 {
         out.extend_from_slice(b"connection: close\r\n");
     }
     if !has_date {

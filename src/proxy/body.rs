@@ -92,6 +92,16 @@ impl ProxyBody {
         }
     }
 
+    /// The backend's response head as it came, when weir's HTTP/1 client
+    /// kept it so: the response's `HeaderMap` then holds only what weir added
+    /// (see `forward::take_received_fields`). Taken once.
+    pub fn take_received_head(&mut self) -> Option<crate::upstream::http1::ReceivedHead> {
+        match &mut self.kind {
+            Kind::Upstream(body) => body.take_received_head(),
+            Kind::Cache(_) | Kind::Local(_) => None,
+        }
+    }
+
     /// Records the request's end through `finish` when this body is done.
     pub fn finish_with(&mut self, finish: Finish) {
         self._finish = Some(finish);

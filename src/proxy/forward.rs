@@ -68,6 +68,28 @@ fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     }
 }
 
+/// Puts the fields a backend sent, which weir's HTTP/1 client keeps as bytes
+/// for an HTTP/1 client, into the response's `HeaderMap`, ahead of those weir
+/// added: for the readers of a map (an HTTP/2 client, the cache, the rate
+/// limits' fields). Hop-by-hop fields come too: `rewrite_response` removes them.
+pub(crate) fn take_received_fields(response: &mut http::Response<crate::upstream::ResponseBody>) {
+    let Some(received) = response.body_mut().take_received_head() else {
+        return;
+    };
+    let added = std::mem::replace(response.headers_mut(), received.header_map());
+    let headers = response.headers_mut();
+    let mut last = None;
+    for (name, value) in added {
+        // A name comes once, with the first of its values.
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        if let Some(name) = &last {
+            headers.append(name.clone(), value);
+        }
+    }
+}
+
 /// The per-connection facts the forwarded headers are made of, computed once when
 /// the connection is accepted rather than per request.
 #[derive(Debug, Clone)]

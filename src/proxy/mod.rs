@@ -159,6 +159,7 @@ async fn proxy(
     request: Request<ClientStream>,
     outcome: &mut Outcome,
 ) -> Result<Response<Relayed>, ProxyError> {
+    let http2_client = request.version() == http::Version::HTTP_2;
     let host = validate::check(&request)?;
     // Routed, and forwarded, on its normalised path: the backend must not read
     // `/api/../admin` as another route's path.
@@ -279,6 +280,11 @@ async fn proxy(
     )
     .await?;
     let backend = pick.backend;
+    // An HTTP/1 client is sent the backend's head as edits over its bytes;
+    // the rest read a `HeaderMap`.
+    if http2_client || !limits.is_empty() {
+        forward::take_received_fields(&mut response);
+    }
     forward::rewrite_response(response.headers_mut());
     if let Some(cookie) = pick.set_cookie {
         response

@@ -55,6 +55,7 @@ impl Origin for UpstreamOrigin {
                 total.backend = tried.backend.or(total.backend);
             }
             let (mut response, pick) = result?;
+            forward::take_received_fields(&mut response);
             forward::rewrite_response(response.headers_mut());
             if let Some(cookie) = pick.set_cookie {
                 response

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use super::request_body::{ClientBodyError, RequestBody};
 use crate::http1::body::chunk_size_line;
 use crate::http1::chunked::{ChunkError, ChunkedScanner};
-use crate::http1::head::{self, Field, Framing, HeadError, Method};
+use crate::http1::head::{self, Field, Framing, HeadError, Method, ResponseHead};
 
 /// Largest backend response head; a larger one is a 502.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
@@ -231,7 +231,6 @@ impl Http1Connection {
             }
         };
 
-        let headers = header_map(&self.buf[..head.len], &fields);
         let mut response = http::Response::new(());
         *response.status_mut() = http::StatusCode::from_u16(head.status).map_err(|_| Failed {
             error: ExchangeError::BadHead(HeadError::Malformed("invalid status")),
@@ -241,8 +240,20 @@ impl Http1Connection {
             head::Version::Http10 => http::Version::HTTP_10,
             head::Version::Http11 => http::Version::HTTP_11,
         };
-        *response.headers_mut() = headers;
-        self.buf.advance(head.len);
+        let bytes = self.buf.split_to(head.len).freeze();
+        // A switch of protocols is read whole by the tunnel's code; any other
+        // head stays as it came, for an HTTP/1 client to be sent as edits
+        // over it, and is made a `HeaderMap` only where one is read.
+        let received = if head.status == 101 {
+            *response.headers_mut() = header_map(&bytes, &fields);
+            None
+        } else {
+            Some(ReceivedHead {
+                bytes,
+                head,
+                fields,
+            })
+        };
         // An answer before the whole request went out: the backend may not
         // have read the rest, and would read it as the next request, so the
         // connection is not used again. A switch of protocols then would
@@ -268,6 +279,7 @@ impl Http1Connection {
                 Framing::Chunked => BodyState::Chunked(ChunkedScanner::default()),
                 Framing::UntilClose => BodyState::UntilClose,
             },
+            received,
             reusable: head.keeps_alive() && !closes && head.status != 101 && !answered_early,
             upgraded: head.status == 101,
             connection: Some(self),
@@ -278,15 +290,33 @@ impl Http1Connection {
     }
 }
 
+/// A backend's response head as it came: its bytes and the offsets weir's
+/// codec parsed into them.
+#[derive(Debug)]
+pub struct ReceivedHead {
+    pub bytes: Bytes,
+    pub head: ResponseHead,
+    pub fields: Vec<Field>,
+}
+
+impl ReceivedHead {
+    /// Its fields, every one, hop-by-hop included, as a `HeaderMap`.
+    pub fn header_map(&self) -> HeaderMap {
+        header_map(&self.bytes, &self.fields)
+    }
+}
+
 /// The response's fields as a `HeaderMap`, for the parts of weir that read
 /// one. The codec validated names and values; one that `http` still refuses
-/// is left out rather than failing the response.
-fn header_map(head: &[u8], fields: &[Field]) -> HeaderMap {
+/// is left out rather than failing the response. Values are slices of the
+/// head's bytes: nothing is copied.
+fn header_map(head: &Bytes, fields: &[Field]) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(fields.len());
     for field in fields {
+        let value = head.slice(field.value.start as usize..field.value.end as usize);
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(field.name.of(head)),
-            HeaderValue::from_bytes(field.value.of(head)),
+            HeaderValue::from_maybe_shared(value),
         ) {
             headers.append(name, value);
         }
@@ -560,6 +590,8 @@ pub enum BodyError {
 #[derive(Debug)]
 pub struct ResponseBody {
     state: BodyState,
+    /// The head, when it was kept as it came (all but a 101's).
+    received: Option<ReceivedHead>,
     connection: Option<Http1Connection>,
     writer: BodyWriter,
     /// The connection may carry another exchange once both are done.
@@ -568,6 +600,12 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
+    /// The response's head as the backend sent it; the response's own
+    /// `HeaderMap` holds only what weir added since. Taken once.
+    pub fn take_received_head(&mut self) -> Option<ReceivedHead> {
+        self.received.take()
+    }
+
     /// The connection, when the exchange is complete both ways and it may
     /// carry another.
     pub fn take_connection(&mut self) -> Option<Http1Connection> {
@@ -808,9 +846,15 @@ mod tests {
             false,
         )
         .await;
-        let response = connection.send(post("hello")).await.unwrap();
+        let mut response = connection.send(post("hello")).await.unwrap();
         assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["x-a"], "b");
+        assert!(response.headers().is_empty(), "the head is kept as it came");
+        let received = response.body_mut().take_received_head().unwrap();
+        assert_eq!(received.header_map()["x-a"], "b");
+        assert_eq!(
+            &received.bytes[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\n"
+        );
         let mut body = response.into_body();
         let mut data = Vec::new();
         while let Some(frame) = body.frame().await {

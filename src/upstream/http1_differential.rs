@@ -151,8 +151,11 @@ async fn through_weir(
     let outcome = match connection.send(request).await {
         Ok(response) => {
             let status = response.status().as_u16();
-            let (parts, body) = response.into_parts();
-            collect(status, &parts.headers, body).await
+            let (parts, mut body) = response.into_parts();
+            let headers = body
+                .take_received_head()
+                .map_or(parts.headers, |received| received.header_map());
+            collect(status, &headers, body).await
         }
         Err(_) => Outcome::Failed,
     };

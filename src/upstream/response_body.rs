@@ -100,6 +100,15 @@ impl ResponseBody {
         std::mem::take(&mut self.in_flight).then(|| InFlight(self.backend.clone()))
     }
 
+    /// The head weir's HTTP/1 client kept as the backend sent it: then the
+    /// response's `HeaderMap` holds only what weir added since. Taken once.
+    pub fn take_received_head(&mut self) -> Option<http1::ReceivedHead> {
+        match &mut self.inner {
+            Inner::Http1(body) => body.take_received_head(),
+            Inner::Http2(_) => None,
+        }
+    }
+
     /// After a 101 answer: the backend's side of the tunnel.
     pub fn upgraded(&mut self) -> Option<Upgraded> {
         match &mut self.inner {
