@@ -49,7 +49,9 @@ pub fn to_request(
     let method = http::Method::from_bytes(head.method_name.of(bytes)).map_err(|_| "bad method")?;
     let target = bytes.slice(head.target.start as usize..head.target.end as usize);
     let uri = http::Uri::from_maybe_shared(target).map_err(|_| "bad request target")?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the forwarded fields the rewrite adds: the map is not grown
+    // (and rehashed) on the way to the backend.
+    let mut headers = HeaderMap::with_capacity(fields.len() + 3);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.of(bytes)).map_err(|_| "bad field name")?;
         let value = HeaderValue::from_maybe_shared(

@@ -142,8 +142,11 @@ pub fn rewrite_request(
     client: &ClientFacts,
 ) {
     let from_trusted = client.trusted_proxies.is_some();
+    // Without an authority in the target, `host` is the request's one `Host`
+    // field, which then stays as it is: no second look-up and insertion.
+    let host_from_target = uri.authority().is_some();
     // Backends get origin-form targets; the authority travels in `Host`.
-    if uri.scheme().is_some() || uri.authority().is_some() {
+    if uri.scheme().is_some() || host_from_target {
         *uri = Uri::from(origin_form(uri));
     }
     // The request goes on as HTTP/1.1, which allows one `Cookie` line; an HTTP/2
@@ -166,7 +169,9 @@ pub fn rewrite_request(
             if !keep_host {
                 headers.insert(X_FORWARDED_HOST.clone(), host.clone());
             }
-            headers.insert(header::HOST, host);
+            if host_from_target || !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, host);
+            }
         }
         None if !keep_host => {
             headers.remove(&X_FORWARDED_HOST);
