@@ -85,13 +85,14 @@ async fn combined_lines_and_reopen_after_rotation() {
     let lb = start_lb_config(config(&path, "combined", backend.addr)).await;
     let request = hyper::Request::get(lb.url("/app"))
         .header("user-agent", "test-agent")
+        .header("referer", "https://from.test/a")
         .body(empty())
         .unwrap();
     assert_eq!(send(&client(), request).await.status, 200);
     let line = lines(&path, 1).await.remove(0);
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
     let tail = format!(
-        "\"GET /app HTTP/1.1\" 200 2 \"-\" \"test-agent\" app {} ",
+        "\"GET /app HTTP/1.1\" 200 2 \"https://from.test/a\" \"test-agent\" app {} ",
         backend.addr
     );
     assert!(line.contains(&tail), "{line}");

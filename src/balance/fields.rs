@@ -5,6 +5,7 @@
 use http::HeaderMap;
 
 use crate::http1::head::Field;
+use crate::http1::request::ReceivedRequest;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Fields<'a> {
@@ -17,6 +18,23 @@ pub enum Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    /// The fields of a request, from its parts: the head weir's HTTP/1
+    /// server parsed in place when it rides with the request, else the map.
+    pub fn of(headers: &'a HeaderMap, extensions: &'a http::Extensions) -> Self {
+        match extensions.get::<ReceivedRequest>() {
+            Some(received) => Fields::Head {
+                buf: &received.bytes,
+                fields: &received.fields,
+            },
+            None => Fields::Map(headers),
+        }
+    }
+
+    /// The fields of `request`.
+    pub fn of_request<B>(request: &'a http::Request<B>) -> Self {
+        Fields::of(request.headers(), request.extensions())
+    }
+
     /// The values of every field named `name` (lower case), in order.
     pub fn values<'n>(self, name: &'n str) -> Values<'a, 'n> {
         match self {

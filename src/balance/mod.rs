@@ -47,7 +47,7 @@ impl<'a> RequestKey<'a> {
             client,
             path: request.uri().path(),
             query: request.uri().query(),
-            headers: Fields::Map(request.headers()),
+            headers: Fields::of_request(request),
         }
     }
 

@@ -39,6 +39,28 @@ pub fn take_head(
     }
 }
 
+/// A client's request head as it came: its bytes and the offsets the codec
+/// parsed into them. It rides with the proxy's request (an extension) in
+/// place of a `HeaderMap`, read through `balance::Fields`, until the backend's
+/// head is written as edits over it (`outgoing`); made a map only where one
+/// is needed (an HTTP/2 backend, the cache).
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    pub bytes: Bytes,
+    pub head: RequestHead,
+    pub fields: std::sync::Arc<[Field]>,
+    /// The head for the backend, once rewritten.
+    pub outgoing: Option<Bytes>,
+}
+
+impl ReceivedRequest {
+    /// Its fields as a `HeaderMap`, with room for the forwarded fields the
+    /// rewrite adds (so that the map is not grown and rehashed on the way).
+    pub fn header_map(&self) -> Result<HeaderMap, &'static str> {
+        header_map(&self.fields, &self.bytes)
+    }
+}
+
 /// The request for the proxy, made from a head parsed in place in `bytes`
 /// (names, values and target shared with them, not copied).
 pub fn to_request(
@@ -46,11 +68,28 @@ pub fn to_request(
     fields: &[Field],
     bytes: &Bytes,
 ) -> Result<Request<()>, &'static str> {
+    let mut request = to_request_line(head, bytes)?;
+    *request.headers_mut() = header_map(fields, bytes)?;
+    Ok(request)
+}
+
+/// The request for the proxy with its method, target and version, and no
+/// fields: those stay in the head's bytes ([`ReceivedRequest`]).
+pub fn to_request_line(head: &RequestHead, bytes: &Bytes) -> Result<Request<()>, &'static str> {
     let method = http::Method::from_bytes(head.method_name.of(bytes)).map_err(|_| "bad method")?;
     let target = bytes.slice(head.target.start as usize..head.target.end as usize);
     let uri = http::Uri::from_maybe_shared(target).map_err(|_| "bad request target")?;
-    // Room for the forwarded fields the rewrite adds: the map is not grown
-    // (and rehashed) on the way to the backend.
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = match head.version {
+        Version::Http10 => http::Version::HTTP_10,
+        Version::Http11 => http::Version::HTTP_11,
+    };
+    Ok(request)
+}
+
+fn header_map(fields: &[Field], bytes: &Bytes) -> Result<HeaderMap, &'static str> {
     let mut headers = HeaderMap::with_capacity(fields.len() + 3);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.of(bytes)).map_err(|_| "bad field name")?;
@@ -60,15 +99,7 @@ pub fn to_request(
         .map_err(|_| "bad field value")?;
         headers.append(name, value);
     }
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = match head.version {
-        Version::Http10 => http::Version::HTTP_10,
-        Version::Http11 => http::Version::HTTP_11,
-    };
-    *request.headers_mut() = headers;
-    Ok(request)
+    Ok(headers)
 }
 
 /// How much of a request's body is still to come.

@@ -28,7 +28,7 @@ use crate::config::ListenerConfig;
 use crate::http1::date::with_date_line;
 use crate::http1::edits::HeadEdits;
 use crate::http1::head::{self, Field, Framing, HeadError, HeadReader, RequestHead, Version};
-use crate::http1::request::{self, BodyLeft, Piece};
+use crate::http1::request::{self, BodyLeft, Piece, ReceivedRequest};
 use crate::http1::rewrite::{self, Answer, Answering, Relay};
 use crate::proxy::{self, BodyError, ClientIo, Connection, Http1Upgrade, ProxyBody};
 use crate::upstream::{BoxError, ClientStream};
@@ -728,7 +728,23 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             head: head.method == head::Method::Head,
             keeps_alive: head.keeps_alive(),
         };
-        let mut request = match request::to_request(&head, &self.fields, &bytes) {
+        // The head goes on as it came, its fields unconverted, unless it asks
+        // for a tunnel or names no host: those (rare) take the `HeaderMap` path.
+        let received = !head.connection.upgrade && head.authority.is_some();
+        let made = if received {
+            request::to_request_line(&head, &bytes).map(|mut request| {
+                request.extensions_mut().insert(ReceivedRequest {
+                    bytes,
+                    head,
+                    fields: Arc::from(&self.fields[..]),
+                    outgoing: None,
+                });
+                request
+            })
+        } else {
+            request::to_request(&head, &self.fields, &bytes)
+        };
+        let mut request = match made {
             Ok(request) => request,
             Err(why) => {
                 debug!(client.addr = %self.connection.peer, error = why, "request head refused");
@@ -736,7 +752,6 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                 return Next::Close;
             }
         };
-        drop(bytes);
         // The body reads the connection itself; the loop gets it back after.
         let body_left = BodyLeft::of(head.framing);
         let lent = (!body_left.is_done()).then_some(body_left);

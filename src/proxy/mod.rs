@@ -15,6 +15,7 @@ mod origin;
 pub mod tries;
 mod tunnel;
 mod validate;
+mod view;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +33,7 @@ pub(crate) use tunnel::{ClientIo, Http1Upgrade};
 
 use crate::access_log;
 use crate::balance::RequestKey;
+use crate::http1::request::ReceivedRequest;
 use crate::snapshot::Snapshot;
 use crate::upstream::{ClientBody, ClientStream, RequestBody, UpstreamError};
 use tries::{ClientEnds, Tried};
@@ -66,8 +68,8 @@ pub(crate) async fn serve(
             backend: None,
             duration: std::time::Duration::ZERO,
             attempts: 0,
-            referer: request.headers().get(header::REFERER).cloned(),
-            user_agent: request.headers().get(header::USER_AGENT).cloned(),
+            referer: view::value(&request, &header::REFERER),
+            user_agent: view::value(&request, &header::USER_AGENT),
         })
     });
     // gRPC is HTTP/2 only, which spares HTTP/1 requests the header look-up.
@@ -178,7 +180,7 @@ async fn proxy(
     // Behind trusted proxies the client is read from X-Forwarded-For.
     let client = match &connection.facts.trusted_proxies {
         Some(trusted) => {
-            forward::forwarded_client(crate::balance::Fields::Map(request.headers()), trusted)
+            forward::forwarded_client(crate::balance::Fields::of_request(&request), trusted)
                 .unwrap_or(connection.peer.ip())
         }
         None => connection.peer.ip(),
@@ -194,7 +196,11 @@ async fn proxy(
             return Err(ProxyError::RateLimited);
         }
     }
-    let upgrade = forward::requested_upgrade(request.version(), request.headers());
+    // A head read in place never asks for a tunnel: those take the map path.
+    let upgrade = match view::received(&request) {
+        Some(_) => None,
+        None => forward::requested_upgrade(request.version(), request.headers()),
+    };
     // A tunnel is never cached; everything else of a cached route goes
     // through the cache, which picks a backend only when it needs one.
     let cache = match (&snapshot.router.get(route).cache, &snapshot.cache) {
@@ -211,6 +217,10 @@ async fn proxy(
     };
 
     let mut request = request;
+    // An HTTP/2 backend and the cache read and change a `HeaderMap`.
+    if cache.is_some() || upstream.transport.protocol.is_http2() {
+        view::into_header_map(&mut request)?;
+    }
     let client_upgrade = upgrade
         .is_some()
         .then(|| tunnel::ClientSide::of(&mut request));
@@ -220,13 +230,19 @@ async fn proxy(
     let no_host = host.is_none();
     let trailers =
         upstream.transport.protocol.is_http2() && forward::accepts_trailers(&parts.headers);
-    forward::rewrite_request(
-        &mut parts.uri,
-        &mut parts.version,
-        &mut parts.headers,
-        host,
-        &connection.facts,
-    );
+    match parts.extensions.get_mut::<ReceivedRequest>() {
+        Some(received) => {
+            view::rewrite_received(received, &parts.uri, &connection.facts);
+            parts.version = http::Version::HTTP_11;
+        }
+        None => forward::rewrite_request(
+            &mut parts.uri,
+            &mut parts.version,
+            &mut parts.headers,
+            host,
+            &connection.facts,
+        ),
+    }
     if let Some(protocol) = &upgrade {
         forward::keep_upgrade(&mut parts.headers, protocol.clone());
     }

@@ -20,6 +20,17 @@ pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError>
             "CONNECT: weir is not a forward proxy",
         ));
     }
+    if let Some(received) = super::view::received(request) {
+        // weir's HTTP/1 codec checked `Host`, its agreement with the target,
+        // and the framing fields; a head read in place names its authority.
+        check_target(request)?;
+        return match received.head.authority {
+            Some(authority) => super::view::shared(&received.bytes, authority)
+                .map(Some)
+                .map_err(|_| ProxyError::BadRequest("invalid Host header")),
+            None => Ok(None),
+        };
+    }
     let headers = request.headers();
 
     let mut hosts = headers.get_all(header::HOST).iter();
@@ -80,12 +91,17 @@ pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError>
             "both Content-Length and Transfer-Encoding",
         ));
     }
+    check_target(request)?;
+    Ok(host)
+}
+
+fn check_target<B>(request: &Request<B>) -> Result<(), ProxyError> {
     if request.uri().path().is_empty()
         || request.uri().path() == "*" && request.method() != Method::OPTIONS
     {
         return Err(ProxyError::BadRequest("invalid request target"));
     }
-    Ok(host)
+    Ok(())
 }
 
 /// The request with its path normalised ([`normalise_path`]), for the router and

@@ -21,6 +21,7 @@ use super::request_body::{ClientBodyError, RequestBody};
 use crate::http1::body::chunk_size_line;
 use crate::http1::chunked::{ChunkError, ChunkedScanner};
 use crate::http1::head::{self, Field, Framing, HeadError, Method, ResponseHead};
+use crate::http1::request::ReceivedRequest;
 
 /// Largest backend response head; a larger one is a 502.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
@@ -162,14 +163,29 @@ impl Http1Connection {
     ) -> Result<http::Response<Box<ResponseBody>>, Failed> {
         let (parts, body) = request.into_parts();
         let method = Method::of(parts.method.as_str().as_bytes());
-        let mut head = Vec::with_capacity(256);
-        let framing = match encode_head(&parts, &body, &mut head) {
-            Ok(framing) => framing,
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    unsent: None,
-                });
+        let received = parts
+            .extensions
+            .get::<ReceivedRequest>()
+            .and_then(|received| Some((received.outgoing.clone()?, received.head.framing)));
+        let (head, framing) = match received {
+            // Rewritten as edits over the client's head, its framing fields
+            // as they came: the body goes out as the client framed it.
+            Some((head, framing)) => (head, Outgoing::of(framing)),
+            None => {
+                debug_assert!(
+                    parts.extensions.get::<ReceivedRequest>().is_none(),
+                    "a head read in place reaches the backend rewritten"
+                );
+                let mut head = Vec::with_capacity(256);
+                match encode_head(&parts, &body, &mut head) {
+                    Ok(framing) => (Bytes::from(head), framing),
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            unsent: None,
+                        });
+                    }
+                }
             }
         };
         let closes = parts
@@ -177,7 +193,7 @@ impl Http1Connection {
             .get_all(header::CONNECTION)
             .iter()
             .any(|value| has_token(value.as_bytes(), b"close"));
-        let mut writer = BodyWriter::new(Bytes::from(head), body, framing);
+        let mut writer = BodyWriter::new(head, body, framing);
         let mut reader = head::HeadReader::default();
         // Room for the fields of most responses: one allocation.
         let mut fields = Vec::with_capacity(32);
@@ -337,6 +353,16 @@ enum Outgoing {
     /// Bytes still to come.
     Length(u64),
     Chunked,
+}
+
+impl Outgoing {
+    fn of(framing: Framing) -> Self {
+        match framing {
+            Framing::Length(0) | Framing::Empty | Framing::UntilClose => Outgoing::Empty,
+            Framing::Length(length) => Outgoing::Length(length),
+            Framing::Chunked => Outgoing::Chunked,
+        }
+    }
 }
 
 /// Writes the request head into `out`: the target in origin-form, every field

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
 use crate::config::RetryPolicy;
+use crate::http1::request::ReceivedRequest;
 use crate::upstream::RequestBody;
 
 /// Methods that may be sent twice (RFC 9110 §9.2.2; SPEC lists these).
@@ -25,10 +26,9 @@ fn replayable(policy: &RetryPolicy, method: &Method) -> bool {
 /// `max_body_bytes`. Any other body streams.
 pub fn keeps_body(policy: &RetryPolicy, parts: &http::request::Parts) -> bool {
     replayable(policy, &parts.method)
-        && parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && crate::balance::Fields::of(&parts.headers, &parts.extensions)
+            .first("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
             .is_some_and(|length| length <= policy.max_body_bytes)
 }
 
@@ -39,6 +39,8 @@ pub struct Replay {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    /// The head, when it is read in place (then `headers` is empty).
+    received: Option<ReceivedRequest>,
     body: Option<Bytes>,
 }
 
@@ -62,6 +64,7 @@ impl Replay {
             uri: request.uri().clone(),
             version: request.version(),
             headers: request.headers().clone(),
+            received: request.extensions().get::<ReceivedRequest>().cloned(),
             body,
         })
     }
@@ -76,6 +79,9 @@ impl Replay {
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers.clone();
+        if let Some(received) = &self.received {
+            request.extensions_mut().insert(received.clone());
+        }
         request
     }
 }

@@ -1,0 +1,86 @@
+//! The proxy's view of a request's fields, whichever way they came: a
+//! `HeaderMap` (HTTP/2, and the rare HTTP/1 requests that take that path), or
+//! the head weir's HTTP/1 server parsed in place ([`ReceivedRequest`]), read
+//! where it lies until the backend's head is written as edits over it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+
+use crate::http1::edits::HeadEdits;
+use crate::http1::request::ReceivedRequest;
+use crate::http1::rewrite::{self, Forwarding};
+
+use super::ProxyError;
+use super::forward::ClientFacts;
+
+/// The head `request` came with, if it is read in place.
+pub(crate) fn received<B>(request: &Request<B>) -> Option<&ReceivedRequest> {
+    request.extensions().get::<ReceivedRequest>()
+}
+
+/// The first value of the field `name` (lower case), sharing the head's bytes.
+pub(crate) fn value<B>(request: &Request<B>, name: &http::HeaderName) -> Option<HeaderValue> {
+    match received(request) {
+        Some(received) => {
+            let field = received.fields.iter().find(|field| {
+                field
+                    .name
+                    .of(&received.bytes)
+                    .eq_ignore_ascii_case(name.as_str().as_bytes())
+            })?;
+            shared(&received.bytes, field.value).ok()
+        }
+        None => request.headers().get(name).cloned(),
+    }
+}
+
+/// The value at `span` of `bytes`, as a `HeaderValue` over the same bytes.
+pub(crate) fn shared(
+    bytes: &Bytes,
+    span: crate::http1::Span,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(bytes.slice(span.start as usize..span.end as usize))
+}
+
+/// Makes `request`'s fields a `HeaderMap`, for the paths that read or change
+/// one (an HTTP/2 backend, the cache). Done before any rewriting.
+pub(crate) fn into_header_map<B>(request: &mut Request<B>) -> Result<(), ProxyError> {
+    if let Some(received) = request.extensions_mut().remove::<ReceivedRequest>() {
+        *request.headers_mut() = received.header_map().map_err(ProxyError::BadRequest)?;
+    }
+    Ok(())
+}
+
+/// Writes the backend's head for a request read in place: origin-form
+/// target (`target` when its path was normalised), hop-by-hop fields gone,
+/// `X-Forwarded-*` as SPEC says, every other line as it came. Kept with the
+/// request for weir's HTTP/1 client to send.
+pub(crate) fn rewrite_received(
+    received: &mut ReceivedRequest,
+    target: &http::Uri,
+    client: &ClientFacts,
+) {
+    let normalised = target
+        .path_and_query()
+        .map(|pq| pq.as_str().as_bytes())
+        .filter(|pq| *pq != received.head.path_and_query.of(&received.bytes));
+    let forwarding = Forwarding {
+        client: client.address.as_bytes(),
+        tls: client.tls,
+        trusted: client.trusted_proxies.is_some(),
+        target: normalised,
+        backend_host: None,
+        upgrade: false,
+    };
+    let mut edits = HeadEdits::default();
+    rewrite::request_edits(
+        &received.bytes,
+        &received.head,
+        &received.fields,
+        &forwarding,
+        &mut edits,
+    );
+    let mut out = Vec::with_capacity(edits.len());
+    edits.copy_to(&received.bytes, &mut out);
+    received.outgoing = Some(Bytes::from(out));
+}
