@@ -4,8 +4,9 @@
 //!
 //! - `chunked`: the chunked body scanner.
 //! - `head`: request and response heads, parsed into offsets.
-//! - `edits`: an outgoing head as edits over the received bytes.
-//! - `rewrite`: the client's request head rewritten for the backend.
+//! - `edits`: an outgoing head made over the received bytes.
+//! - `rewrite`: a request head rewritten for the backend, a response head
+//!   for the client.
 //! - `date`: the `Date` field, formatted once per second.
 //! - `body`: a body relayed as it arrives, framed as its head said.
 //! - `request`: a client's request head as the proxy's request, and its

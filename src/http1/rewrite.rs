@@ -9,7 +9,7 @@
 
 use super::Span;
 use super::date::with_date_line;
-use super::edits::HeadEdits;
+use super::edits::HeadOut;
 use super::head::{Field, Framing, Known, RequestHead, ResponseHead, Version};
 
 /// What the rewrite needs to know beyond the head.
@@ -32,16 +32,15 @@ pub struct Forwarding<'a> {
     pub upgrade: bool,
 }
 
-/// Fills `edits` with the backend's request head for `head` (parsed from
+/// Writes to `edits` the backend's request head for `head` (parsed from
 /// `buf`, its fields in `fields`).
 pub fn request_edits(
     buf: &[u8],
     head: &RequestHead,
     fields: &[Field],
     forwarding: &Forwarding<'_>,
-    edits: &mut HeadEdits,
+    edits: &mut impl HeadOut,
 ) {
-    edits.clear();
     request_line(buf, head, forwarding, edits);
 
     let absolute = head.path_and_query != head.target;
@@ -88,7 +87,6 @@ pub fn request_edits(
         add_field(edits, b"Host: ", backend);
     }
     // Earlier hops folded into one line, the client last.
-    let start = edits.added_mut().len();
     let out = edits.added_mut();
     out.extend_from_slice(b"X-Forwarded-For: ");
     if forwarded_for > 0 {
@@ -99,7 +97,6 @@ pub fn request_edits(
     }
     out.extend_from_slice(forwarding.client);
     out.extend_from_slice(b"\r\n");
-    edits.added_since(start);
     if !proto_kept {
         edits.add(if forwarding.tls {
             b"X-Forwarded-Proto: https\r\n"
@@ -122,7 +119,7 @@ fn request_line(
     buf: &[u8],
     head: &RequestHead,
     forwarding: &Forwarding<'_>,
-    edits: &mut HeadEdits,
+    edits: &mut impl HeadOut,
 ) {
     let origin_form = head.path_and_query == head.target;
     if forwarding.target.is_none() && origin_form && head.version == Version::Http11 {
@@ -148,13 +145,11 @@ fn request_line(
     edits.add(b" HTTP/1.1\r\n");
 }
 
-fn add_field(edits: &mut HeadEdits, name: &[u8], value: &[u8]) {
-    let start = edits.added_mut().len();
+fn add_field(edits: &mut impl HeadOut, name: &[u8], value: &[u8]) {
     let out = edits.added_mut();
     out.extend_from_slice(name);
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-    edits.added_since(start);
 }
 
 /// Whether a `Connection` field names `name` (RFC 9110 §7.6.1).
@@ -207,16 +202,15 @@ pub struct Answer {
     pub close: bool,
 }
 
-/// Fills `edits` with the client's response head for the backend's `head`
+/// Writes to `edits` the client's response head for the backend's `head`
 /// (parsed from `buf`, its fields in `fields`).
 pub fn response_edits(
     buf: &[u8],
     head: &ResponseHead,
     fields: &[Field],
     answering: &Answering<'_>,
-    edits: &mut HeadEdits,
+    edits: &mut impl HeadOut,
 ) -> Answer {
-    edits.clear();
     let http10_client = answering.client_version == Version::Http10;
     let relay = match head.framing {
         Framing::Chunked if http10_client => Relay::Dechunk,
@@ -282,6 +276,7 @@ pub fn response_edits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::edits::CopiedHead;
     use crate::http1::head::{Method, parse_request, parse_response};
 
     fn forwarding() -> Forwarding<'static> {
@@ -295,20 +290,24 @@ mod tests {
         }
     }
 
-    fn rewritten(raw: &str, forwarding: Forwarding<'_>) -> (String, usize) {
+    fn rewritten(raw: &str, forwarding: Forwarding<'_>) -> String {
         let buf = raw.as_bytes();
         let mut fields = Vec::new();
         let head = parse_request(buf, &mut fields).unwrap().unwrap();
-        let mut edits = HeadEdits::default();
-        request_edits(buf, &head, &fields, &forwarding, &mut edits);
         let mut out = Vec::new();
-        edits.copy_to(buf, &mut out);
-        (String::from_utf8(out).unwrap(), edits.pieces())
+        request_edits(
+            buf,
+            &head,
+            &fields,
+            &forwarding,
+            &mut CopiedHead::new(buf, &mut out),
+        );
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn a_plain_request_is_kept_byte_for_byte_in_two_pieces() {
-        let (out, pieces) = rewritten(
+    fn a_plain_request_is_kept_byte_for_byte() {
+        let out = rewritten(
             "GET /a?b HTTP/1.1\r\nhOsT: Example.com\r\nAccept: */*\r\n\r\n",
             forwarding(),
         );
@@ -318,12 +317,11 @@ mod tests {
              X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\
              X-Forwarded-Host: Example.com\r\n\r\n"
         );
-        assert_eq!(pieces, 2);
     }
 
     #[test]
     fn hop_by_hop_fields_go_and_those_connection_names() {
-        let (out, _) = rewritten(
+        let out = rewritten(
             "POST /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Secret\r\n\
              Keep-Alive: 5\r\nX-Secret: 1\r\nTE: trailers\r\nProxy-Connection: x\r\n\
              Upgrade: h2c\r\nTransfer-Encoding: chunked\r\nX-Other: 2\r\n\r\n",
@@ -341,7 +339,7 @@ mod tests {
         let raw = "GET / HTTP/1.1\r\nHost: inner\r\nX-Forwarded-For: 6.6.6.6\r\n\
                    X-Forwarded-Proto: https\r\nx-forwarded-for: 10.0.0.1 \r\n\
                    X-Forwarded-Host: public.example\r\n\r\n";
-        let (out, _) = rewritten(raw, forwarding());
+        let out = rewritten(raw, forwarding());
         assert_eq!(
             out,
             "GET / HTTP/1.1\r\nHost: inner\r\n\
@@ -353,20 +351,20 @@ mod tests {
             tls: true,
             ..forwarding()
         };
-        let (out, _) = rewritten(raw, trusted);
+        let out = rewritten(raw, trusted);
         assert_eq!(
             out,
             "GET / HTTP/1.1\r\nHost: inner\r\nX-Forwarded-Proto: https\r\n\
              X-Forwarded-Host: public.example\r\n\
              X-Forwarded-For: 6.6.6.6, 10.0.0.1, 192.0.2.7\r\n\r\n"
         );
-        let (out, _) = rewritten("GET / HTTP/1.1\r\nHost: a\r\n\r\n", trusted);
+        let out = rewritten("GET / HTTP/1.1\r\nHost: a\r\n\r\n", trusted);
         assert!(out.contains("X-Forwarded-Proto: https\r\n"), "{out}");
     }
 
     #[test]
     fn absolute_targets_become_origin_form_with_their_host() {
-        let (out, _) = rewritten(
+        let out = rewritten(
             "GET http://a.example:8080?q HTTP/1.1\r\nHost: a.example:8080\r\nX: y\r\n\r\n",
             forwarding(),
         );
@@ -384,7 +382,7 @@ mod tests {
             backend_host: Some(b"127.0.0.1:9000"),
             ..forwarding()
         };
-        let (out, _) = rewritten(
+        let out = rewritten(
             "GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
             with_backend,
         );
@@ -393,7 +391,7 @@ mod tests {
             "GET /x HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n\
              X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\n\r\n"
         );
-        let (out, _) = rewritten("GET /x HTTP/1.0\r\nHost: a\r\n\r\n", with_backend);
+        let out = rewritten("GET /x HTTP/1.0\r\nHost: a\r\n\r\n", with_backend);
         assert!(out.starts_with("GET /x HTTP/1.1\r\nHost: a\r\n"), "{out}");
         assert!(!out.contains("9000"), "{out}");
     }
@@ -404,7 +402,7 @@ mod tests {
             target: Some(b"/admin?x"),
             ..forwarding()
         };
-        let (out, _) = rewritten("GET /api/../admin?x HTTP/1.1\r\nHost: a\r\n\r\n", normal);
+        let out = rewritten("GET /api/../admin?x HTTP/1.1\r\nHost: a\r\n\r\n", normal);
         assert!(
             out.starts_with("GET /admin?x HTTP/1.1\r\nHost: a\r\n"),
             "{out}"
@@ -417,7 +415,7 @@ mod tests {
             upgrade: true,
             ..forwarding()
         };
-        let (out, _) = rewritten(
+        let out = rewritten(
             "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Key: k\r\n\r\n",
             upgrade,
@@ -434,10 +432,14 @@ mod tests {
         let buf = raw.as_bytes();
         let mut fields = Vec::new();
         let head = parse_response(buf, method, &mut fields).unwrap().unwrap();
-        let mut edits = HeadEdits::default();
-        let answer = response_edits(buf, &head, &fields, &answering, &mut edits);
         let mut out = Vec::new();
-        edits.copy_to(buf, &mut out);
+        let answer = response_edits(
+            buf,
+            &head,
+            &fields,
+            &answering,
+            &mut CopiedHead::new(buf, &mut out),
+        );
         (String::from_utf8(out).unwrap(), answer)
     }
 

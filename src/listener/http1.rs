@@ -26,7 +26,7 @@ use tracing::debug;
 
 use crate::config::ListenerConfig;
 use crate::http1::date::with_date_line;
-use crate::http1::edits::HeadEdits;
+use crate::http1::edits::CopiedHead;
 use crate::http1::head::{self, Field, Framing, HeadError, HeadReader, RequestHead, Version};
 use crate::http1::request::{self, BodyLeft, Piece, ReceivedRequest};
 use crate::http1::rewrite::{self, Answer, Answering, Relay};
@@ -471,8 +471,6 @@ pub(super) struct Http1Loop<'a, R: ClientRead, W> {
     /// Response bytes gathered to be written: the head, chunk framing, small
     /// body pieces.
     out: Vec<u8>,
-    /// A backend's response head as edits over its bytes.
-    edits: HeadEdits,
     /// Fields weir adds to a backend's head, as lines.
     added: Vec<u8>,
     /// Larger body pieces, each with where in `out` it goes.
@@ -511,7 +509,6 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             first,
             fields: Vec::new(),
             out: Vec::new(),
-            edits: HeadEdits::default(),
             added: Vec::new(),
             queued: Vec::new(),
             queued_bytes: 0,
@@ -900,9 +897,8 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                         upgrade: false,
                         extra: &self.added,
                     },
-                    &mut self.edits,
+                    &mut CopiedHead::new(&received.bytes, &mut self.out),
                 );
-                self.edits.copy_to(&received.bytes, &mut self.out);
                 received_framing(received.head.framing, answer)
             }
             None => encode_head(

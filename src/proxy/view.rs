@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 
-use crate::http1::edits::HeadEdits;
+use crate::http1::edits::CopiedHead;
 use crate::http1::request::ReceivedRequest;
 use crate::http1::rewrite::{self, Forwarding};
 
@@ -72,15 +72,14 @@ pub(crate) fn rewrite_received(
         backend_host: None,
         upgrade: false,
     };
-    let mut edits = HeadEdits::default();
+    // Room for the head and what the rewrite adds, most often: one allocation.
+    let mut out = Vec::with_capacity(received.bytes.len() + 128);
     rewrite::request_edits(
         &received.bytes,
         &received.head,
         &received.fields,
         &forwarding,
-        &mut edits,
+        &mut CopiedHead::new(&received.bytes, &mut out),
     );
-    let mut out = Vec::with_capacity(edits.len());
-    edits.copy_to(&received.bytes, &mut out);
     received.outgoing = Some(Bytes::from(out));
 }
