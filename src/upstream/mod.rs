@@ -278,20 +278,18 @@ impl Upstream {
         started: std::time::Instant,
     ) {
         let now = std::time::Instant::now();
+        let took = now - started;
         backend.metrics.requests.inc(code);
-        backend
-            .metrics
-            .duration
-            .observe((now - started).as_secs_f64());
+        backend.metrics.duration.observe(took.as_secs_f64());
         if let Some(outlier) = &self.outlier_detection {
             outlier::observe(outlier, &self.name, &self.backends, backend, failed);
         }
         if self.balancer.uses_latency() {
             let latency = if failed {
                 // A failure (or a 5xx) counts as slow, so traffic moves away from it.
-                (now - started).max(crate::balance::FAILURE_PENALTY)
+                took.max(crate::balance::FAILURE_PENALTY)
             } else {
-                now - started
+                took
             };
             backend.state.latency().observe(latency, now);
         }
