@@ -50,13 +50,23 @@ pub fn request_edits(
     let mut forwarded_for = 0;
     let mut proto_kept = false;
     let mut host_kept = false;
+    let mut length_said = false;
     for field in fields {
         let keep = match field.known {
             Known::Upgrade => forwarding.upgrade,
-            // Validated to be exactly `chunked`, which is how the body is
-            // relayed: kept as it came.
-            Known::TransferEncoding => true,
+            // The framing fields are written below, in one spelling, from
+            // the framing the codec read: the backend reads what weir relays
+            // however the client spelled it (`ChUnKeD`, `0005`).
+            Known::TransferEncoding => false,
+            Known::ContentLength => {
+                length_said = true;
+                false
+            }
             known if known.is_hop_by_hop() => false,
+            // The host stays whatever `Connection` says of it.
+            // An absolute target's authority is sent as `Host` below.
+            Known::Host => !absolute,
+            _ if named && named_by_connection(buf, fields, field.name) => false,
             Known::XForwardedFor => {
                 forwarded_for += 1;
                 false
@@ -69,14 +79,18 @@ pub fn request_edits(
                 host_kept |= forwarding.trusted;
                 forwarding.trusted
             }
-            // An absolute target's authority is sent as `Host` below.
-            Known::Host => !absolute,
-            Known::Other if named => !named_by_connection(buf, fields, field.name),
             _ => true,
         };
         if keep {
             edits.keep(field.line);
         }
+    }
+    match head.framing {
+        Framing::Chunked => edits.add(b"Transfer-Encoding: chunked\r\n"),
+        Framing::Length(length) => add_length(edits, length),
+        // `Content-Length: 0` stays said: a backend may want it on a POST.
+        Framing::Empty if length_said => add_length(edits, 0),
+        Framing::Empty | Framing::UntilClose => {}
     }
 
     if absolute && let Some(authority) = head.authority {
@@ -90,7 +104,9 @@ pub fn request_edits(
     let out = edits.added_mut();
     out.extend_from_slice(b"X-Forwarded-For: ");
     if forwarded_for > 0 {
-        for field in fields.iter().filter(|f| f.known == Known::XForwardedFor) {
+        for field in fields.iter().filter(|f| {
+            f.known == Known::XForwardedFor && !(named && named_by_connection(buf, fields, f.name))
+        }) {
             out.extend_from_slice(field.value.of(buf));
             out.extend_from_slice(b", ");
         }
@@ -143,6 +159,13 @@ fn request_line(
         }
     }
     edits.add(b" HTTP/1.1\r\n");
+}
+
+fn add_length(edits: &mut impl HeadOut, length: u64) {
+    let out = edits.added_mut();
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn add_field(edits: &mut impl HeadOut, name: &[u8], value: &[u8]) {
@@ -235,20 +258,27 @@ pub fn response_edits(
         ));
     }
     let named = head.connection.names_fields || head.connection.close;
+    // No framing field at all on a 1xx or 204 (RFC 9110 §8.6, RFC 9112
+    // §6.1); on the answer to a HEAD and on a 304 (no body either) they
+    // describe the representation and go on as they came; a body's framing
+    // is written below in one spelling, from what the codec read.
+    let bodiless = head.status == 204 || (100..200).contains(&head.status);
+    let framing_as_came = head.framing == Framing::Empty && !bodiless;
     let mut dated = false;
     for field in fields {
         let keep = match field.known {
             Known::Upgrade => answering.upgrade,
             // HTTP/1.0 has no transfer codings, not even on a bodiless answer.
-            Known::TransferEncoding => relay == Relay::AsIs && !http10_client,
+            Known::TransferEncoding => framing_as_came && !http10_client,
+            Known::ContentLength => framing_as_came,
             known if known.is_hop_by_hop() => false,
+            _ if named && named_by_connection(buf, fields, field.name) => false,
             Known::Other
                 if field.name.len() == 4 && field.name.of(buf).eq_ignore_ascii_case(b"date") =>
             {
                 dated = true;
                 true
             }
-            Known::Other if named => !named_by_connection(buf, fields, field.name),
             _ => true,
         };
         if keep {
@@ -258,8 +288,12 @@ pub fn response_edits(
     if !dated {
         with_date_line(|line| edits.add(line));
     }
-    if relay == Relay::Chunk {
-        edits.add(b"Transfer-Encoding: chunked\r\n");
+    match (head.framing, relay) {
+        (Framing::Length(length), _) => add_length(edits, length),
+        (Framing::Chunked, Relay::AsIs) | (_, Relay::Chunk) => {
+            edits.add(b"Transfer-Encoding: chunked\r\n");
+        }
+        _ => {}
     }
     edits.add(answering.extra);
     if answering.upgrade {
@@ -329,7 +363,44 @@ mod tests {
         );
         assert_eq!(
             out,
-            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Other: 2\r\n\
+            "POST /x HTTP/1.1\r\nHost: a\r\nX-Other: 2\r\nTransfer-Encoding: chunked\r\n\
+             X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn framing_fields_go_on_in_one_spelling_whatever_the_clients() {
+        let out = rewritten(
+            "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n",
+            forwarding(),
+        );
+        assert!(out.contains("\r\nTransfer-Encoding: chunked\r\n"), "{out}");
+        assert!(!out.contains("ChUnKeD"), "{out}");
+        let out = rewritten(
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0005\r\n\r\n",
+            forwarding(),
+        );
+        assert!(out.contains("\r\nContent-Length: 5\r\n"), "{out}");
+        assert!(!out.contains("0005"), "{out}");
+        let out = rewritten(
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            forwarding(),
+        );
+        assert!(out.contains("\r\nContent-Length: 0\r\n"), "{out}");
+        let out = rewritten("GET /x HTTP/1.1\r\nHost: a\r\n\r\n", forwarding());
+        assert!(!out.contains("Content-Length"), "{out}");
+    }
+
+    #[test]
+    fn a_field_connection_names_goes_whatever_its_name_but_the_host() {
+        let out = rewritten(
+            "POST /x HTTP/1.1\r\nHost: a\r\nConnection: Expect, Host, X-Forwarded-For\r\n\
+             Expect: 100-continue\r\nX-Forwarded-For: 203.0.113.9\r\nContent-Length: 2\r\n\r\n",
+            forwarding(),
+        );
+        assert_eq!(
+            out,
+            "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\
              X-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
         );
     }
@@ -455,8 +526,8 @@ mod tests {
     const DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
 
     #[test]
-    fn a_plain_answer_is_kept_byte_for_byte() {
-        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}Content-Length: 2\r\nX-A: b\r\n\r\nok");
+    fn a_plain_answer_keeps_its_lines_and_its_length() {
+        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}X-A: b\r\nContent-Length: 2\r\n\r\nok");
         let (out, answer) = answered(&raw, Method::Get, answering(Version::Http11));
         assert_eq!(out, &raw[..raw.len() - 2]);
         assert_eq!(
@@ -564,5 +635,38 @@ mod tests {
                 "HTTP/1.1 101 Switching Protocols\r\n{DATE}Upgrade: websocket\r\nSec-WebSocket-Accept: x\r\nConnection: upgrade\r\n\r\n"
             )
         );
+    }
+    #[test]
+    fn no_framing_field_goes_on_a_204_and_a_body_is_framed_in_one_spelling() {
+        for raw in [
+            format!("HTTP/1.1 204 No Content\r\n{DATE}Content-Length: 5\r\n\r\n"),
+            format!("HTTP/1.1 204 No Content\r\n{DATE}Transfer-Encoding: chunked\r\n\r\n"),
+        ] {
+            let (out, _) = answered(&raw, Method::Get, answering(Version::Http11));
+            assert_eq!(out, format!("HTTP/1.1 204 No Content\r\n{DATE}\r\n"));
+        }
+        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}Transfer-Encoding: CHUNKED\r\n\r\n");
+        let (out, _) = answered(&raw, Method::Get, answering(Version::Http11));
+        assert_eq!(
+            out,
+            format!("HTTP/1.1 200 OK\r\n{DATE}Transfer-Encoding: chunked\r\n\r\n")
+        );
+        // What a HEAD's answer and a 304 say of the representation stays.
+        let raw = format!("HTTP/1.1 200 OK\r\n{DATE}Content-Length: 0042\r\n\r\n");
+        let (out, _) = answered(&raw, Method::Head, answering(Version::Http11));
+        assert_eq!(out, raw);
+        let raw = format!("HTTP/1.1 304 Not Modified\r\n{DATE}Content-Length: 42\r\n\r\n");
+        let (out, _) = answered(&raw, Method::Get, answering(Version::Http11));
+        assert_eq!(out, raw);
+    }
+
+    #[test]
+    fn a_response_field_connection_names_goes_and_a_named_date_is_weirs() {
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\n{DATE}Connection: Date, X-Gone\r\nX-Gone: 1\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (out, _) = answered(&raw, Method::Get, answering(Version::Http11));
+        assert!(!out.contains("1994") && !out.contains("X-Gone"), "{out}");
+        assert!(out.contains("\r\nDate: "), "{out}");
     }
 }

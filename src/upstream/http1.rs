@@ -171,11 +171,17 @@ impl Http1Connection {
             // Rewritten as edits over the client's head, its framing fields
             // as they came: the body goes out as the client framed it.
             Some((head, framing)) => (head, Outgoing::of(framing)),
+            // A head read in place and not rewritten would go out without
+            // its fields: refused, though no path leads here.
+            None if parts.extensions.get::<ReceivedRequest>().is_some() => {
+                return Err(Failed {
+                    error: ExchangeError::Io(io::Error::other(
+                        "a client's head reached the backend unrewritten",
+                    )),
+                    unsent: None,
+                });
+            }
             None => {
-                debug_assert!(
-                    parts.extensions.get::<ReceivedRequest>().is_none(),
-                    "a head read in place reaches the backend rewritten"
-                );
                 let mut head = Vec::with_capacity(256);
                 match encode_head(&parts, &body, &mut head) {
                     Ok(framing) => (Bytes::from(head), framing),
