@@ -115,6 +115,31 @@ pub struct Field {
     pub known: Known,
 }
 
+/// The value at `span` of `bytes` as an `http` value over the same bytes
+/// (nothing copied).
+pub fn shared_value(
+    bytes: &bytes::Bytes,
+    span: Span,
+) -> Result<http::HeaderValue, http::header::InvalidHeaderValue> {
+    http::HeaderValue::from_maybe_shared(bytes.slice(span.start as usize..span.end as usize))
+}
+
+/// The fields of a head parsed in place in `bytes`, as `http` names and
+/// values sharing those bytes. The codec admits only what `http` takes (the
+/// `head` fuzz target holds it to that); a field it did not would come out as
+/// an error.
+pub fn http_fields<'a>(
+    bytes: &'a bytes::Bytes,
+    fields: &'a [Field],
+) -> impl Iterator<Item = Result<(http::HeaderName, http::HeaderValue), &'static str>> + 'a {
+    fields.iter().map(move |field| {
+        let name =
+            http::HeaderName::from_bytes(field.name.of(bytes)).map_err(|_| "bad field name")?;
+        let value = shared_value(bytes, field.value).map_err(|_| "bad field value")?;
+        Ok((name, value))
+    })
+}
+
 /// How a message's body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {

@@ -3,10 +3,10 @@
 //! the codec), and its body handed out in pieces as its bytes arrive.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Request};
+use http::{HeaderMap, Request};
 
 use super::chunked::{ChunkError, ChunkedScanner};
-use super::head::{Field, Framing, HeadError, HeadReader, RequestHead, Version};
+use super::head::{Field, Framing, HeadError, HeadReader, RequestHead, Version, http_fields};
 
 /// The next request head at the front of `buf`, once whole: taken from it,
 /// with its bytes. Empty lines before it (RFC 9112 §2.2 lets a server ignore
@@ -91,12 +91,8 @@ pub fn to_request_line(head: &RequestHead, bytes: &Bytes) -> Result<Request<()>,
 
 fn header_map(fields: &[Field], bytes: &Bytes) -> Result<HeaderMap, &'static str> {
     let mut headers = HeaderMap::with_capacity(fields.len() + 3);
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name.of(bytes)).map_err(|_| "bad field name")?;
-        let value = HeaderValue::from_maybe_shared(
-            bytes.slice(field.value.start as usize..field.value.end as usize),
-        )
-        .map_err(|_| "bad field value")?;
+    for field in http_fields(bytes, fields) {
+        let (name, value) = field?;
         headers.append(name, value);
     }
     Ok(headers)

@@ -25,7 +25,7 @@ pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError>
         // and the framing fields; a head read in place names its authority.
         check_target(request)?;
         return match received.head.authority {
-            Some(authority) => super::view::shared(&received.bytes, authority)
+            Some(authority) => crate::http1::head::shared_value(&received.bytes, authority)
                 .map(Some)
                 .map_err(|_| ProxyError::BadRequest("invalid Host header")),
             None => Ok(None),

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request};
 
 use crate::http1::edits::CopiedHead;
+use crate::http1::head::shared_value;
 use crate::http1::request::ReceivedRequest;
 use crate::http1::rewrite::{self, Forwarding};
 
@@ -28,18 +29,10 @@ pub(crate) fn value<B>(request: &Request<B>, name: &http::HeaderName) -> Option<
                     .of(&received.bytes)
                     .eq_ignore_ascii_case(name.as_str().as_bytes())
             })?;
-            shared(&received.bytes, field.value).ok()
+            shared_value(&received.bytes, field.value).ok()
         }
         None => request.headers().get(name).cloned(),
     }
-}
-
-/// The value at `span` of `bytes`, as a `HeaderValue` over the same bytes.
-pub(crate) fn shared(
-    bytes: &Bytes,
-    span: crate::http1::Span,
-) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
-    HeaderValue::from_maybe_shared(bytes.slice(span.start as usize..span.end as usize))
 }
 
 /// Makes `request`'s fields a `HeaderMap`, for the paths that read or change

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -330,18 +330,11 @@ impl ReceivedHead {
 
 /// The response's fields as a `HeaderMap`, for the parts of weir that read
 /// one. The codec validated names and values; one that `http` still refuses
-/// is left out rather than failing the response. Values are slices of the
-/// head's bytes: nothing is copied.
+/// is left out rather than failing the response.
 fn header_map(head: &Bytes, fields: &[Field]) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let value = head.slice(field.value.start as usize..field.value.end as usize);
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.of(head)),
-            HeaderValue::from_maybe_shared(value),
-        ) {
-            headers.append(name, value);
-        }
+    for (name, value) in head::http_fields(head, fields).flatten() {
+        headers.append(name, value);
     }
     headers
 }
@@ -931,7 +924,7 @@ mod tests {
         let (mut parts, body) = request("5");
         parts
             .headers
-            .append("content-length", HeaderValue::from_static("5"));
+            .append("content-length", http::HeaderValue::from_static("5"));
         assert!(encode_head(&parts, &body, &mut Vec::new()).is_err());
     }
 
