@@ -483,3 +483,22 @@ async fn a_field_connection_names_goes_even_when_weir_knows_its_name() {
     let seen = backend.requests().remove(0);
     assert!(!seen.to_ascii_lowercase().contains("expect:"), "{seen}");
 }
+
+/// weir's own answers (and any head made from a map) tell an HTTP/1.0 client
+/// whose connection ends so, as the relayed heads do.
+#[tokio::test]
+async fn weirs_own_answer_to_an_http10_client_says_its_connection_ends() {
+    // A backend that closes at once: weir answers 502 itself.
+    let backend = spawn_raw_backend(|socket| async move { drop(socket) }).await;
+    let lb = weir_for(backend.addr, "").await;
+    let mut conn = RawConn::connect(lb.addr).await;
+    conn.send(b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n").await;
+    let answer = String::from_utf8(conn.read_to_end().await).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 502 "), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+}
