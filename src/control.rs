@@ -39,6 +39,9 @@ pub struct Control {
     /// Backends readiness waits for (see [`HealthChecks::unchecked`]).
     unchecked: Arc<AtomicUsize>,
     state: Mutex<State>,
+    /// The runtimes that serve the listeners (see `crate::workers`); when none,
+    /// the listeners are served on the runtime weir was started on.
+    workers: Vec<tokio::runtime::Handle>,
 }
 
 struct State {
@@ -103,6 +106,7 @@ impl Control {
         config: Config,
         config_path: Option<PathBuf>,
         shutdown: Shutdown,
+        workers: Vec<tokio::runtime::Handle>,
     ) -> io::Result<Arc<Control>> {
         let config = Arc::new(config);
         let metrics = Arc::new(Metrics::new());
@@ -123,7 +127,8 @@ impl Control {
         for listener in &config.listeners {
             let settings = ListenerSettings::new(listener.clone(), None, &metrics)
                 .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
-            bound.push((settings, bind(listener).await.map_err(into_io)?));
+            let sockets = bind(listener, workers.len()).await.map_err(into_io)?;
+            bound.push((settings, sockets));
         }
         let health = HealthChecks::default();
         let control = Arc::new(Control {
@@ -140,6 +145,7 @@ impl Control {
                 closed: false,
                 discovery,
             }),
+            workers,
         });
         tokio::spawn(follow_answers(
             Arc::downgrade(&control),
@@ -263,7 +269,7 @@ impl Control {
             if state.listeners.iter().any(|l| l.listen == listener.listen) {
                 kept_settings.push(new_settings);
             } else {
-                fresh.push((new_settings, bind(listener).await?));
+                fresh.push((new_settings, bind(listener, self.workers.len()).await?));
             }
         }
         // Same file and format: the same writer, its file reopened (log rotation).
@@ -347,24 +353,48 @@ impl Control {
         state.health.sync(&self.snapshots.load());
     }
 
+    /// Serves `sockets` (one per worker, or one) until the listener is stopped
+    /// or weir drains.
     fn spawn_listener(
         &self,
         state: &mut State,
         settings: ListenerSettings,
-        listener: Listener,
+        sockets: Vec<Listener>,
     ) -> RunningListener {
-        let bound = listener.local_addr();
-        info!(listener = %settings.config.name, address = %bound, tls = settings.config.tls.is_some(), "listening");
+        let bound = sockets[0].local_addr();
+        info!(listener = %settings.config.name, address = %bound, tls = settings.config.tls.is_some(), workers = sockets.len(), "listening");
         let listen = settings.config.listen;
         let settings = Arc::new(ArcSwap::from_pointee(settings));
         let (stop, stopped) = shutdown::channel();
-        state.tasks.spawn(listener.serve(
-            settings.clone(),
-            self.snapshots.clone(),
-            self.shutdown.clone(),
-            stopped,
-            state.config.runtime.shutdown_timeout,
-        ));
+        let grace = state.config.runtime.shutdown_timeout;
+        let serve = |socket: Listener| {
+            socket.serve(
+                settings.clone(),
+                self.snapshots.clone(),
+                self.shutdown.clone(),
+                stopped.clone(),
+                grace,
+            )
+        };
+        if self.workers.is_empty() {
+            for socket in sockets {
+                state.tasks.spawn(serve(socket));
+            }
+        } else {
+            // Each worker accepts and drains on its own; the listener is done
+            // when every worker is.
+            let serving: Vec<_> = self
+                .workers
+                .iter()
+                .zip(sockets)
+                .map(|(worker, socket)| worker.spawn(serve(socket)))
+                .collect();
+            state.tasks.spawn(async move {
+                for worker in serving {
+                    let _ = worker.await;
+                }
+            });
+        }
         RunningListener {
             listen,
             bound,
@@ -389,14 +419,21 @@ async fn follow_answers(control: Weak<Control>, changed: Arc<Notify>, mut shutdo
     }
 }
 
-async fn bind(listener: &ListenerConfig) -> Result<Listener, ReloadError> {
-    Listener::bind(listener.listen)
-        .await
-        .map_err(|source| ReloadError::Bind {
-            address: listener.listen,
-            name: listener.name.clone(),
-            source,
-        })
+/// Binds `listener`'s address: one socket, with a handle on it for each of
+/// `workers` (at least one).
+async fn bind(listener: &ListenerConfig, workers: usize) -> Result<Vec<Listener>, ReloadError> {
+    let failed = |source| ReloadError::Bind {
+        address: listener.listen,
+        name: listener.name.clone(),
+        source,
+    };
+    let socket = Listener::bind(listener.listen).await.map_err(failed)?;
+    let mut sockets = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers {
+        sockets.push(socket.try_clone().map_err(failed)?);
+    }
+    sockets.push(socket);
+    Ok(sockets)
 }
 
 fn into_io(err: ReloadError) -> io::Error {

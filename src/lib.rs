@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`workers`]: the threads that serve requests, each sharing nothing with
+//!   the others on the request path.
 //! - [`http1`]: weir's own HTTP/1 codec: heads parsed in place, chunked
 //!   bodies scanned, heads rewritten as edits over the received bytes. Pure.
 //! - [`config`]: the TOML file → validated, typed [`config::Config`].
@@ -30,7 +32,7 @@
 //! - [`shutdown`]: the drain signal.
 //! - [`demo`]: the zero-setup demo (three local backends and weir in front).
 //!
-//! Dependencies point one way: http1 → config → router/balance → metrics → upstream →
+//! Dependencies point one way: workers → http1 → config → router/balance → metrics → upstream →
 //! redis_connection → cache / rate_limit → access_log / discovery / snapshot →
 //! health / proxy → listener → control → admin → `run`.
 
@@ -45,6 +47,7 @@ pub mod control;
 pub mod demo;
 pub mod shutdown;
 pub mod tls;
+pub mod workers;
 
 // Exported on purpose for the benchmarks, fuzz targets and the tests that drive
 // one part directly: not weir's API.
@@ -113,6 +116,17 @@ pub async fn start_from(
     config_path: Option<PathBuf>,
     shutdown: Shutdown,
 ) -> std::io::Result<Running> {
+    start_on(config, config_path, shutdown, &workers::Workers::none()).await
+}
+
+/// [`start_from`], with the listeners served by `workers` (the control plane
+/// stays on the caller's runtime); with no workers, by the caller's runtime.
+pub async fn start_on(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: Shutdown,
+    workers: &workers::Workers,
+) -> std::io::Result<Running> {
     let admin =
         match &config.admin {
             None => None,
@@ -125,7 +139,7 @@ pub async fn start_from(
                 },
             )?),
         };
-    let control = Control::start(config, config_path, shutdown).await?;
+    let control = Control::start(config, config_path, shutdown, workers.handles()).await?;
     // The admin API outlives the drain, so that /readyz can say "draining".
     let (admin_stop, admin_stopped) = shutdown::channel();
     if let Some(admin) = admin {

@@ -184,7 +184,7 @@ fn admin_request(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<weir::admin_client::Answer> {
     let target = admin_target(args)?;
-    let runtime = runtime(1)?;
+    let runtime = runtime()?;
     Ok(runtime.block_on(target.send(method, path, body))?)
 }
 
@@ -310,12 +310,23 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()> {
     let config = config::load(path).map_err(|err| anyhow::anyhow!("invalid config:\n{err}"))?;
     log_level.set(&config.logging.level);
-    let served = runtime(config.runtime.workers)?.block_on(async move {
+    let workers = match config.runtime.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // One worker serves on the runtime of the control plane; more get threads
+    // (and runtimes) of their own, and the control plane keeps this one.
+    let workers = if workers > 1 {
+        weir::workers::Workers::start(workers)?
+    } else {
+        weir::workers::Workers::none()
+    };
+    let served = runtime()?.block_on(async {
         let (trigger, shutdown) = shutdown::channel();
         // Installed before the listeners accept: a signal sent as soon as weir says
         // it listens must find its handler, not the default action (exit).
         let signals = Signals::install();
-        let running = weir::start_from(config, Some(path.to_owned()), shutdown).await?;
+        let running = weir::start_on(config, Some(path.to_owned()), shutdown, &workers).await?;
         tokio::spawn(watch_signals(
             signals,
             trigger,
@@ -323,10 +334,15 @@ fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()>
             Some(log_level),
         ));
         tokio::spawn(release_freed_memory());
+        for worker in workers.handles() {
+            worker.spawn(release_freed_memory());
+        }
         running.wait().await;
         info!("drained; exiting");
         Ok(())
     });
+    // The workers stop with what they still run.
+    drop(workers);
     // The runtime is gone, and with it every request: the access log's last lines
     // can be written out.
     weir::access_log::finish(std::time::Duration::from_secs(2));
@@ -335,7 +351,7 @@ fn run_daemon(path: &std::path::Path, log_level: LogLevel) -> anyhow::Result<()>
 
 fn run_demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     use weir::demo::Behaviour;
-    runtime(0)?.block_on(async move {
+    runtime()?.block_on(async move {
         let mut backends = Vec::new();
         for (i, behaviour) in [Behaviour::Quick, Behaviour::Slow, Behaviour::Flaky]
             .into_iter()
@@ -364,27 +380,21 @@ fn run_demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     })
 }
 
-/// One worker runs on a current-thread runtime: with nothing to steal work from, the
-/// multi-thread scheduler would only add synchronisation to every wake-up.
-fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
-    };
-    builder.enable_all().build()
+/// The control plane's runtime, which with one worker is also the worker's:
+/// single-threaded, as with nothing to steal work from, a multi-threaded
+/// scheduler would only add synchronisation to every wake-up.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }
 
 /// Once a second, hands pages freed since back to the system. mimalloc does so
 /// lazily, when a thread next allocates, and only 100 ms after the free: after a
 /// burst (thousands of connections served, then parked) a process that has gone
 /// quiet would keep them for good. `mi_collect` frees the empty pages of the
-/// thread it runs on (with one worker, the only one; with more, whichever runs
-/// this task) and purges the free memory of every thread's arenas. Under load,
+/// thread it runs on (so every worker runs this task too, as does the control
+/// plane) and purges the free memory of every thread's arenas. Under load,
 /// what this gives back is soon taken again: once a second, a few page faults.
 async fn release_freed_memory() {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));

@@ -40,10 +40,11 @@ use timeouts::TimedIo;
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A bound listener, not yet accepting.
+/// A bound listener, not yet accepting: held apart from any runtime, so that
+/// it may be served on whichever runtime (worker) takes it.
 #[derive(Debug)]
 pub(crate) struct Listener {
-    tcp: TcpListener,
+    tcp: std::net::TcpListener,
     address: SocketAddr,
 }
 
@@ -114,7 +115,20 @@ impl Listener {
     pub async fn bind(address: SocketAddr) -> io::Result<Self> {
         let tcp = TcpListener::bind(address).await?;
         let address = tcp.local_addr()?;
-        Ok(Listener { tcp, address })
+        Ok(Listener {
+            tcp: tcp.into_std()?,
+            address,
+        })
+    }
+
+    /// Another handle on the same listening socket, for another worker: the
+    /// kernel's queue of new connections is one, and whichever worker asks
+    /// first takes the next.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Listener {
+            tcp: self.tcp.try_clone()?,
+            address: self.address,
+        })
     }
 
     /// The bound address (the real port when the config asked for port 0).
@@ -133,6 +147,13 @@ impl Listener {
         mut stop: Shutdown,
         grace: Duration,
     ) {
+        let tcp = match TcpListener::from_std(self.tcp) {
+            Ok(tcp) => tcp,
+            Err(err) => {
+                error!(address = %self.address, error = %err, "cannot accept on this worker");
+                return;
+            }
+        };
         let drain = Drain::new();
         let mut backoff = ACCEPT_BACKOFF_START;
         loop {
@@ -148,7 +169,7 @@ impl Listener {
                 },
             };
             let accepted = tokio::select! {
-                accepted = self.tcp.accept() => accepted,
+                accepted = tcp.accept() => accepted,
                 () = shutdown.wait() => break,
                 () = stop.wait() => break,
             };
@@ -209,7 +230,7 @@ impl Listener {
                 }
             }
         }
-        drop(self.tcp);
+        drop(tcp);
         let name = settings.load().name.clone();
         let open = drain.open();
         info!(listener = %name, open_connections = open, "stopped accepting; draining");

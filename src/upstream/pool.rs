@@ -20,6 +20,7 @@ use super::http1::{BackendIo, Http1Connection};
 use super::request_body::RequestBody;
 use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
 use crate::tls::{TlsError, UpstreamTls};
+use crate::workers;
 
 use super::http1::MAX_RESPONSE_HEAD_BYTES;
 
@@ -147,14 +148,18 @@ impl Connection {
     }
 }
 
-/// Idle connections of one backend, most recently used last (LIFO: the warmest
-/// connection is reused first and the coldest ones age out).
+/// Idle connections of one backend, one list per worker (see `crate::workers`),
+/// each most recently used last (LIFO: the warmest connection is reused first and
+/// the coldest ones age out). A worker takes and parks only connections of its
+/// own, which its own runtime drives: no two workers share a list, and with an
+/// HTTP/2 backend each worker has its own connection. `max_idle` holds per
+/// worker, as nginx's `keepalive` limit does per worker process.
 ///
-/// A std `Mutex` because it is held only to push or pop, never across an await,
-/// and it is per backend: requests to different backends never share it.
+/// A std `Mutex` because it is held only to push or pop, never across an await;
+/// it is per backend and per worker, so no other request path ever waits on it.
 #[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Box<[IdleList]>,
     max_idle: usize,
     /// The transport generation of the config in force: connections of another
     /// one (made before a reload changed TLS or the protocol) are not kept.
@@ -167,12 +172,23 @@ struct Idle {
     since: Instant,
 }
 
+/// One worker's idle connections, on cache lines of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct IdleList(Mutex<Vec<Idle>>);
+
+impl IdleList {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 // === impl Pool ===
 
 impl Pool {
     pub fn new(max_idle: usize) -> Self {
         Pool {
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers::count()).map(|_| IdleList::default()).collect(),
             max_idle,
             generation: AtomicU64::new(0),
         }
@@ -181,8 +197,16 @@ impl Pool {
     /// Keeps only connections of transport `generation` from now on.
     pub fn use_generation(&self, generation: u64) {
         if self.generation.swap(generation, Ordering::Relaxed) != generation {
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            for list in &self.idle {
+                list.lock().clear();
+            }
         }
+    }
+
+    /// The calling worker's idle connections.
+    fn own(&self) -> &IdleList {
+        // A thread that is no worker (the control plane) shares the first's.
+        self.idle.get(workers::index()).unwrap_or(&self.idle[0])
     }
 
     fn current(&self, connection: &Connection) -> bool {
@@ -193,7 +217,7 @@ impl Pool {
     /// `idle_timeout`, if any. A shared (HTTP/2) connection stays parked and a
     /// handle on it is returned.
     pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.own().lock();
         while let Some(entry) = idle.pop() {
             if entry.connection.is_closed()
                 || entry.since.elapsed() >= idle_timeout
@@ -220,7 +244,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.own().lock();
         // The oldest entries sit at the front: drop those past their time, and make
         // room when full. Dropping a `SendRequest` closes its connection.
         let stale = idle
@@ -239,7 +263,7 @@ impl Pool {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.idle.lock().unwrap().len()
+        self.idle.iter().map(|list| list.lock().len()).sum()
     }
 }
 
@@ -381,6 +405,35 @@ mod tests {
             pool.put(connection, Duration::from_secs(60));
         }
         assert_eq!(pool.len(), 2);
+    }
+
+    /// A connection parked by one worker is handed out to that worker only: the
+    /// other worker's runtime does not drive it.
+    #[test]
+    fn each_worker_takes_only_the_connections_it_parked() {
+        let workers = crate::workers::Workers::start(2).unwrap();
+        let [first, second] = <[_; 2]>::try_from(workers.handles()).unwrap();
+        let pool = std::sync::Arc::new(Pool::new(4));
+        let in_pool = pool.clone();
+        first.block_on(async move {
+            // The server's task holds its end open while the worker runs.
+            let (connection, _server) = open_connection().await;
+            // Parked from the first worker's thread, as its requests do.
+            tokio::spawn(async move { in_pool.put(connection, Duration::from_secs(60)) })
+                .await
+                .unwrap();
+        });
+        let taken_by = |worker: &tokio::runtime::Handle| {
+            let pool = pool.clone();
+            worker.block_on(async move {
+                tokio::spawn(async move { pool.take(Duration::from_secs(60)).is_some() })
+                    .await
+                    .unwrap()
+            })
+        };
+        assert!(!taken_by(&second));
+        assert!(taken_by(&first));
+        assert_eq!(pool.len(), 0);
     }
 
     #[tokio::test]

@@ -216,6 +216,15 @@ impl WeirProcess {
             })
     }
 
+    /// Waits until `count` lines of the log (stderr) contain `needle`.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) {
+        self.captured
+            .wait_for(&format!("{count} log lines with {needle:?}"), |streams| {
+                let lines = String::from_utf8_lossy(&streams.stderr);
+                (lines.lines().filter(|line| line.contains(needle)).count() >= count).then_some(())
+            })
+    }
+
     /// The address of the first listener, from its `listening` log line.
     pub fn listening(&self) -> SocketAddr {
         self.captured.wait_for("a listener's address", |streams| {
