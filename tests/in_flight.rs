@@ -52,6 +52,7 @@ async fn send(
         client,
         pick,
         request,
+        None,
         false,
         &mut Default::default(),
     )

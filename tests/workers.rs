@@ -68,10 +68,19 @@ async fn every_worker_serves_and_drains_its_own_requests() {
         .start();
     let address = weir.listening();
 
-    let mut names = thread_names(weir.id());
-    names.retain(|name| name.starts_with("weir-worker-"));
-    names.sort();
-    assert_eq!(names, ["weir-worker-0", "weir-worker-1"]);
+    // A thread names itself once it runs, which may be after weir listens.
+    within("both workers to be named", async {
+        loop {
+            let mut names = thread_names(weir.id());
+            names.retain(|name| name.starts_with("weir-worker-"));
+            names.sort();
+            if names == ["weir-worker-0", "weir-worker-1"] {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 
     let requests: Vec<_> = (0..64)
         .map(|_| tokio::spawn(status_line(address, "/")))

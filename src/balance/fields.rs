@@ -18,21 +18,16 @@ pub enum Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The fields of a request, from its parts: the head weir's HTTP/1
-    /// server parsed in place when it rides with the request, else the map.
-    pub fn of(headers: &'a HeaderMap, extensions: &'a http::Extensions) -> Self {
-        match extensions.get::<ReceivedRequest>() {
+    /// The fields of a request: the head weir's HTTP/1 server parsed in
+    /// place when the request came with one (`received`), else its map.
+    pub fn of(headers: &'a HeaderMap, received: Option<&'a ReceivedRequest>) -> Self {
+        match received {
             Some(received) => Fields::Head {
                 buf: &received.bytes,
                 fields: &received.fields,
             },
             None => Fields::Map(headers),
         }
-    }
-
-    /// The fields of `request`.
-    pub fn of_request<B>(request: &'a http::Request<B>) -> Self {
-        Fields::of(request.headers(), request.extensions())
     }
 
     /// The values of every field named `name` (lower case), in order.

@@ -41,13 +41,18 @@ pub struct RequestKey<'a> {
 }
 
 impl<'a> RequestKey<'a> {
-    /// The key of `request` from `client`.
-    pub fn of<B>(client: IpAddr, request: &'a http::Request<B>) -> Self {
+    /// The key of `request` from `client`, its fields read from the head it
+    /// came with (`received`) when it is read in place.
+    pub fn of<B>(
+        client: IpAddr,
+        request: &'a http::Request<B>,
+        received: Option<&'a crate::http1::request::ReceivedRequest>,
+    ) -> Self {
         RequestKey {
             client,
             path: request.uri().path(),
             query: request.uri().query(),
-            headers: Fields::of_request(request),
+            headers: Fields::of(request.headers(), received),
         }
     }
 

@@ -36,7 +36,7 @@ pub(super) async fn probe(
     }
     let exchange = async {
         let connection = pool::connect(address, dns_name, transport, timeout, preamble).await?;
-        match exchange::send_on(connection, request, &probe_timeouts(timeout)).await {
+        match exchange::send_on(connection, request, None, &probe_timeouts(timeout)).await {
             Ok(response) => Ok(response.status()),
             Err(SendFailure::NotSent(_)) => Err(UpstreamError::ClosedBeforeSend),
             Err(SendFailure::Failed(err)) => Err(err),

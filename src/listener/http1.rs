@@ -727,22 +727,22 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         };
         // The head goes on as it came, its fields unconverted, unless it asks
         // for a tunnel or names no host: those (rare) take the `HeaderMap` path.
-        let received = !head.connection.upgrade && head.authority.is_some();
-        let made = if received {
-            request::to_request_line(&head, &bytes).map(|mut request| {
-                request.extensions_mut().insert(ReceivedRequest {
+        let in_place = !head.connection.upgrade && head.authority.is_some();
+        let made = if in_place {
+            request::to_request_line(&head, &bytes).map(|request| {
+                let received = Box::new(ReceivedRequest {
                     bytes,
                     head,
                     fields: Arc::from(&self.fields[..]),
                     outgoing: None,
                 });
-                request
+                (request, Some(received))
             })
         } else {
-            request::to_request(&head, &self.fields, &bytes)
+            request::to_request(&head, &self.fields, &bytes).map(|request| (request, None))
         };
-        let mut request = match made {
-            Ok(request) => request,
+        let (mut request, received) = match made {
+            Ok(made) => made,
             Err(why) => {
                 debug!(client.addr = %self.connection.peer, error = why, "request head refused");
                 self.refuse(StatusCode::BAD_REQUEST).await;
@@ -774,7 +774,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         });
         let request = request.map(|()| body);
         let mut continued = !expect_continue;
-        let mut serving = pin!(proxy::serve(self.connection.clone(), request));
+        let mut serving = pin!(proxy::serve(self.connection.clone(), request, received));
         let limit = self.limits.max_header_bytes;
         let response = loop {
             let shared = &self.shared;

@@ -521,7 +521,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let connection = connection.clone();
         let request = request.map(crate::upstream::ClientStream::Http2);
-        async move { Ok::<_, Infallible>(proxy::serve(connection, request).await) }
+        async move { Ok::<_, Infallible>(proxy::serve(connection, request, None).await) }
     });
     let serving = builder
         .serve_connection_with_upgrades(io, service)

@@ -38,10 +38,12 @@ use crate::snapshot::Snapshot;
 use crate::upstream::{ClientBody, ClientStream, RequestBody, UpstreamError};
 use tries::{ClientEnds, Tried};
 
-/// Serves one request of `connection` against the current snapshot.
+/// Serves one request of `connection` against the current snapshot; its
+/// fields are read from `received` when its head is read in place.
 pub(crate) async fn serve(
     connection: Arc<Connection>,
     request: Request<ClientStream>,
+    received: Option<Box<ReceivedRequest>>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     // One snapshot for the whole request, even if a reload happens meanwhile.
@@ -68,8 +70,8 @@ pub(crate) async fn serve(
             backend: None,
             duration: std::time::Duration::ZERO,
             attempts: 0,
-            referer: view::value(&request, &header::REFERER),
-            user_agent: view::value(&request, &header::USER_AGENT),
+            referer: view::value(&request, received.as_deref(), &header::REFERER),
+            user_agent: view::value(&request, received.as_deref(), &header::USER_AGENT),
         })
     });
     // gRPC is HTTP/2 only, which spares HTTP/1 requests the header look-up.
@@ -77,7 +79,9 @@ pub(crate) async fn serve(
     let grpc = http2 && error::is_grpc(request.headers());
     let guard = RequestGuard::new(connection);
     let mut outcome = Outcome::default();
-    let (mut response, code) = match proxy(&snapshot, &guard.0, request, &mut outcome).await {
+    let (mut response, code) = match proxy(&snapshot, &guard.0, request, received, &mut outcome)
+        .await
+    {
         Ok(response) => {
             let code = response.status().as_u16();
             (response.map(|body| ProxyBody::upstream(body, guard)), code)
@@ -158,14 +162,15 @@ struct Routed {
 async fn proxy(
     snapshot: &Arc<Snapshot>,
     connection: &Arc<Connection>,
-    request: Request<ClientStream>,
+    mut request: Request<ClientStream>,
+    mut received: Option<Box<ReceivedRequest>>,
     outcome: &mut Outcome,
 ) -> Result<Response<Relayed>, ProxyError> {
     let http2_client = request.version() == http::Version::HTTP_2;
-    let host = validate::check(&request)?;
+    let host = validate::check(&request, received.as_deref())?;
     // Routed, and forwarded, on its normalised path: the backend must not read
     // `/api/../admin` as another route's path.
-    let request = validate::normalise_target(request)?;
+    validate::normalise_target(&mut request)?;
     let host_str = host.as_ref().and_then(|h| h.to_str().ok());
     let route = snapshot
         .router
@@ -180,8 +185,8 @@ async fn proxy(
     // Behind trusted proxies the client is read from X-Forwarded-For.
     let client = match &connection.facts.trusted_proxies {
         Some(trusted) => {
-            forward::forwarded_client(crate::balance::Fields::of_request(&request), trusted)
-                .unwrap_or(connection.peer.ip())
+            let fields = crate::balance::Fields::of(request.headers(), received.as_deref());
+            forward::forwarded_client(fields, trusted).unwrap_or(connection.peer.ip())
         }
         None => connection.peer.ip(),
     };
@@ -190,14 +195,15 @@ async fn proxy(
     // anything.
     let limits = snapshot.rate_limits.route(route);
     if !limits.is_empty() {
-        let decision = limits.check(&RequestKey::of(client, &request)).await;
+        let key = RequestKey::of(client, &request, received.as_deref());
+        let decision = limits.check(&key).await;
         outcome.limit_headers = Some(decision.headers);
         if decision.refused.is_some() {
             return Err(ProxyError::RateLimited);
         }
     }
     // A head read in place never asks for a tunnel: those take the map path.
-    let upgrade = match view::received(&request) {
+    let upgrade = match &received {
         Some(_) => None,
         None => forward::requested_upgrade(request.version(), request.headers()),
     };
@@ -211,15 +217,14 @@ async fn proxy(
     let pick = match cache {
         Some(_) => None,
         None => {
-            let key = RequestKey::of(client, &request);
+            let key = RequestKey::of(client, &request, received.as_deref());
             Some(tries::pick(upstream, &key).ok_or(ProxyError::NoBackend)?)
         }
     };
 
-    let mut request = request;
     // An HTTP/2 backend and the cache read and change a `HeaderMap`.
     if cache.is_some() || upstream.transport.protocol.is_http2() {
-        view::into_header_map(&mut request)?;
+        view::into_header_map(&mut request, &mut received)?;
     }
     let client_upgrade = upgrade
         .is_some()
@@ -230,7 +235,7 @@ async fn proxy(
     let no_host = host.is_none();
     let trailers =
         upstream.transport.protocol.is_http2() && forward::accepts_trailers(&parts.headers);
-    match parts.extensions.get_mut::<ReceivedRequest>() {
+    match &mut received {
         Some(received) => {
             view::rewrite_received(received, &parts.uri, &connection.facts);
             parts.version = http::Version::HTTP_11;
@@ -251,7 +256,7 @@ async fn proxy(
     }
     let body = if incoming.is_end_stream() {
         RequestBody::Empty
-    } else if tries::keeps_body(&upstream.retries, &parts) {
+    } else if tries::keeps_body(&upstream.retries, &parts, received.as_deref()) {
         // Small enough to keep whole, so that a retry can send it again.
         RequestBody::Full(Some(
             ClientBody::new(incoming, connection.body_timeout)
@@ -291,6 +296,7 @@ async fn proxy(
         client_ends,
         pick,
         request,
+        received.as_deref(),
         no_host,
         &mut outcome.tried,
     )

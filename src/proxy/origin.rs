@@ -37,14 +37,18 @@ impl Origin for UpstreamOrigin {
     fn send(&self, request: Request<RequestBody>) -> Sent<'_, ProxyError> {
         Box::pin(async move {
             let upstream = &self.snapshot.upstreams[self.upstream];
-            let pick = tries::pick(upstream, &RequestKey::of(self.client.address, &request))
-                .ok_or(ProxyError::NoBackend)?;
+            let pick = tries::pick(
+                upstream,
+                &RequestKey::of(self.client.address, &request, None),
+            )
+            .ok_or(ProxyError::NoBackend)?;
             let mut tried = Tried::default();
             let result = tries::forward(
                 upstream,
                 self.client,
                 pick,
                 request,
+                None,
                 self.name_backend,
                 &mut tried,
             )

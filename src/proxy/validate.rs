@@ -10,17 +10,22 @@ use http::{Method, Request, Uri, Version};
 
 use super::error::ProxyError;
 use crate::http1::head::is_valid_authority;
+use crate::http1::request::ReceivedRequest;
 use crate::router::{BadPath, normalise_path};
 
 /// Checks the request head and returns the authority it is addressed to: the
-/// absolute URI's authority if any, else the `Host` header.
-pub fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
+/// absolute URI's authority if any, else the `Host` header. A head read in
+/// place (`received`) was checked by weir's HTTP/1 codec already.
+pub fn check<B>(
+    request: &Request<B>,
+    received: Option<&ReceivedRequest>,
+) -> Result<Option<HeaderValue>, ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed(
             "CONNECT: weir is not a forward proxy",
         ));
     }
-    if let Some(received) = super::view::received(request) {
+    if let Some(received) = received {
         // weir's HTTP/1 codec checked `Host`, its agreement with the target,
         // and the framing fields; a head read in place names its authority.
         check_target(request)?;
@@ -104,10 +109,10 @@ fn check_target<B>(request: &Request<B>) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// The request with its path normalised ([`normalise_path`]), for the router and
-/// the backend alike; the query is left as it came. Nearly every request is
-/// returned as it is, with no allocation.
-pub fn normalise_target<B>(request: Request<B>) -> Result<Request<B>, ProxyError> {
+/// Normalises the request's path ([`normalise_path`]), for the router and the
+/// backend alike; the query is left as it came. Nearly every request is left
+/// as it is, with no allocation (and, taken by reference, is not moved).
+pub fn normalise_target<B>(request: &mut Request<B>) -> Result<(), ProxyError> {
     let normal = match normalise_path(request.uri().path()) {
         Ok(Cow::Borrowed(_)) => None,
         Ok(Cow::Owned(normal)) => Some(normal),
@@ -121,27 +126,31 @@ pub fn normalise_target<B>(request: Request<B>) -> Result<Request<B>, ProxyError
         }
     };
     let Some(mut target) = normal else {
-        return Ok(request);
+        return Ok(());
     };
-    let (mut head, body) = request.into_parts();
-    if let Some(query) = head.uri.query() {
+    if let Some(query) = request.uri().query() {
         target.push('?');
         target.push_str(query);
     }
-    let mut uri = std::mem::take(&mut head.uri).into_parts();
+    let mut uri = std::mem::take(request.uri_mut()).into_parts();
     // Made of what the parsed target held, minus some percent-encodings: it parses.
     uri.path_and_query = Some(
         PathAndQuery::try_from(target)
             .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
     );
-    head.uri =
+    *request.uri_mut() =
         Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    Ok(Request::from_parts(head, body))
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check of a request whose fields are in its map.
+    fn check<B>(request: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
+        super::check(request, None)
+    }
 
     fn request(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::builder().version(version).uri(uri);
@@ -242,8 +251,9 @@ mod tests {
     }
 
     fn normalised(uri: &str) -> Result<Uri, u16> {
-        normalise_target(request(Version::HTTP_11, uri, &[]))
-            .map(|request| request.uri().clone())
+        let mut request = request(Version::HTTP_11, uri, &[]);
+        normalise_target(&mut request)
+            .map(|()| request.uri().clone())
             .map_err(|err| err.status().as_u16())
     }
 

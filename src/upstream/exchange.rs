@@ -13,16 +13,18 @@ use super::http1;
 use super::pool::{self, Sender, Transport};
 use super::{Backend, BackendState, RequestBody, ResponseBody, UpstreamError};
 use crate::config::UpstreamTimeouts;
+use crate::http1::request::ReceivedRequest;
 
 /// Sends `request` to `backend` and returns the response head; its body streams
 /// afterwards. The backend's in-flight count must have been raised for this
 /// request; it is lowered when the try fails or, else, when the response body is
-/// done.
+/// done. A request read in place goes with its `received` head, rewritten.
 pub(crate) async fn send(
     backend: &Backend,
     transport: &Transport,
     timeouts: &UpstreamTimeouts,
     request: Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     preamble: Option<&[u8]>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let state = &backend.state;
@@ -33,7 +35,7 @@ pub(crate) async fn send(
     } else {
         request
     };
-    let answer = exchange(backend, request, transport, timeouts, preamble).await?;
+    let answer = exchange(backend, request, received, transport, timeouts, preamble).await?;
     guard.0 = None;
     // A connection that began with a client's PROXY header belongs to that
     // client: it is not put back in the pool.
@@ -96,6 +98,7 @@ impl Drop for InFlightGuard<'_> {
 async fn exchange(
     backend: &Backend,
     mut request: Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     transport: &Transport,
     timeouts: &UpstreamTimeouts,
     preamble: Option<&[u8]>,
@@ -105,7 +108,7 @@ async fn exchange(
     if preamble.is_none()
         && let Some(connection) = reuse(backend, timeouts).await
     {
-        match send_on(connection, request, timeouts).await {
+        match send_on(connection, request, received, timeouts).await {
             Ok(answer) => return Ok(answer),
             Err(SendFailure::NotSent(returned)) => request = *returned,
             Err(SendFailure::Failed(error)) => return Err(Failure::sent(error)),
@@ -135,7 +138,7 @@ async fn exchange(
         // Other requests to this backend may use it from now on.
         backend.state.pool().put(shared, timeouts.idle);
     }
-    match send_on(connection, request, timeouts).await {
+    match send_on(connection, request, received, timeouts).await {
         Ok(answer) => Ok(answer),
         Err(SendFailure::NotSent(request)) => Err(Failure {
             error: UpstreamError::ClosedBeforeSend,
@@ -196,35 +199,42 @@ pub(crate) enum SendFailure {
     Failed(UpstreamError),
 }
 
-/// Sends `request` on `connection` and waits for the response head within
-/// `timeouts.response`.
+/// Sends `request` (with its `received` head, when read in place) on
+/// `connection` and waits for the response head within `timeouts.response`.
 pub(crate) async fn send_on(
     connection: pool::Connection,
     request: Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     timeouts: &UpstreamTimeouts,
 ) -> Result<Answer, SendFailure> {
-    let sent =
-        async {
-            match connection.sender {
-                Sender::Http1(connection) => connection
-                    .send(request)
-                    .await
-                    .map(Answer::Http1)
-                    .map_err(|failed| match failed.unsent {
-                        Some(request) => SendFailure::NotSent(request),
-                        None => SendFailure::Failed(UpstreamError::from_http1(failed.error)),
-                    }),
-                Sender::Http2(mut sender) => match sender.try_send_request(request).await {
-                    Ok(response) => Ok(Answer::Http2(response)),
-                    Err(mut err) => match err.take_message() {
-                        Some(request) => Err(SendFailure::NotSent(Box::new(request))),
-                        None => Err(SendFailure::Failed(UpstreamError::from_exchange(
-                            err.into_error(),
-                        ))),
-                    },
+    let sent = async {
+        match connection.sender {
+            Sender::Http1(connection) => connection
+                .send(request, received)
+                .await
+                .map(Answer::Http1)
+                .map_err(|failed| match failed.unsent {
+                    Some(request) => SendFailure::NotSent(request),
+                    None => SendFailure::Failed(UpstreamError::from_http1(failed.error)),
+                }),
+            // A head read in place is made a map before an HTTP/2 try:
+            // sent without it, the request would lose its fields.
+            Sender::Http2(_) if received.is_some() => Err(SendFailure::Failed(
+                UpstreamError::from_http1(http1::ExchangeError::Io(std::io::Error::other(
+                    "a head read in place reached an HTTP/2 backend",
+                ))),
+            )),
+            Sender::Http2(mut sender) => match sender.try_send_request(request).await {
+                Ok(response) => Ok(Answer::Http2(response)),
+                Err(mut err) => match err.take_message() {
+                    Some(request) => Err(SendFailure::NotSent(Box::new(request))),
+                    None => Err(SendFailure::Failed(UpstreamError::from_exchange(
+                        err.into_error(),
+                    ))),
                 },
-            }
-        };
+            },
+        }
+    };
     match tokio::time::timeout(timeouts.response, sent).await {
         Err(_elapsed) => Err(SendFailure::Failed(UpstreamError::ResponseTimeout(
             timeouts.response,

@@ -9,6 +9,7 @@ use http::Request;
 
 use super::pick::{Pick, pick_where};
 use crate::balance::RequestKey;
+use crate::http1::request::ReceivedRequest;
 use crate::upstream::{RequestBody, SlotWaiters, Upstream, UpstreamError};
 
 /// Counts the request in on the picked backend, or on another one with room
@@ -19,6 +20,7 @@ pub(super) async fn admit<'u>(
     client: IpAddr,
     pick: &mut Pick<'u>,
     request: &Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     tried: &[usize],
     limit: u32,
 ) -> Result<(), UpstreamError> {
@@ -30,7 +32,7 @@ pub(super) async fn admit<'u>(
         if pick.backend.state.try_start_request(limit) {
             return Ok(());
         }
-        let key = RequestKey::of(client, request);
+        let key = RequestKey::of(client, request, received);
         let other = pick_where(upstream, &key, &|i| room(i) && !tried.contains(&i))
             .or_else(|| pick_where(upstream, &key, &room));
         if let Some(other) = other {

@@ -19,6 +19,7 @@ pub use replay::{Replay, is_idempotent, keeps_body};
 
 use super::error;
 use crate::config::RetryPolicy;
+use crate::http1::request::ReceivedRequest;
 use crate::proxy_protocol;
 use crate::upstream::exchange::{self, Failure};
 use crate::upstream::{Origin, RequestBody, ResponseBody, Retry, Upstream, UpstreamError};
@@ -48,11 +49,14 @@ pub struct Tried {
 /// when there is one, after a backoff, within the budget and `timeouts.request`.
 /// Returns the response head (the body streams afterwards) and the backend
 /// that gave it. `name_backend` sets `Host` to each tried backend's address.
+/// A request read in place comes with its `received` head, rewritten for the
+/// backend: every try sends that.
 pub async fn forward<'u>(
     upstream: &'u Upstream,
     client: ClientEnds,
     mut pick: Pick<'u>,
     mut request: Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     name_backend: bool,
     tried: &mut Tried,
 ) -> Result<(Response<ResponseBody>, Pick<'u>), UpstreamError> {
@@ -82,6 +86,7 @@ pub async fn forward<'u>(
                     client,
                     &mut pick,
                     &request,
+                    received,
                     &tried_backends,
                     limit,
                 );
@@ -101,9 +106,9 @@ pub async fn forward<'u>(
         tried.count = retry + 1;
         tried.backend = Some(pick.backend.address);
         let result = match deadline {
-            None => try_once(upstream, &pick, request, preamble.as_deref()).await,
+            None => try_once(upstream, &pick, request, received, preamble.as_deref()).await,
             Some((at, limit)) => {
-                let send = try_once(upstream, &pick, request, preamble.as_deref());
+                let send = try_once(upstream, &pick, request, received, preamble.as_deref());
                 match tokio::time::timeout_at(at, send).await {
                     Ok(result) => result,
                     Err(_elapsed) => break Err(UpstreamError::RequestTimeout(limit)),
@@ -161,7 +166,8 @@ pub async fn forward<'u>(
                 _ => tokio::time::sleep_until(wake).await,
             }
         }
-        pick = pick::pick_retry(upstream, client, &again, &tried_backends).unwrap_or(pick);
+        pick =
+            pick::pick_retry(upstream, client, &again, received, &tried_backends).unwrap_or(pick);
         request = again;
     };
     match result {
@@ -179,6 +185,7 @@ async fn try_once(
     upstream: &Upstream,
     pick: &Pick<'_>,
     request: Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     preamble: Option<&[u8]>,
 ) -> Result<Response<ResponseBody>, Failure> {
     let backend = pick.backend;
@@ -188,6 +195,7 @@ async fn try_once(
         &upstream.transport,
         &upstream.timeouts,
         request,
+        received,
         preamble,
     )
     .await;

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::Request;
 
 use crate::balance::RequestKey;
+use crate::http1::request::ReceivedRequest;
 use crate::upstream::{Backend, RequestBody, Upstream};
 
 /// A backend chosen for one request.
@@ -93,9 +94,10 @@ pub(super) fn pick_retry<'u>(
     upstream: &'u Upstream,
     client: IpAddr,
     request: &Request<RequestBody>,
+    received: Option<&ReceivedRequest>,
     tried: &[usize],
 ) -> Option<Pick<'u>> {
-    let key = RequestKey::of(client, request);
+    let key = RequestKey::of(client, request, received);
     pick_where(upstream, &key, &|i| !tried.contains(&i)).or_else(|| pick(upstream, &key))
 }
 

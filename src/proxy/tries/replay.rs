@@ -24,23 +24,26 @@ fn replayable(policy: &RetryPolicy, method: &Method) -> bool {
 /// Whether the request body is read whole before forwarding, so that a retry can
 /// send it again: only for a replayable request whose announced length is within
 /// `max_body_bytes`. Any other body streams.
-pub fn keeps_body(policy: &RetryPolicy, parts: &http::request::Parts) -> bool {
+pub fn keeps_body(
+    policy: &RetryPolicy,
+    parts: &http::request::Parts,
+    received: Option<&ReceivedRequest>,
+) -> bool {
     replayable(policy, &parts.method)
-        && crate::balance::Fields::of(&parts.headers, &parts.extensions)
+        && crate::balance::Fields::of(&parts.headers, received)
             .first("content-length")
             .and_then(|v| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
             .is_some_and(|length| length <= policy.max_body_bytes)
 }
 
-/// A copy of a request kept to send it again after it reached a backend.
+/// A copy of a request kept to send it again after it reached a backend. A
+/// head read in place is not part of it: the tries hold that for all of them.
 #[derive(Debug)]
 pub struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
-    /// The head, when it is read in place (then `headers` is empty).
-    received: Option<ReceivedRequest>,
     body: Option<Bytes>,
 }
 
@@ -64,7 +67,6 @@ impl Replay {
             uri: request.uri().clone(),
             version: request.version(),
             headers: request.headers().clone(),
-            received: request.extensions().get::<ReceivedRequest>().cloned(),
             body,
         })
     }
@@ -79,9 +81,6 @@ impl Replay {
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers.clone();
-        if let Some(received) = &self.received {
-            request.extensions_mut().insert(received.clone());
-        }
         request
     }
 }
@@ -137,13 +136,18 @@ mod tests {
             request.into_parts().0
         };
         let policy = policy();
-        assert!(keeps_body(&policy, &parts(Method::PUT, Some("1024"))));
-        assert!(!keeps_body(&policy, &parts(Method::PUT, Some("1025"))));
-        assert!(!keeps_body(&policy, &parts(Method::PUT, None)));
-        assert!(!keeps_body(&policy, &parts(Method::POST, Some("10"))));
+        assert!(keeps_body(&policy, &parts(Method::PUT, Some("1024")), None));
+        assert!(!keeps_body(
+            &policy,
+            &parts(Method::PUT, Some("1025")),
+            None
+        ));
+        assert!(!keeps_body(&policy, &parts(Method::PUT, None), None));
+        assert!(!keeps_body(&policy, &parts(Method::POST, Some("10")), None));
         assert!(!keeps_body(
             &RetryPolicy::UNSENT_ONLY,
-            &parts(Method::PUT, Some("10"))
+            &parts(Method::PUT, Some("10")),
+            None
         ));
     }
 }
