@@ -40,8 +40,8 @@ pub fn take_head(
 }
 
 /// A client's request head as it came: its bytes and the offsets the codec
-/// parsed into them. It rides with the proxy's request (an extension) in
-/// place of a `HeaderMap`, read through `balance::Fields`, until the backend's
+/// parsed into them. It goes beside the proxy's request, in place of a
+/// `HeaderMap`, read through `balance::Fields`, until the backend's
 /// head is written as edits over it (`outgoing`); made a map only where one
 /// is needed (an HTTP/2 backend, the cache).
 #[derive(Debug, Clone)]

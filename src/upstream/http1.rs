@@ -121,36 +121,38 @@ mod spare_buffers {
 
     use super::READ_SIZE;
 
-    /// Spare buffers a thread keeps: enough for the exchanges one worker
-    /// finishes between two of its reads, at 16 KiB each.
-    const KEPT: usize = 4;
+    /// Spare buffers a thread keeps, at 16 KiB each: enough for the
+    /// exchanges one worker finishes while their last bytes are still on
+    /// their way out.
+    const KEPT: usize = 8;
 
     thread_local! {
         static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// Keeps `buf`, emptied, for a later exchange.
+    /// Keeps `buf`, emptied, for a later exchange; when as many are kept
+    /// already, it goes in place of the oldest.
     pub(super) fn put(mut buf: BytesMut) {
         if buf.capacity() == 0 {
             return;
         }
         buf.clear();
         SPARE.with_borrow_mut(|spare| {
-            if spare.len() < KEPT {
-                spare.push(buf);
+            if spare.len() == KEPT {
+                spare.remove(0);
             }
+            spare.push(buf);
         });
     }
 
-    /// A kept buffer with room for a read, if one is no longer shared.
+    /// A kept buffer with room for a read, the longest kept first: the one
+    /// most likely no longer shared. Those still shared stay.
     pub(super) fn take() -> Option<BytesMut> {
         SPARE.with_borrow_mut(|spare| {
-            while let Some(mut buf) = spare.pop() {
-                if buf.try_reclaim(READ_SIZE) {
-                    return Some(buf);
-                }
-            }
-            None
+            let free = spare
+                .iter_mut()
+                .position(|buf| buf.try_reclaim(READ_SIZE))?;
+            Some(spare.remove(free))
         })
     }
 }
