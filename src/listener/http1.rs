@@ -592,7 +592,9 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             self.rearm(deadline);
             wait = Some(Wait::Head);
         }
-        let mut idle_deadline = Instant::now();
+        // Set when the wait between requests begins (`Wait::Idle`), the only
+        // wait that reads it.
+        let mut idle_deadline = None;
         loop {
             let side = self.read.as_mut().expect("the loop holds its read side");
             if !side.buf.is_empty() {
@@ -647,11 +649,12 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             if wait.is_none() {
                 // Between requests, nothing buffered.
                 let now = Instant::now();
-                idle_deadline = now + self.limits.idle_timeout;
+                let until = now + self.limits.idle_timeout;
+                idle_deadline = Some(until);
                 let first_wake = if self.parks {
                     now + PARK_AFTER.min(self.limits.idle_timeout)
                 } else {
-                    idle_deadline
+                    until
                 };
                 self.rearm(first_wake);
                 wait = Some(Wait::Idle);
@@ -660,11 +663,17 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             let timer = self.timer.as_mut().expect("armed above");
             let watcher = &mut *self.watcher;
             let side = self.read.as_mut().expect("the loop holds its read side");
+            // The read just tried found nothing and left this task's waker
+            // with the socket: the first look here need not read again (data
+            // come since has woken the task, which looks again at once).
+            let mut just_read = true;
             let woke = poll_fn(|cx| {
                 if idle && watcher.poll_started(cx).is_ready() {
                     return Poll::Ready(Woke::Drain);
                 }
-                if let Poll::Ready(read) = side.poll_fill(cx) {
+                if !std::mem::take(&mut just_read)
+                    && let Poll::Ready(read) = side.poll_fill(cx)
+                {
                     return Poll::Ready(Woke::Read(read));
                 }
                 timer.as_mut().poll(cx).map(|()| Woke::Timer)
@@ -679,8 +688,13 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                     debug!(error = %error, "client connection failed");
                     return Err(Stop::Closed);
                 }
-                Woke::Timer if idle && self.parks && Instant::now() < idle_deadline => {
-                    return Err(Stop::Quiet(idle_deadline));
+                Woke::Timer
+                    if let Some(until) = idle_deadline
+                        && idle
+                        && self.parks
+                        && Instant::now() < until =>
+                {
+                    return Err(Stop::Quiet(until));
                 }
                 Woke::Timer => {
                     debug!(
