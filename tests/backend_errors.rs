@@ -156,3 +156,50 @@ async fn response_timeout_covers_the_head_not_the_body() {
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "one two three");
 }
+
+#[tokio::test]
+async fn response_timeout_holds_for_every_exchange_on_a_pooled_connection() {
+    // One backend connection carries every request: its response timer is
+    // set again for each exchange, after it fired while the connection sat
+    // idle in the pool.
+    let backend = spawn_backend(|request| async move {
+        match request.uri().path() {
+            "/slower-than-timeout" => std::future::pending::<()>().await,
+            // The slowness is the behaviour under test.
+            "/within-timeout" => tokio::time::sleep(Duration::from_millis(100)).await,
+            _ => {}
+        }
+        text(200, "ok")
+    })
+    .await;
+    let lb = start_lb(
+        &one_upstream(&["app"], r#"timeouts = { response = "200ms" }"#),
+        &[("app", backend.addr)],
+    )
+    .await;
+    let client = client();
+    assert_eq!(get(&client, &lb.url("/at-once"), None).await.status, 200);
+    // Idle in the pool past the first exchange's deadline.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&client, &lb.url("/within-timeout"), None).await.status,
+        200
+    );
+    assert_eq!(
+        get(&client, &lb.url("/within-timeout"), None).await.status,
+        200
+    );
+    assert_eq!(
+        backend.connection_count(),
+        1,
+        "the pooled connection carried them"
+    );
+    let started = std::time::Instant::now();
+    let reply = get(&client, &lb.url("/slower-than-timeout"), None).await;
+    assert_eq!(reply.status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -138,6 +138,7 @@ impl UpstreamError {
             }
             ExchangeError::BadHead(_) => UpstreamError::BadResponse(err.into()),
             ExchangeError::Io(_) | ExchangeError::Closed => UpstreamError::Reset(err.into()),
+            ExchangeError::TimedOut(limit) => UpstreamError::ResponseTimeout(limit),
         }
     }
 }

@@ -200,45 +200,45 @@ pub(crate) enum SendFailure {
 }
 
 /// Sends `request` (with its `received` head, when read in place) on
-/// `connection` and waits for the response head within `timeouts.response`.
+/// `connection` and waits for the response head within `timeouts.response`:
+/// an HTTP/1 connection keeps that timer itself, from one exchange to the
+/// next.
 pub(crate) async fn send_on(
     connection: pool::Connection,
     request: Request<RequestBody>,
     received: Option<&ReceivedRequest>,
     timeouts: &UpstreamTimeouts,
 ) -> Result<Answer, SendFailure> {
-    let sent = async {
-        match connection.sender {
-            Sender::Http1(connection) => connection
-                .send(request, received)
-                .await
-                .map(Answer::Http1)
-                .map_err(|failed| match failed.unsent {
-                    Some(request) => SendFailure::NotSent(request),
-                    None => SendFailure::Failed(UpstreamError::from_http1(failed.error)),
-                }),
-            // A head read in place is made a map before an HTTP/2 try:
-            // sent without it, the request would lose its fields.
-            Sender::Http2(_) if received.is_some() => Err(SendFailure::Failed(
-                UpstreamError::from_http1(http1::ExchangeError::Io(std::io::Error::other(
-                    "a head read in place reached an HTTP/2 backend",
+    match connection.sender {
+        Sender::Http1(connection) => connection
+            .send(request, received, timeouts.response)
+            .await
+            .map(Answer::Http1)
+            .map_err(|failed| match failed.unsent {
+                Some(request) => SendFailure::NotSent(request),
+                None => SendFailure::Failed(UpstreamError::from_http1(failed.error)),
+            }),
+        // A head read in place is made a map before an HTTP/2 try: sent
+        // without it, the request would lose its fields.
+        Sender::Http2(_) if received.is_some() => Err(SendFailure::Failed(
+            UpstreamError::from_http1(http1::ExchangeError::Io(std::io::Error::other(
+                "a head read in place reached an HTTP/2 backend",
+            ))),
+        )),
+        Sender::Http2(mut sender) => {
+            let sent = sender.try_send_request(request);
+            match tokio::time::timeout(timeouts.response, sent).await {
+                Err(_elapsed) => Err(SendFailure::Failed(UpstreamError::ResponseTimeout(
+                    timeouts.response,
                 ))),
-            )),
-            Sender::Http2(mut sender) => match sender.try_send_request(request).await {
-                Ok(response) => Ok(Answer::Http2(response)),
-                Err(mut err) => match err.take_message() {
+                Ok(Ok(response)) => Ok(Answer::Http2(response)),
+                Ok(Err(mut err)) => match err.take_message() {
                     Some(request) => Err(SendFailure::NotSent(Box::new(request))),
                     None => Err(SendFailure::Failed(UpstreamError::from_exchange(
                         err.into_error(),
                     ))),
                 },
-            },
+            }
         }
-    };
-    match tokio::time::timeout(timeouts.response, sent).await {
-        Err(_elapsed) => Err(SendFailure::Failed(UpstreamError::ResponseTimeout(
-            timeouts.response,
-        ))),
-        Ok(result) => result,
     }
 }

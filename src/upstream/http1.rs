@@ -10,12 +10,14 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::request_body::{ClientBodyError, RequestBody};
 use crate::http1::body::chunk_size_line;
@@ -164,6 +166,12 @@ pub struct Http1Connection {
     /// What was read and not yet handed on; empty between exchanges (else the
     /// connection is not reused).
     buf: BytesMut,
+    /// The response timeout's timer, made at the first exchange and set again
+    /// for each: a timer made and dropped per exchange costs a registration
+    /// and a removal in the runtime's timer wheel each time (some 500
+    /// instructions), where setting a later deadline on one already there
+    /// costs next to nothing.
+    response_timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// How an exchange failed.
@@ -184,6 +192,9 @@ pub enum ExchangeError {
     /// The request body was not as long as its `Content-Length` said.
     #[error("request body length differs from its Content-Length")]
     BodyLength,
+    /// No response head within the response timeout.
+    #[error("no response head within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// How an exchange failed.
@@ -199,6 +210,7 @@ impl Http1Connection {
         Http1Connection {
             io,
             buf: BytesMut::new(),
+            response_timer: None,
         }
     }
 
@@ -221,12 +233,15 @@ impl Http1Connection {
     /// Sends `request` and reads the response head; the body streams after,
     /// and the connection comes back through it ([`ResponseBody::take_connection`]).
     /// A request read in place goes out as its `received` head rewritten;
-    /// any other is written from its map.
+    /// any other is written from its map. The response head must be read
+    /// within `response_timeout` of the start.
     pub async fn send(
         mut self,
         request: http::Request<RequestBody>,
         received: Option<&ReceivedRequest>,
+        response_timeout: Duration,
     ) -> Result<http::Response<Box<ResponseBody>>, Failed> {
+        let deadline = tokio::time::Instant::now() + response_timeout;
         let (parts, body) = request.into_parts();
         let method = Method::of(parts.method.as_str().as_bytes());
         let rewritten =
@@ -267,9 +282,18 @@ impl Http1Connection {
         let mut reader = head::HeadReader::default();
         // Room for the fields of most responses: one allocation.
         let mut fields = Vec::with_capacity(32);
+        let timer = match &mut self.response_timer {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => self
+                .response_timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
         let io = &mut self.io;
         let buf = &mut self.buf;
-        let head = std::future::poll_fn(|cx| {
+        let mut exchange = |cx: &mut Context<'_>| {
             if !writer.finished() {
                 match writer.poll_write(io, cx) {
                     Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
@@ -300,16 +324,27 @@ impl Http1Connection {
                     Err(error) => return Poll::Ready(Err(ExchangeError::Io(error))),
                 }
             }
+        };
+        let head = std::future::poll_fn(|cx| match exchange(cx) {
+            Poll::Pending => timer
+                .as_mut()
+                .poll(cx)
+                .map(|()| Err(ExchangeError::TimedOut(response_timeout))),
+            done => done,
         })
         .await;
         let head = match head {
             Ok(head) => head,
             Err(error) => {
                 // A request none of which was written may go elsewhere, unless
-                // its own body is what failed.
+                // its own body is what failed, or its time ran out (as a
+                // timeout around the whole exchange counts it sent).
                 let unsent = (!writer.sent
                     && !writer.taken
-                    && !matches!(error, ExchangeError::ClientBody(_)))
+                    && !matches!(
+                        error,
+                        ExchangeError::ClientBody(_) | ExchangeError::TimedOut(_)
+                    ))
                 .then(|| Box::new(http::Request::from_parts(parts, writer.body)));
                 return Err(Failed { error, unsent });
             }
@@ -931,7 +966,10 @@ mod tests {
             false,
         )
         .await;
-        let mut response = connection.send(post("hello"), None).await.unwrap();
+        let mut response = connection
+            .send(post("hello"), None, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.headers().is_empty(), "the head is kept as it came");
         let received = response.body_mut().take_received_head().unwrap();
@@ -1001,7 +1039,10 @@ mod tests {
         let request = http::Request::post("/")
             .body(RequestBody::Full(Some(body)))
             .unwrap();
-        let response = connection.send(request, None).await.unwrap();
+        let response = connection
+            .send(request, None, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 413);
         let mut body = response.into_body();
         assert!(body.is_end_stream());
@@ -1016,7 +1057,10 @@ mod tests {
             false,
         )
         .await;
-        let response = connection.send(post("hello"), None).await.unwrap();
+        let response = connection
+            .send(post("hello"), None, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(response.status(), 204);
         let mut body = response.into_body();
         assert!(body.is_end_stream());
@@ -1032,7 +1076,10 @@ mod tests {
         )
         .await;
         let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
-        let response = connection.send(request, None).await.unwrap();
+        let response = connection
+            .send(request, None, Duration::from_secs(5))
+            .await
+            .unwrap();
         let mut body = response.into_body();
         let mut data = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -1051,7 +1098,11 @@ mod tests {
         )
         .await;
         let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
-        let body = connection.send(request, None).await.unwrap().into_body();
+        let body = connection
+            .send(request, None, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .into_body();
         assert!(body.collect().await.is_err());
     }
 
@@ -1064,7 +1115,11 @@ mod tests {
         )
         .await;
         let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
-        let mut body = connection.send(request, None).await.unwrap().into_body();
+        let mut body = connection
+            .send(request, None, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .into_body();
         while let Some(frame) = body.frame().await {
             frame.unwrap();
         }
@@ -1075,7 +1130,11 @@ mod tests {
     async fn an_answer_without_length_runs_to_the_close() {
         let (connection, _server) = backend(b"HTTP/1.1 200 OK\r\n\r\nuntil close", 0, true).await;
         let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
-        let mut body = connection.send(request, None).await.unwrap().into_body();
+        let mut body = connection
+            .send(request, None, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .into_body();
         let mut data = Vec::new();
         while let Some(frame) = body.frame().await {
             data.extend_from_slice(&frame.unwrap().into_data().unwrap());
@@ -1094,7 +1153,10 @@ mod tests {
             let answer: &'static [u8] = Box::leak(answer.to_vec().into_boxed_slice());
             let (connection, _server) = backend(answer, 0, false).await;
             let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
-            let failed = connection.send(request, None).await.unwrap_err();
+            let failed = connection
+                .send(request, None, Duration::from_secs(5))
+                .await
+                .unwrap_err();
             assert!(
                 matches!(failed.error, ExchangeError::BadHead(_)),
                 "{:?}: {:?}",
@@ -1110,7 +1172,11 @@ mod tests {
         let (mut connection, server) =
             backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, true).await;
         let request = http::Request::get("/").body(RequestBody::Empty).unwrap();
-        let mut body = connection.send(request, None).await.unwrap().into_body();
+        let mut body = connection
+            .send(request, None, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .into_body();
         connection = body.take_connection().expect("complete");
         server.await.unwrap();
         // The backend's FIN wakes the check; it then says "gone".

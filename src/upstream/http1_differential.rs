@@ -148,7 +148,10 @@ async fn through_weir(
     let (address, server) = backend(answer).await;
     let stream = TcpStream::connect(address).await.unwrap();
     let connection = Http1Connection::new(BackendIo::Plain(stream));
-    let outcome = match connection.send(request, None).await {
+    let outcome = match connection
+        .send(request, None, std::time::Duration::from_secs(5))
+        .await
+    {
         Ok(response) => {
             let status = response.status().as_u16();
             let (parts, mut body) = response.into_parts();
