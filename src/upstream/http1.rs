@@ -114,8 +114,10 @@ fn read_room(buf: &mut BytesMut) {
 /// no buffer, yet a busy worker does not allocate and free 16 KiB for each
 /// exchange (a fifth of a small request's allocator cost). A buffer is kept
 /// as it is when its exchange ends, when the response's last bytes (frozen
-/// parts of it) are often still on their way to the client; it is used
-/// again only if none is still in use by then, and a few are kept at most.
+/// parts of it) are often still on their way to the client. It is used
+/// again only for room no frozen part shares (`try_reclaim`: the whole
+/// buffer once nothing else holds it, or an unshared tail large enough),
+/// and a few are kept at most.
 mod spare_buffers {
     use std::cell::RefCell;
 
@@ -147,8 +149,8 @@ mod spare_buffers {
         });
     }
 
-    /// A kept buffer with room for a read, the longest kept first: the one
-    /// most likely no longer shared. Those still shared stay.
+    /// A kept buffer with unshared room for a read, the longest kept first:
+    /// the one most likely no longer shared. The others stay.
     pub(super) fn take() -> Option<BytesMut> {
         SPARE.with_borrow_mut(|spare| {
             let free = spare
