@@ -106,7 +106,7 @@ async fn exchange(
     // A connection that began with a client's PROXY header belongs to that client:
     // it is neither taken from the pool nor put back.
     if preamble.is_none()
-        && let Some(connection) = reuse(backend, timeouts).await
+        && let Some(connection) = reuse(backend, transport, timeouts).await
     {
         match send_on(connection, request, received, timeouts).await {
             Ok(answer) => return Ok(answer),
@@ -174,8 +174,13 @@ pub(crate) fn into_http2(
 }
 
 /// A pooled connection that is ready for a new request.
-async fn reuse(backend: &Backend, timeouts: &UpstreamTimeouts) -> Option<pool::Connection> {
-    while let Some(mut connection) = backend.state.pool().take(timeouts.idle) {
+async fn reuse(
+    backend: &Backend,
+    transport: &Transport,
+    timeouts: &UpstreamTimeouts,
+) -> Option<pool::Connection> {
+    let pool = backend.state.pool();
+    while let Some(mut connection) = pool.take(timeouts.idle, transport.generation) {
         // Ready at once unless the previous exchange is still being wound up,
         // which may take no longer than a connect would.
         let ready = std::future::poll_fn(|cx| Poll::Ready(connection.poll_ready(cx))).await;

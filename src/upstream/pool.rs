@@ -84,6 +84,10 @@ pub struct Connection {
     pub(super) sender: Sender,
     /// The generation of the transport that made it.
     pub(super) generation: u64,
+    /// The worker whose runtime drives it, and whose idle list it goes back
+    /// to, whichever worker finishes its exchange (a cached route's shared
+    /// fill may be read to its end from another worker).
+    pub(super) worker: usize,
 }
 
 #[derive(Debug)]
@@ -103,6 +107,7 @@ impl Connection {
         Connection {
             sender: Sender::Http1(connection),
             generation,
+            worker: workers::index(),
         }
     }
 
@@ -143,6 +148,7 @@ impl Connection {
             Sender::Http2(sender) => Some(Connection {
                 sender: Sender::Http2(sender.clone()),
                 generation: self.generation,
+                worker: self.worker,
             }),
         }
     }
@@ -203,21 +209,27 @@ impl Pool {
         }
     }
 
-    /// The calling worker's idle connections.
-    fn own(&self) -> &IdleList {
+    /// The idle connections of `worker` (the calling one's, to take from).
+    fn list(&self, worker: usize) -> &IdleList {
         // A thread that is no worker (the control plane) shares the first's.
-        self.idle.get(workers::index()).unwrap_or(&self.idle[0])
+        self.idle.get(worker).unwrap_or(&self.idle[0])
     }
 
     fn current(&self, connection: &Connection) -> bool {
         connection.generation == self.generation.load(Ordering::Relaxed)
     }
 
-    /// A parked connection that is still open and was idle for less than
-    /// `idle_timeout`, if any. A shared (HTTP/2) connection stays parked and a
-    /// handle on it is returned.
-    pub fn take(&self, idle_timeout: Duration) -> Option<Connection> {
-        let mut idle = self.own().lock();
+    /// A parked connection of the calling worker that is still open and was
+    /// idle for less than `idle_timeout`, if any, for a request of transport
+    /// `generation`. A shared (HTTP/2) connection stays parked and a handle on
+    /// it is returned. A request of an earlier config's transport (its tries
+    /// outlived a reload) gets none: a connection of the new transport may
+    /// speak another protocol than the one the request was shaped for.
+    pub fn take(&self, idle_timeout: Duration, generation: u64) -> Option<Connection> {
+        if generation != self.generation.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut idle = self.list(workers::index()).lock();
         while let Some(entry) = idle.pop() {
             if entry.connection.is_closed()
                 || entry.since.elapsed() >= idle_timeout
@@ -244,7 +256,7 @@ impl Pool {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.own().lock();
+        let mut idle = self.list(connection.worker).lock();
         // The oldest entries sit at the front: drop those past their time, and make
         // room when full. Dropping a `SendRequest` closes its connection.
         let stale = idle
@@ -317,6 +329,7 @@ pub async fn connect(
     Ok(Connection {
         sender,
         generation: transport.generation,
+        worker: workers::index(),
     })
 }
 
@@ -382,8 +395,8 @@ mod tests {
         let (connection, _server) = open_connection().await;
         pool.put(connection, Duration::from_secs(60));
         assert_eq!(pool.len(), 1);
-        assert!(pool.take(Duration::from_secs(60)).is_some());
-        assert!(pool.take(Duration::from_secs(60)).is_none());
+        assert!(pool.take(Duration::from_secs(60), 0).is_some());
+        assert!(pool.take(Duration::from_secs(60), 0).is_none());
     }
 
     #[tokio::test]
@@ -391,7 +404,7 @@ mod tests {
         let pool = Pool::new(4);
         let (connection, _server) = open_connection().await;
         pool.put(connection, Duration::from_secs(60));
-        assert!(pool.take(Duration::ZERO).is_none());
+        assert!(pool.take(Duration::ZERO, 0).is_none());
         assert_eq!(pool.len(), 0);
     }
 
@@ -407,33 +420,63 @@ mod tests {
         assert_eq!(pool.len(), 2);
     }
 
-    /// A connection parked by one worker is handed out to that worker only: the
-    /// other worker's runtime does not drive it.
+    /// Runs `future` on `worker`'s thread and waits for its output.
+    fn on<F>(worker: &tokio::runtime::Handle, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        worker.block_on(worker.spawn(future)).unwrap()
+    }
+
+    /// Opens a connection on `opener`'s runtime, parks it from `parker`'s
+    /// thread, and tells which of the two workers can take it back.
+    fn parked(opened_by: usize, parked_by: usize) -> [bool; 2] {
+        let workers = crate::workers::Workers::start(2).unwrap();
+        let handles = workers.handles();
+        let pool = std::sync::Arc::new(Pool::new(4));
+        let (connection, server) = on(&handles[opened_by], open_connection());
+        let in_pool = pool.clone();
+        on(&handles[parked_by], async move {
+            in_pool.put(connection, Duration::from_secs(60))
+        });
+        let taken = [0, 1].map(|worker| {
+            let pool = pool.clone();
+            on(&handles[worker], async move {
+                pool.take(Duration::from_secs(60), 0).is_some()
+            })
+        });
+        server.abort();
+        taken
+    }
+
+    /// A connection is handed out to the worker whose runtime drives it only.
     #[test]
     fn each_worker_takes_only_the_connections_it_parked() {
-        let workers = crate::workers::Workers::start(2).unwrap();
-        let [first, second] = <[_; 2]>::try_from(workers.handles()).unwrap();
-        let pool = std::sync::Arc::new(Pool::new(4));
-        let in_pool = pool.clone();
-        first.block_on(async move {
-            // The server's task holds its end open while the worker runs.
-            let (connection, _server) = open_connection().await;
-            // Parked from the first worker's thread, as its requests do.
-            tokio::spawn(async move { in_pool.put(connection, Duration::from_secs(60)) })
-                .await
-                .unwrap();
-        });
-        let taken_by = |worker: &tokio::runtime::Handle| {
-            let pool = pool.clone();
-            worker.block_on(async move {
-                tokio::spawn(async move { pool.take(Duration::from_secs(60)).is_some() })
-                    .await
-                    .unwrap()
-            })
-        };
-        assert!(!taken_by(&second));
-        assert!(taken_by(&first));
-        assert_eq!(pool.len(), 0);
+        assert_eq!(parked(0, 0), [true, false]);
+        assert_eq!(parked(1, 1), [false, true]);
+    }
+
+    /// A connection whose exchange another worker finished (a cached route's
+    /// shared fill, read to its end by another client) goes back to the
+    /// worker that opened it.
+    #[test]
+    fn a_connection_goes_back_to_the_worker_that_opened_it() {
+        assert_eq!(parked(1, 0), [false, true]);
+        assert_eq!(parked(0, 1), [true, false]);
+    }
+
+    /// Tries that outlived a reload changing the transport open their own
+    /// connections rather than take one of the new transport's.
+    #[tokio::test]
+    async fn a_request_of_an_earlier_transport_takes_no_parked_connection() {
+        let pool = Pool::new(4);
+        pool.use_generation(2);
+        let (mut connection, _server) = open_connection().await;
+        connection.generation = 2;
+        pool.put(connection, Duration::from_secs(60));
+        assert!(pool.take(Duration::from_secs(60), 1).is_none());
+        assert!(pool.take(Duration::from_secs(60), 2).is_some());
     }
 
     #[tokio::test]
