@@ -390,16 +390,20 @@ async fn serve_accepted(accepted: Accepted) {
     match &settings.tls {
         None => serve_plain(stream, connection, settings.clone(), watcher, open).await,
         // Boxed: a TLS connection's state is large, and plain connections (with a
-        // PROXY header) should not carry its size.
+        // PROXY header) should not carry its size. Written into its box as it
+        // is made, not made and moved in (see `serve_plain`).
         Some(acceptor) => {
-            let tls = serve_tls(
-                acceptor.clone(),
-                stream,
-                connection,
-                settings.clone(),
-                watcher,
+            let tls = Box::write(
+                Box::new_uninit(),
+                serve_tls(
+                    acceptor.clone(),
+                    stream,
+                    connection,
+                    settings.clone(),
+                    watcher,
+                ),
             );
-            Box::pin(tls).await;
+            Box::into_pin(tls).await;
             drop(open);
         }
     }
