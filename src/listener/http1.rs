@@ -449,8 +449,9 @@ impl Limits {
 /// Where the loop is when it waits for bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    /// Nothing of a next request yet: `idle_timeout`, parking, the drain.
-    Idle,
+    /// Nothing of a next request yet: `idle_timeout` (which ends at the
+    /// instant held), parking, the drain.
+    Idle(Instant),
     /// Part of a head received (or the first one due): `header_timeout`.
     Head,
 }
@@ -592,9 +593,6 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
             self.rearm(deadline);
             wait = Some(Wait::Head);
         }
-        // Set when the wait between requests begins (`Wait::Idle`), the only
-        // wait that reads it.
-        let mut idle_deadline = None;
         loop {
             let side = self.read.as_mut().expect("the loop holds its read side");
             if !side.buf.is_empty() {
@@ -650,22 +648,21 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                 // Between requests, nothing buffered.
                 let now = Instant::now();
                 let until = now + self.limits.idle_timeout;
-                idle_deadline = Some(until);
                 let first_wake = if self.parks {
                     now + PARK_AFTER.min(self.limits.idle_timeout)
                 } else {
                     until
                 };
                 self.rearm(first_wake);
-                wait = Some(Wait::Idle);
+                wait = Some(Wait::Idle(until));
             }
-            let idle = wait == Some(Wait::Idle);
+            let idle = matches!(wait, Some(Wait::Idle(_)));
             let timer = self.timer.as_mut().expect("armed above");
             let watcher = &mut *self.watcher;
             let side = self.read.as_mut().expect("the loop holds its read side");
             // The read just tried found nothing and left this task's waker
             // with the socket: the first look here need not read again (data
-            // come since has woken the task, which looks again at once).
+            // that came since have woken the task, which looks again at once).
             let mut just_read = true;
             let woke = poll_fn(|cx| {
                 if idle && watcher.poll_started(cx).is_ready() {
@@ -689,8 +686,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
                     return Err(Stop::Closed);
                 }
                 Woke::Timer
-                    if let Some(until) = idle_deadline
-                        && idle
+                    if let Some(Wait::Idle(until)) = wait
                         && self.parks
                         && Instant::now() < until =>
                 {

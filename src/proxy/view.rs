@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request};
 
 use crate::http1::edits::CopiedHead;
-use crate::http1::head::shared_value;
+use crate::balance::Fields;
 use crate::http1::request::ReceivedRequest;
 use crate::http1::rewrite::{self, Forwarding};
 
@@ -28,13 +28,8 @@ pub(crate) fn value<B>(
 ) -> Option<HeaderValue> {
     match received {
         Some(received) => {
-            let field = received.fields.iter().find(|field| {
-                field
-                    .name
-                    .of(&received.bytes)
-                    .eq_ignore_ascii_case(name.as_str().as_bytes())
-            })?;
-            shared_value(&received.bytes, field.value).ok()
+            let value = Fields::of(request.headers(), Some(received)).first(name.as_str())?;
+            HeaderValue::from_maybe_shared(received.bytes.slice_ref(value)).ok()
         }
         None => request.headers().get(name).cloned(),
     }

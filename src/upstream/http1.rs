@@ -172,7 +172,8 @@ pub struct Http1Connection {
     /// for each: a timer made and dropped per exchange costs a registration
     /// and a removal in the runtime's timer wheel each time (some 500
     /// instructions), where setting a later deadline on one already there
-    /// costs next to nothing.
+    /// costs next to nothing. A parked connection's timer may still fire
+    /// once, waking the task that last used it for nothing.
     response_timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -249,8 +250,8 @@ impl Http1Connection {
         let rewritten =
             received.and_then(|received| Some((received.outgoing.clone()?, received.head.framing)));
         let (head, framing) = match rewritten {
-            // Rewritten as edits over the client's head, its framing fields
-            // as they came: the body goes out as the client framed it.
+            // Rewritten as edits over the client's head, its framing field
+            // written from what the codec read: the body goes out so framed.
             Some((head, framing)) => (head, Outgoing::of(framing)),
             // A head read in place and not rewritten would go out without
             // its fields: refused, though no path leads here.
