@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn config(backend: std::net::SocketAddr, protocol: &str) -> String {
     format!(
@@ -41,24 +40,13 @@ async fn backend() -> Backend {
     .await
 }
 
-/// One HTTP/1.1 request with a Host on a connection of its own: the status.
-async fn status(address: std::net::SocketAddr, path: &str) -> u16 {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    answer.split(' ').nth(1).unwrap().parse().unwrap()
-}
-
 /// Runs `/first` (503 on its first try, retried after a ~0.5-1.5 s backoff),
 /// reloads to `to` during the backoff, and warms the pool with `/warm` on the
 /// new config: returns the retried request's status.
 async fn retry_across_reload(backend: &Backend, from: &str, to: &str) -> (Lb, u16) {
     let lb = start_lb(&config(backend.addr, from), &[]).await;
     let address = lb.addr;
-    let first = tokio::spawn(async move { status(address, "/first").await });
+    let first = tokio::spawn(async move { status_of_get(address, "/first").await });
     within("the first try", async {
         while backend.request_count() < 1 {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -71,7 +59,10 @@ async fn retry_across_reload(backend: &Backend, from: &str, to: &str) -> (Lb, u1
         .unwrap();
     // A request of the new config leaves a connection of the new transport
     // in the pool, well within the retry's backoff.
-    assert_eq!(within("the warm-up", status(address, "/warm")).await, 200);
+    assert_eq!(
+        within("the warm-up", status_of_get(address, "/warm")).await,
+        200
+    );
     let status = within("the retried request", first).await.unwrap();
     (lb, status)
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use support::process::WeirCommand;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 fn config(listeners: &[&str], backend: SocketAddr) -> String {
@@ -24,15 +23,15 @@ fn config(listeners: &[&str], backend: SocketAddr) -> String {
     text
 }
 
-/// One request on a connection of its own; the status line of the answer.
-async fn status_line(address: SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: workers.test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    answer.lines().next().unwrap_or_default().to_owned()
+/// `count` requests for `path`, each on a connection of its own and all at
+/// once, so that every worker takes some: each must be answered 200.
+async fn all_answered(address: SocketAddr, path: &'static str, count: usize) {
+    let requests: Vec<_> = (0..count)
+        .map(|_| tokio::spawn(status_of_get(address, path)))
+        .collect();
+    for request in requests {
+        assert_eq!(within("a request", request).await.unwrap(), 200);
+    }
 }
 
 /// The names of the process's threads.
@@ -82,19 +81,11 @@ async fn every_worker_serves_and_drains_its_own_requests() {
     })
     .await;
 
-    let requests: Vec<_> = (0..64)
-        .map(|_| tokio::spawn(status_line(address, "/")))
-        .collect();
-    for request in requests {
-        assert_eq!(
-            within("a request", request).await.unwrap(),
-            "HTTP/1.1 200 OK"
-        );
-    }
+    all_answered(address, "/", 64).await;
 
     // Requests in flight when the drain starts, on whichever worker took them.
     let slow: Vec<_> = (0..8)
-        .map(|_| tokio::spawn(status_line(address, "/slow")))
+        .map(|_| tokio::spawn(status_of_get(address, "/slow")))
         .collect();
     within("the slow requests to reach the backend", async {
         while backend.request_count() < 64 + 8 {
@@ -107,10 +98,7 @@ async fn every_worker_serves_and_drains_its_own_requests() {
     weir.wait_for_log_count("stopped accepting", 2);
     release.add_permits(8);
     for request in slow {
-        assert_eq!(
-            within("a slow request", request).await.unwrap(),
-            "HTTP/1.1 200 OK"
-        );
+        assert_eq!(within("a slow request", request).await.unwrap(), 200);
     }
     let output = tokio::task::spawn_blocking(move || weir.wait_for_exit())
         .await
@@ -133,15 +121,7 @@ async fn a_listener_added_by_reload_is_served_by_every_worker() {
     .unwrap();
     assert!(weir.signal("HUP"));
     weir.wait_for_log("config reloaded");
-    let requests: Vec<_> = (0..64)
-        .map(|_| tokio::spawn(status_line(added, "/")))
-        .collect();
-    for request in requests {
-        assert_eq!(
-            within("a request", request).await.unwrap(),
-            "HTTP/1.1 200 OK"
-        );
-    }
+    all_answered(added, "/", 64).await;
     // Dropped, then stopped: every worker drops its handle on the socket.
     std::fs::write(weir.config_path(), config(&["127.0.0.1:0"], backend.addr)).unwrap();
     assert!(weir.signal("HUP"));

@@ -11,8 +11,8 @@
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 
-use crate::http1::edits::CopiedHead;
 use crate::balance::Fields;
+use crate::http1::edits::CopiedHead;
 use crate::http1::request::ReceivedRequest;
 use crate::http1::rewrite::{self, Forwarding};
 

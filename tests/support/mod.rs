@@ -550,6 +550,17 @@ impl RawResponse {
     }
 }
 
+/// The status of a `GET path` sent alone on a connection of its own (with a
+/// `Host` and `Connection: close`); 0 if no response came.
+pub async fn status_of_get(addr: SocketAddr, path: &str) -> u16 {
+    let mut conn = RawConn::connect(addr).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    conn.send(request.as_bytes()).await;
+    conn.read_response()
+        .await
+        .map_or(0, |response| response.status)
+}
+
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
