@@ -33,6 +33,7 @@ use crate::http1::rewrite::{self, Answer, Answering, Relay};
 use crate::proxy::{self, BodyError, ClientIo, Connection, Http1Upgrade, ProxyBody};
 use crate::upstream::{BoxError, ClientStream};
 
+use super::client_write::ClientWrite;
 use super::drain::DrainWatch;
 use super::park::PARK_AFTER;
 use super::timeouts::SendDeadline;
@@ -487,7 +488,7 @@ struct Asked {
     keeps_alive: bool,
 }
 
-impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop<'a, R, W> {
+impl<'a, R: ClientRead, W: ClientWrite> Http1Loop<'a, R, W> {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         read: ReadSide<R>,
@@ -573,8 +574,18 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         // Whatever the client still sends is not read: closing now is what
         // ends its wait (a lingering close matters only to bodies cut short,
         // which the client learns of either way).
-        let _ = self.read.take();
+        if self.read.take().is_some() {
+            self.write.into_inner().close();
+        }
         Ending::Closed
+    }
+
+    /// Ends the response stream before the connection closes: a shutdown,
+    /// unless the close that follows does as much (see `ClientWrite`).
+    async fn end_stream(&mut self) {
+        if !(W::CLOSE_ENDS_STREAM && self.read.is_some()) {
+            let _ = self.write.shutdown().await;
+        }
     }
 
     fn rearm(&mut self, at: Instant) {
@@ -722,7 +733,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         self.out.extend_from_slice(b"\r\n");
         let out = std::mem::take(&mut self.out);
         if self.write.write_all(&out).await.is_ok() {
-            let _ = self.write.shutdown().await;
+            self.end_stream().await;
         }
         self.out = out;
     }
@@ -857,7 +868,7 @@ impl<'a, R: ClientRead, W: AsyncWrite + Unpin + Send + Sync + 'static> Http1Loop
         if keep_alive && body_whole {
             Next::Continue
         } else {
-            let _ = self.write.shutdown().await;
+            self.end_stream().await;
             Next::Close
         }
     }

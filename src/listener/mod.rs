@@ -2,6 +2,7 @@
 //! serve each connection with HTTP/1.x and h2c on the same port, and drain on
 //! shutdown.
 
+mod client_write;
 mod drain;
 mod http1;
 mod park;
@@ -32,6 +33,7 @@ use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
 
+use client_write::{ClientWrite, PlainWrite};
 use drain::{Drain, DrainWatch};
 use timeouts::TimedIo;
 
@@ -179,7 +181,11 @@ impl Listener {
                 Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF_START;
                     // Responses are written whole; Nagle would only delay them.
-                    let _ = stream.set_nodelay(true);
+                    // A plain connection turns it off before its second write
+                    // (see `client_write`).
+                    if current.tls.is_some() {
+                        let _ = stream.set_nodelay(true);
+                    }
                     // The address the client connected to matters only to a PROXY
                     // header sent to backends: on a wildcard bind it costs a
                     // syscall, so the socket is asked only when one is sent (a
@@ -430,7 +436,8 @@ fn serve_plain(
         let config = &settings.config;
         let limits = http1::Limits::of(config);
         let shared = Arc::new(http1::Shared::default());
-        let (mut read, mut write) = stream.into_split();
+        let (mut read, write) = stream.into_split();
+        let mut write = PlainWrite::new(write);
         let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
         let mut first = true;
         loop {
@@ -454,9 +461,11 @@ fn serve_plain(
                 http1::Ending::Tunnel => return outlived_by_tunnel(&connection).await,
                 http1::Ending::Http2 { read, write } => {
                     let (prefix, read) = read.into_parts();
-                    let Ok(stream) = read.reunite(write) else {
+                    let Ok(stream) = read.reunite(write.into_half()) else {
                         return;
                     };
+                    // HTTP/2 writes its frames as they come.
+                    let _ = stream.set_nodelay(true);
                     let stream = http1::Rewind::new(prefix, stream);
                     let io = TimedIo::new(stream, connection.clone(), config, head_deadline);
                     Box::pin(serve_connection(
@@ -493,6 +502,8 @@ fn serve_plain(
                 read.as_ref().poll_read_ready(cx).map(|ready| ready.is_ok())
             });
             if !readable.await {
+                // The read half closes the socket as it is dropped.
+                write.close();
                 return;
             }
             // Whatever wakes a parked connection starts a new request head.
