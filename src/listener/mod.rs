@@ -117,6 +117,12 @@ impl Listener {
     pub async fn bind(address: SocketAddr) -> io::Result<Self> {
         let tcp = TcpListener::bind(address).await?;
         let address = tcp.local_addr()?;
+        // The ACK of a request rides on its response instead of going alone
+        // right away (as HAProxy's HTTP listeners do): one segment fewer per
+        // new connection, which the client's kernel pays for. Accepted
+        // connections inherit it; a client that splits a request into two
+        // small writes with Nagle on may wait once for a delayed ACK.
+        let _ = socket2::SockRef::from(&tcp).set_tcp_quickack(false);
         Ok(Listener {
             tcp: tcp.into_std()?,
             address,
@@ -551,5 +557,20 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             debug!(error = %err, "connection ended with an error");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_accepted_delay_their_acks() {
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
+        let (accepted, _) = listener.tcp.accept().unwrap();
+        assert!(!socket2::SockRef::from(&accepted).tcp_quickack().unwrap());
     }
 }

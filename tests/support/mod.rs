@@ -564,6 +564,10 @@ pub async fn status_of_get(addr: SocketAddr, path: &str) -> u16 {
 impl RawConn {
     pub async fn connect(addr: SocketAddr) -> Self {
         let stream = within("connect", TcpStream::connect(addr)).await.unwrap();
+        // As browsers, curl and most HTTP clients: with Nagle on, a second
+        // small write would wait for the ACK of the first, which weir's
+        // listeners delay until they answer (see `listener::Listener::bind`).
+        stream.set_nodelay(true).unwrap();
         RawConn {
             stream,
             buf: Vec::new(),
