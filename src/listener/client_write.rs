@@ -59,11 +59,30 @@ enum Nagle {
 }
 
 impl PlainWrite {
+    /// A new connection's write side.
     pub(super) fn new(half: OwnedWriteHalf) -> Self {
         PlainWrite {
             half,
             nagle: Nagle::Unwritten,
         }
+    }
+
+    /// The write side of a connection woken from parking (see `park`).
+    pub(super) fn unparked(half: OwnedWriteHalf) -> Self {
+        PlainWrite {
+            half,
+            nagle: Nagle::Off,
+        }
+    }
+
+    /// The half alone, for a parked connection, with Nagle off: a parked
+    /// connection keeps no more than its socket's halves (a state byte here
+    /// would grow every parked task by a word).
+    pub(super) fn park(mut self) -> OwnedWriteHalf {
+        if self.nagle != Nagle::Off {
+            self.nagle_off();
+        }
+        self.half
     }
 
     pub(super) fn into_half(self) -> OwnedWriteHalf {
@@ -73,11 +92,15 @@ impl PlainWrite {
     /// Called before each write: turns Nagle off once something was written.
     fn before_write(&mut self) {
         if self.nagle == Nagle::Written {
-            // A failure leaves Nagle on: responses may then wait for an ACK,
-            // nothing worse, and the write that follows reports a dead socket.
-            let _ = self.half.as_ref().set_nodelay(true);
-            self.nagle = Nagle::Off;
+            self.nagle_off();
         }
+    }
+
+    fn nagle_off(&mut self) {
+        // A failure leaves Nagle on: responses may then wait for an ACK,
+        // nothing worse, and the write that follows reports a dead socket.
+        let _ = self.half.as_ref().set_nodelay(true);
+        self.nagle = Nagle::Off;
     }
 
     fn after_write(&mut self, done: &Poll<io::Result<usize>>) {
@@ -159,6 +182,14 @@ mod tests {
         assert!(!write.half.as_ref().nodelay().unwrap());
         write.write_all(b"second").await.unwrap();
         assert!(write.half.as_ref().nodelay().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_parked_connection_has_nagle_off() {
+        let (_client, server) = pair().await;
+        let (_read, write) = server.into_split();
+        let parked = PlainWrite::new(write).park();
+        assert!(parked.as_ref().nodelay().unwrap());
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -33,7 +34,7 @@ use crate::shutdown::Shutdown;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, TlsError};
 
-use client_write::{ClientWrite, PlainWrite};
+use client_write::PlainWrite;
 use drain::{Drain, DrainWatch};
 use timeouts::TimedIo;
 
@@ -254,8 +255,13 @@ impl Listener {
                         // connection is open: a 512-byte task where the general path
                         // above takes 768.
                         let connection = current.connection(peer, local, snapshots.clone());
-                        let serving =
-                            serve_plain(stream, connection, current.clone(), watcher, open);
+                        let serving = serve_plain(
+                            stream.into_split(),
+                            connection,
+                            current.clone(),
+                            watcher,
+                            open,
+                        );
                         tokio::spawn(serving.instrument(span));
                     }
                 }
@@ -428,7 +434,10 @@ async fn serve_accepted(accepted: Accepted) {
     };
     let connection = settings.connection(client, local, snapshots);
     match &settings.tls {
-        None => serve_plain(stream, connection, settings.clone(), watcher, open).await,
+        None => {
+            let halves = stream.into_split();
+            serve_plain(halves, connection, settings.clone(), watcher, open).await;
+        }
         // Boxed: a TLS connection's state is large, and plain connections (with a
         // PROXY header) should not carry its size. Written into its box as it
         // is made, not made and moved in (see `serve_plain`).
@@ -455,10 +464,12 @@ async fn serve_accepted(accepted: Accepted) {
 ///
 /// Not an `async fn`: one of those keeps its arguments twice in its future (as
 /// passed, and moved into the body), and this future is a parked connection's
-/// whole task.
+/// whole task. It takes the socket split (and keeps its halves where they
+/// came): a `TcpStream` taken whole would keep its room in the task after
+/// the split.
 #[allow(clippy::manual_async_fn)]
 fn serve_plain(
-    stream: TcpStream,
+    (mut read, mut write): (OwnedReadHalf, OwnedWriteHalf),
     connection: Arc<Connection>,
     settings: Arc<ListenerSettings>,
     mut watcher: DrainWatch,
@@ -470,14 +481,19 @@ fn serve_plain(
         let config = &settings.config;
         let limits = http1::Limits::of(config);
         let shared = Arc::new(http1::Shared::default());
-        let (mut read, write) = stream.into_split();
-        let mut write = PlainWrite::new(write);
         let mut head_deadline = tokio::time::Instant::now() + config.header_timeout;
         let mut first = true;
         loop {
             let serving = http1::Http1Loop::new(
                 http1::ReadSide::new(read, bytes::BytesMut::new()),
-                http1::TimedWrite::new(write, config.send_timeout),
+                http1::TimedWrite::new(
+                    if first {
+                        PlainWrite::new(write)
+                    } else {
+                        PlainWrite::unparked(write)
+                    },
+                    config.send_timeout,
+                ),
                 shared.clone(),
                 connection.clone(),
                 &limits,
@@ -490,32 +506,30 @@ fn serve_plain(
             // first and then moved in, it was copied whole twice per
             // connection.
             let run = Box::write(Box::new_uninit(), serving.run(head_deadline));
-            let (parked_read, parked_write, idle_deadline) = match Box::into_pin(run).await {
-                http1::Ending::Closed => return,
-                http1::Ending::Tunnel => return outlived_by_tunnel(&connection).await,
-                http1::Ending::Http2 { read, write } => {
-                    let (prefix, read) = read.into_parts();
-                    let Ok(stream) = read.reunite(write.into_half()) else {
-                        return;
-                    };
-                    // HTTP/2 writes its frames as they come.
-                    let _ = stream.set_nodelay(true);
-                    let stream = http1::Rewind::new(prefix, stream);
-                    let io = TimedIo::new(stream, connection.clone(), config, head_deadline);
-                    Box::pin(serve_connection(
-                        io,
-                        connection.clone(),
-                        &settings.builder,
-                        &mut watcher,
-                    ))
-                    .await;
-                    return outlived_by_tunnel(&connection).await;
+            // In a block of its own: the loop's ending is gone before the
+            // connection parks, and takes no room in a parked task.
+            let (parked_read, parked_write, idle_deadline) = {
+                let ending = Box::into_pin(run).await;
+                match ending {
+                    http1::Ending::Quiet {
+                        read,
+                        write,
+                        idle_deadline,
+                    } => (read, write.park(), idle_deadline),
+                    http1::Ending::Closed => return,
+                    // Rare, and their state is large: boxed, so that no
+                    // parked connection's task keeps room for it.
+                    handed => {
+                        let after = after_http1(
+                            handed,
+                            &connection,
+                            &settings,
+                            &mut watcher,
+                            head_deadline,
+                        );
+                        return Box::pin(after).await;
+                    }
                 }
-                http1::Ending::Quiet {
-                    read,
-                    write,
-                    idle_deadline,
-                } => (read, write, idle_deadline),
             };
             (read, write) = (parked_read, parked_write);
             first = false;
@@ -536,14 +550,48 @@ fn serve_plain(
                 read.as_ref().poll_read_ready(cx).map(|ready| ready.is_ok())
             });
             if !readable.await {
-                // The read half closes the socket as it is dropped.
-                write.close();
+                // The read half closes the socket as it is dropped, with
+                // a FIN (see `client_write`).
+                write.forget();
                 return;
             }
             // Whatever wakes a parked connection starts a new request head.
             head_deadline = tokio::time::Instant::now() + config.header_timeout;
         }
     }
+}
+
+/// A plain connection's life after its HTTP/1 loop handed it on: to a
+/// tunnel, or to HTTP/2 (the client's preface read).
+async fn after_http1(
+    ending: http1::Ending<OwnedReadHalf, PlainWrite>,
+    connection: &Arc<Connection>,
+    settings: &ListenerSettings,
+    watcher: &mut DrainWatch,
+    head_deadline: tokio::time::Instant,
+) {
+    match ending {
+        http1::Ending::Closed | http1::Ending::Quiet { .. } => return,
+        http1::Ending::Tunnel => {}
+        http1::Ending::Http2 { read, write } => {
+            let (prefix, read) = read.into_parts();
+            let Ok(stream) = read.reunite(write.into_half()) else {
+                return;
+            };
+            // HTTP/2 writes its frames as they come.
+            let _ = stream.set_nodelay(true);
+            let stream = http1::Rewind::new(prefix, stream);
+            let io = TimedIo::new(stream, connection.clone(), &settings.config, head_deadline);
+            Box::pin(serve_connection(
+                io,
+                connection.clone(),
+                &settings.builder,
+                watcher,
+            ))
+            .await;
+        }
+    }
+    outlived_by_tunnel(connection).await;
 }
 
 /// Waits until no request of `connection` is left: once hyper is done with a
