@@ -419,20 +419,21 @@ async fn follow_answers(control: Weak<Control>, changed: Arc<Notify>, mut shutdo
     }
 }
 
-/// Binds `listener`'s address: a socket for each of `workers` (at least one).
+/// Binds `listener`'s address: one socket, with a handle on it for each of
+/// `workers` (at least one).
 async fn bind(listener: &ListenerConfig, workers: usize) -> Result<Vec<Listener>, ReloadError> {
     let failed = |source| ReloadError::Bind {
         address: listener.listen,
         name: listener.name.clone(),
         source,
     };
-    if workers > 1 {
-        Listener::bind_group(listener.listen, workers)
-            .await
-            .map_err(failed)
-    } else {
-        Ok(vec![Listener::bind(listener.listen).await.map_err(failed)?])
+    let socket = Listener::bind(listener.listen).await.map_err(failed)?;
+    let mut sockets = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers {
+        sockets.push(socket.try_clone().map_err(failed)?);
     }
+    sockets.push(socket);
+    Ok(sockets)
 }
 
 fn into_io(err: ReloadError) -> io::Error {

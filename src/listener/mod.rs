@@ -40,10 +40,6 @@ use timeouts::TimedIo;
 
 /// Backoff after an accept error starts here and doubles up to the maximum: errors
 /// such as EMFILE clear up when connections close, and retrying at once would spin.
-/// Connections the kernel completes and queues before a worker accepts them
-/// (what tokio's own `bind` asks for).
-const LISTEN_BACKLOG: u32 = 1024;
-
 const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(5);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -121,40 +117,6 @@ impl ListenerSettings {
 impl Listener {
     pub async fn bind(address: SocketAddr) -> io::Result<Self> {
         let tcp = TcpListener::bind(address).await?;
-        Self::of(tcp)
-    }
-
-    /// Binds one socket on `address` for each of `workers` (more than one),
-    /// all with `SO_REUSEPORT`: the kernel spreads new connections over them
-    /// by their addresses' hash, so each worker gets its share of a burst of
-    /// them, which one queue shared by all would give to whichever worker
-    /// woke first (it takes all that wait). The address is first bound alone
-    /// for a moment: a port another process holds, even with
-    /// `SO_REUSEPORT`, is refused as it is with one worker, not shared.
-    pub async fn bind_group(address: SocketAddr, workers: usize) -> io::Result<Vec<Self>> {
-        let mut at = address;
-        if address.port() != 0 {
-            drop(std::net::TcpListener::bind(address)?);
-        }
-        let mut group = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let socket = if at.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(at)?;
-            let listener = Self::of(socket.listen(LISTEN_BACKLOG)?)?;
-            // Port 0: the others join the port the first was given.
-            at = listener.address;
-            group.push(listener);
-        }
-        Ok(group)
-    }
-
-    fn of(tcp: TcpListener) -> io::Result<Self> {
         let address = tcp.local_addr()?;
         // The ACK of a request rides on its response instead of going alone
         // right away (as HAProxy's HTTP listeners do): one segment fewer per
@@ -165,6 +127,16 @@ impl Listener {
         Ok(Listener {
             tcp: tcp.into_std()?,
             address,
+        })
+    }
+
+    /// Another handle on the same listening socket, for another worker: the
+    /// kernel's queue of new connections is one, and whichever worker asks
+    /// first takes the next.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Listener {
+            tcp: self.tcp.try_clone()?,
+            address: self.address,
         })
     }
 
@@ -648,39 +620,5 @@ mod tests {
         let _client = std::net::TcpStream::connect(listener.local_addr()).unwrap();
         let (accepted, _) = listener.tcp.accept().unwrap();
         assert!(!socket2::SockRef::from(&accepted).tcp_quickack().unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_group_spreads_connections_over_its_sockets() {
-        let group = Listener::bind_group("127.0.0.1:0".parse().unwrap(), 2)
-            .await
-            .unwrap();
-        let address = group[0].local_addr();
-        assert_eq!(group[1].local_addr(), address);
-        // 64 connections all hashed to one socket: one chance in 2^63.
-        let clients: Vec<_> = (0..64)
-            .map(|_| std::net::TcpStream::connect(address).unwrap())
-            .collect();
-        let mut taken = [0; 2];
-        for (socket, count) in group.iter().zip(&mut taken) {
-            socket.tcp.set_nonblocking(true).unwrap();
-            while socket.tcp.accept().is_ok() {
-                *count += 1;
-            }
-        }
-        assert_eq!(taken[0] + taken[1], clients.len(), "{taken:?}");
-        assert!(taken[0] > 0 && taken[1] > 0, "{taken:?}");
-    }
-
-    #[tokio::test]
-    async fn a_port_held_elsewhere_is_refused_not_shared() {
-        let group = Listener::bind_group("127.0.0.1:0".parse().unwrap(), 2)
-            .await
-            .unwrap();
-        let again = Listener::bind_group(group[0].local_addr(), 2).await;
-        assert_eq!(again.err().unwrap().kind(), io::ErrorKind::AddrInUse);
-        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let over = Listener::bind_group(plain.local_addr().unwrap(), 2).await;
-        assert_eq!(over.err().unwrap().kind(), io::ErrorKind::AddrInUse);
     }
 }
