@@ -121,8 +121,9 @@ impl Listener {
         // The ACK of a request rides on its response instead of going alone
         // right away (as HAProxy's HTTP listeners do): one segment fewer per
         // new connection, which the client's kernel pays for. Accepted
-        // connections inherit it; a client that splits a request into two
-        // small writes with Nagle on may wait once for a delayed ACK.
+        // connections inherit it. A client that splits a small request into
+        // two writes with Nagle on waits for the delayed ACK (some 40 ms) on
+        // each new connection's first request, as with HAProxy.
         let _ = socket2::SockRef::from(&tcp).set_tcp_quickack(false);
         Ok(Listener {
             tcp: tcp.into_std()?,
